@@ -1,0 +1,106 @@
+#!/usr/bin/env bash
+# Installs (when missing), starts and stops the real services the tests, the
+# demo and the benchmarks use: PostgreSQL 15 and the nisshi Kafka-protocol
+# broker, on loopback ports of their own, with state under .state/ (ignored).
+#
+#   scripts/services.sh install | start | stop | status | env
+#
+# Ports: PG_PORT (default 55432), KAFKA_PORT (default 19092).
+set -euo pipefail
+
+root=$(cd "$(dirname "$0")/.." && pwd)
+state="$root/.state"
+pg_port=${PG_PORT:-55432}
+kafka_port=${KAFKA_PORT:-19092}
+pg_bin=/usr/lib/postgresql/15/bin
+pg_data="$state/pg"
+pg_socket="$state/pgsock"
+nisshi_version=0.8.1
+nisshi="${CARGO_HOME:-$HOME/.cargo}/bin/nisshi"
+
+log() { printf 'services: %s\n' "$*" >&2; }
+
+as_postgres() {
+  if [ "$(id -u)" = 0 ]; then runuser -u postgres -- "$@"; else "$@"; fi
+}
+
+install() {
+  if [ ! -x "$pg_bin/postgres" ]; then
+    log "installing PostgreSQL 15 (apt-get)"
+    export DEBIAN_FRONTEND=noninteractive
+    apt-get update -qq
+    apt-get install -y -qq postgresql-15 postgresql-client-15 >/dev/null
+  fi
+  if ! "$nisshi" --version 2>/dev/null | grep -q "$nisshi_version"; then
+    log "installing nisshi $nisshi_version (cargo +nightly install; about 13 minutes)"
+    cargo +nightly install nisshi --version "$nisshi_version" --locked
+  fi
+}
+
+wait_for() { # description, seconds, command...
+  local what=$1 secs=$2; shift 2
+  local deadline=$((SECONDS + secs))
+  until "$@" >/dev/null 2>&1; do
+    if [ $SECONDS -ge $deadline ]; then log "$what did not come up within ${secs}s"; return 1; fi
+    sleep 0.2
+  done
+}
+
+start_pg() {
+  mkdir -p "$state"
+  if [ ! -s "$pg_data/PG_VERSION" ]; then
+    log "initialising a PostgreSQL cluster in $pg_data"
+    mkdir -p "$pg_data" "$pg_socket"
+    [ "$(id -u)" = 0 ] && chown postgres:postgres "$pg_data" "$pg_socket"
+    chmod 700 "$pg_data"
+    as_postgres "$pg_bin/initdb" -D "$pg_data" -U postgres --auth=trust -E UTF8 --locale=C.UTF-8 >/dev/null
+  fi
+  mkdir -p "$pg_socket"
+  [ "$(id -u)" = 0 ] && chown postgres:postgres "$pg_socket"
+  if as_postgres "$pg_bin/pg_ctl" -D "$pg_data" status >/dev/null 2>&1; then
+    log "PostgreSQL already running on 127.0.0.1:$pg_port"
+    return
+  fi
+  as_postgres "$pg_bin/pg_ctl" -D "$pg_data" -l "$pg_data/server.log" -w -t 60 \
+    -o "-p $pg_port -k $pg_socket -c listen_addresses=127.0.0.1 -c max_connections=300 -c fsync=on -c shared_buffers=256MB" start >/dev/null
+  log "PostgreSQL on 127.0.0.1:$pg_port"
+}
+
+start_kafka() {
+  mkdir -p "$state"
+  if [ -f "$state/nisshi.pid" ] && kill -0 "$(cat "$state/nisshi.pid")" 2>/dev/null; then
+    log "nisshi already running on 127.0.0.1:$kafka_port"
+    return
+  fi
+  nohup "$nisshi" broker --listener-url "tcp://127.0.0.1:$kafka_port" \
+    --advertised-listener-url "tcp://127.0.0.1:$kafka_port" \
+    --storage-engine memory://nisshi/ --group-initial-rebalance-delay 0s \
+    >"$state/nisshi.log" 2>&1 &
+  echo $! >"$state/nisshi.pid"
+  wait_for "nisshi" 30 bash -c "exec 3<>/dev/tcp/127.0.0.1/$kafka_port"
+  log "nisshi on 127.0.0.1:$kafka_port"
+}
+
+stop() {
+  if [ -f "$state/nisshi.pid" ]; then
+    kill "$(cat "$state/nisshi.pid")" 2>/dev/null || true
+    rm -f "$state/nisshi.pid"
+  fi
+  if [ -s "$pg_data/PG_VERSION" ]; then
+    as_postgres "$pg_bin/pg_ctl" -D "$pg_data" -m fast stop >/dev/null 2>&1 || true
+  fi
+  log "stopped"
+}
+
+case "${1:-}" in
+  install) install ;;
+  start) install; start_pg; start_kafka ;;
+  stop) stop ;;
+  status)
+    as_postgres "$pg_bin/pg_ctl" -D "$pg_data" status || true
+    [ -f "$state/nisshi.pid" ] && kill -0 "$(cat "$state/nisshi.pid")" && echo "nisshi running" || echo "nisshi stopped" ;;
+  env)
+    echo "export DATABASE_URL=postgres://postgres@127.0.0.1:$pg_port/postgres"
+    echo "export KAFKA_BROKERS=127.0.0.1:$kafka_port" ;;
+  *) echo "usage: $0 install|start|stop|status|env" >&2; exit 2 ;;
+esac

@@ -1,0 +1,593 @@
+//! Configuration: documented defaults, an optional TOML file, then the
+//! environment on top. Unknown keys are refused by name, and so is a bad value.
+//!
+//! Environment: `KAFKA_BROKERS`, `DATABASE_URL` and `TIMESINK_GROUP_ID` are the
+//! common ones; every other key is `TIMESINK_<SECTION>__<KEY>` (for example
+//! `TIMESINK_BATCH__LEVEL1__MAX_ROWS=2000`), and a librdkafka property is
+//! `TIMESINK_RDKAFKA_<NAME>` with its dots written as underscores
+//! (`TIMESINK_RDKAFKA_SECURITY_PROTOCOL=SASL_SSL`).
+
+use std::collections::BTreeMap;
+use std::path::Path;
+use std::time::Duration;
+
+use figment::Figment;
+use figment::providers::{Format, Serialized, Toml};
+use serde::{Deserialize, Serialize};
+
+use crate::batch::Limits;
+use crate::record::DataType;
+
+/// A configuration that cannot be used, naming the key at fault.
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    #[error("configuration: {0}")]
+    Load(String),
+    #[error("configuration key `{key}`: {problem}")]
+    Invalid { key: String, problem: String },
+}
+
+fn invalid(key: impl Into<String>, problem: impl Into<String>) -> ConfigError {
+    ConfigError::Invalid {
+        key: key.into(),
+        problem: problem.into(),
+    }
+}
+
+/// Everything `timesink run` needs.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct Config {
+    pub kafka: KafkaConfig,
+    pub database: DatabaseConfig,
+    /// The topic each data type is read from (its base name; per-exchange
+    /// topics `<base>-<exchangeId>` are found by pattern).
+    pub topics: TopicsConfig,
+    /// When each data type's batches are flushed.
+    pub batch: BatchConfig,
+    pub dead_letter: DeadLetterConfig,
+    /// How long a shutdown may take to write and commit what is batched, in
+    /// milliseconds, before the sink exits anyway (uncommitted data is read again).
+    pub shutdown_timeout_ms: u64,
+    /// The largest value (after LZ4 inflation) a message may carry, in bytes;
+    /// a larger one is dead-lettered.
+    pub max_value_bytes: usize,
+    /// How often a progress line (rows/s per table, lag) is logged, in
+    /// milliseconds; 0 turns it off.
+    pub progress_interval_ms: u64,
+}
+
+impl Default for Config {
+    fn default() -> Self {
+        Config {
+            kafka: KafkaConfig::default(),
+            database: DatabaseConfig::default(),
+            topics: TopicsConfig::default(),
+            batch: BatchConfig::default(),
+            dead_letter: DeadLetterConfig::default(),
+            shutdown_timeout_ms: 30_000,
+            max_value_bytes: 16 * 1024 * 1024,
+            progress_interval_ms: 0,
+        }
+    }
+}
+
+/// The Kafka side.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct KafkaConfig {
+    /// Bootstrap brokers, comma-separated `host:port` (env `KAFKA_BROKERS`).
+    pub brokers: String,
+    /// The consumer group; also the `consumer_group` of `timesink_offsets`
+    /// (env `TIMESINK_GROUP_ID`).
+    pub group_id: String,
+    /// librdkafka properties passed through as they are (TLS, SASL, tuning),
+    /// to the consumer, the dead-letter producer and the admin client.
+    pub properties: BTreeMap<String, String>,
+}
+
+impl Default for KafkaConfig {
+    fn default() -> Self {
+        KafkaConfig {
+            brokers: "localhost:9092".into(),
+            group_id: "timesink".into(),
+            properties: BTreeMap::new(),
+        }
+    }
+}
+
+/// The PostgreSQL side.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct DatabaseConfig {
+    /// A libpq-style URL or key=value string (env `DATABASE_URL`).
+    pub url: String,
+    /// `auto`: use TimescaleDB where the extension is installed; `off`: plain
+    /// tables always; `required`: refuse to start without it.
+    pub timescaledb: TimescaleMode,
+}
+
+impl Default for DatabaseConfig {
+    fn default() -> Self {
+        DatabaseConfig {
+            url: "postgres://postgres@localhost:5432/timesink".into(),
+            timescaledb: TimescaleMode::Auto,
+        }
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum TimescaleMode {
+    Auto,
+    Off,
+    Required,
+}
+
+/// Base topic names per data type.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct TopicsConfig {
+    pub prices: String,
+    pub ohlcv: String,
+    pub analytics: String,
+    pub level1: String,
+}
+
+impl Default for TopicsConfig {
+    fn default() -> Self {
+        TopicsConfig {
+            prices: DataType::Price.default_topic().into(),
+            ohlcv: DataType::Ohlcv.default_topic().into(),
+            analytics: DataType::Analytics.default_topic().into(),
+            level1: DataType::Level1.default_topic().into(),
+        }
+    }
+}
+
+impl TopicsConfig {
+    pub fn base(&self, data_type: DataType) -> &str {
+        match data_type {
+            DataType::Price => &self.prices,
+            DataType::Ohlcv => &self.ohlcv,
+            DataType::Analytics => &self.analytics,
+            DataType::Level1 => &self.level1,
+        }
+    }
+
+    /// The data type of a topic and, on a per-exchange topic, its exchange.
+    pub fn classify<'t>(&self, topic: &'t str) -> Option<(DataType, Option<&'t str>)> {
+        DataType::ALL.into_iter().find_map(|t| {
+            let base = self.base(t);
+            let rest = topic.strip_prefix(base)?;
+            if rest.is_empty() {
+                Some((t, None))
+            } else {
+                let exchange = rest.strip_prefix('-')?;
+                is_exchange_id(exchange).then_some((t, Some(exchange)))
+            }
+        })
+    }
+
+    /// The subscription pattern (librdkafka regex) of a data type: the base
+    /// topic and `<base>-<exchangeId>`; dead-letter topics contain a dot and never match.
+    pub fn pattern(&self, data_type: DataType) -> String {
+        let escaped: String = self
+            .base(data_type)
+            .chars()
+            .map(|c| {
+                if c.is_ascii_alphanumeric() {
+                    c.to_string()
+                } else {
+                    format!("\\{c}")
+                }
+            })
+            .collect();
+        format!("^{escaped}(-[A-Za-z0-9_-]+)?$")
+    }
+}
+
+fn is_exchange_id(s: &str) -> bool {
+    !s.is_empty()
+        && s.bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b == b'_' || b == b'-')
+}
+
+/// Flush rules for one data type.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct BatchLimits {
+    /// Flush at this many rows.
+    pub max_rows: usize,
+    /// Flush when the batch's messages hold this many bytes.
+    pub max_bytes: usize,
+    /// Flush when the oldest message has waited this many milliseconds.
+    pub linger_ms: u64,
+}
+
+impl BatchLimits {
+    pub fn limits(&self) -> Limits {
+        Limits {
+            max_rows: self.max_rows,
+            max_bytes: self.max_bytes,
+            linger: Duration::from_millis(self.linger_ms),
+        }
+    }
+}
+
+/// Flush rules per data type; the defaults are the platform's (seed 002).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct BatchConfig {
+    pub prices: BatchLimits,
+    pub ohlcv: BatchLimits,
+    pub analytics: BatchLimits,
+    pub level1: BatchLimits,
+    /// Overrides for single topics, by exact topic name.
+    pub topics: BTreeMap<String, BatchLimits>,
+}
+
+const MIB: usize = 1024 * 1024;
+
+impl Default for BatchConfig {
+    fn default() -> Self {
+        let limits = |max_rows, linger_ms| BatchLimits {
+            max_rows,
+            max_bytes: 4 * MIB,
+            linger_ms,
+        };
+        BatchConfig {
+            prices: limits(500, 50),
+            ohlcv: limits(200, 100),
+            analytics: limits(100, 1000),
+            level1: limits(1000, 10),
+            topics: BTreeMap::new(),
+        }
+    }
+}
+
+impl BatchConfig {
+    pub fn for_topic(&self, topic: &str, data_type: DataType) -> Limits {
+        if let Some(l) = self.topics.get(topic) {
+            return l.limits();
+        }
+        match data_type {
+            DataType::Price => self.prices,
+            DataType::Ohlcv => self.ohlcv,
+            DataType::Analytics => self.analytics,
+            DataType::Level1 => self.level1,
+        }
+        .limits()
+    }
+}
+
+/// Where invalid messages go.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct DeadLetterConfig {
+    /// Appended to the source topic's name.
+    pub suffix: String,
+    /// Replication factor of a dead-letter topic the sink creates (3 in
+    /// production, 1 on a single local broker).
+    pub replication_factor: i32,
+}
+
+impl Default for DeadLetterConfig {
+    fn default() -> Self {
+        DeadLetterConfig {
+            suffix: ".dlq".into(),
+            replication_factor: 1,
+        }
+    }
+}
+
+/// Properties the sink sets itself; passing them through would break its guarantees.
+const RESERVED_PROPERTIES: [&str; 4] = [
+    "enable.auto.commit",
+    "enable.auto.offset.store",
+    "group.id",
+    "bootstrap.servers",
+];
+
+impl Config {
+    /// Defaults, then the file (if any), then the environment; validated.
+    pub fn load(file: Option<&Path>) -> Result<Config, ConfigError> {
+        Self::load_from(file, std::env::vars())
+    }
+
+    /// As [`Config::load`], with the environment given (for tests).
+    pub fn load_from(
+        file: Option<&Path>,
+        env: impl IntoIterator<Item = (String, String)>,
+    ) -> Result<Config, ConfigError> {
+        let mut figment = Figment::from(Serialized::defaults(Config::default()));
+        if let Some(path) = file {
+            if !path.exists() {
+                return Err(ConfigError::Load(format!(
+                    "file {} does not exist",
+                    path.display()
+                )));
+            }
+            figment = figment.merge(Toml::file_exact(path));
+        }
+        let env: Vec<(String, String)> = env.into_iter().collect();
+        let lookup = |name: &str| env.iter().find(|(k, _)| k == name).map(|(_, v)| v.clone());
+        // The nested TIMESINK_<SECTION>__<KEY> form; the three short names and
+        // the librdkafka pass-through are read separately below.
+        for (name, value) in &env {
+            let Some(rest) = name.strip_prefix("TIMESINK_") else {
+                continue;
+            };
+            if rest == "GROUP_ID" || rest.starts_with("RDKAFKA_") {
+                continue;
+            }
+            let key = rest.to_ascii_lowercase().replace("__", ".");
+            let value: figment::value::Value = value.parse().unwrap_or_else(|never| match never {});
+            figment = figment.merge(Serialized::defaults(figment::util::nest(&key, value)));
+        }
+        let mut config: Config = figment.extract().map_err(|e| {
+            let mut text = String::new();
+            for (i, err) in e.into_iter().enumerate() {
+                if i > 0 {
+                    text.push_str("; ");
+                }
+                text.push_str(&err.to_string());
+            }
+            ConfigError::Load(text)
+        })?;
+        if let Some(v) = lookup("KAFKA_BROKERS") {
+            config.kafka.brokers = v;
+        }
+        if let Some(v) = lookup("DATABASE_URL") {
+            config.database.url = v;
+        }
+        if let Some(v) = lookup("TIMESINK_GROUP_ID") {
+            config.kafka.group_id = v;
+        }
+        for (k, v) in &env {
+            if let Some(name) = k.strip_prefix("TIMESINK_RDKAFKA_") {
+                config
+                    .kafka
+                    .properties
+                    .insert(name.to_ascii_lowercase().replace('_', "."), v.clone());
+            }
+        }
+        config.validate()?;
+        Ok(config)
+    }
+
+    /// Refuses values the sink cannot run with, naming the key.
+    pub fn validate(&self) -> Result<(), ConfigError> {
+        if self.kafka.brokers.trim().is_empty() {
+            return Err(invalid(
+                "kafka.brokers",
+                "must name at least one broker (host:port)",
+            ));
+        }
+        for broker in self.kafka.brokers.split(',') {
+            let broker = broker.trim();
+            let port_ok = broker
+                .rsplit_once(':')
+                .is_some_and(|(host, port)| !host.is_empty() && port.parse::<u16>().is_ok());
+            if !port_ok {
+                return Err(invalid(
+                    "kafka.brokers",
+                    format!("{broker:?} is not host:port"),
+                ));
+            }
+        }
+        if self.kafka.group_id.trim().is_empty() {
+            return Err(invalid("kafka.group_id", "must not be empty"));
+        }
+        for key in self.kafka.properties.keys() {
+            if RESERVED_PROPERTIES.contains(&key.as_str()) {
+                return Err(invalid(
+                    format!("kafka.properties.{key}"),
+                    "is set by the sink itself (use kafka.brokers / kafka.group_id; commits are always manual)",
+                ));
+            }
+        }
+        if self.database.url.parse::<tokio_postgres::Config>().is_err() {
+            return Err(invalid(
+                "database.url",
+                "is not a PostgreSQL connection string (postgres://user@host:port/db)",
+            ));
+        }
+        let mut seen = Vec::new();
+        for t in DataType::ALL {
+            let base = self.topics.base(t);
+            let key = format!("topics.{}", topic_key(t));
+            if base.is_empty()
+                || !base
+                    .bytes()
+                    .all(|b| b.is_ascii_alphanumeric() || b"._-".contains(&b))
+            {
+                return Err(invalid(key, format!("{base:?} is not a Kafka topic name")));
+            }
+            if seen.contains(&base) {
+                return Err(invalid(key, format!("{base:?} is used by two data types")));
+            }
+            seen.push(base);
+        }
+        let mut all: Vec<(String, &BatchLimits)> = DataType::ALL
+            .into_iter()
+            .map(|t| {
+                let l = match t {
+                    DataType::Price => &self.batch.prices,
+                    DataType::Ohlcv => &self.batch.ohlcv,
+                    DataType::Analytics => &self.batch.analytics,
+                    DataType::Level1 => &self.batch.level1,
+                };
+                (format!("batch.{}", topic_key(t)), l)
+            })
+            .collect();
+        all.extend(
+            self.batch
+                .topics
+                .iter()
+                .map(|(t, l)| (format!("batch.topics.{t}"), l)),
+        );
+        for (key, l) in all {
+            if l.max_rows == 0 {
+                return Err(invalid(format!("{key}.max_rows"), "must be at least 1"));
+            }
+            if l.max_bytes == 0 {
+                return Err(invalid(format!("{key}.max_bytes"), "must be at least 1"));
+            }
+            if l.linger_ms > 60_000 {
+                return Err(invalid(format!("{key}.linger_ms"), "must be at most 60000"));
+            }
+        }
+        if self.dead_letter.suffix.is_empty() || !self.dead_letter.suffix.contains('.') {
+            return Err(invalid(
+                "dead_letter.suffix",
+                "must contain a dot, so that dead-letter topics never match the subscription",
+            ));
+        }
+        if self.dead_letter.replication_factor < 1 {
+            return Err(invalid(
+                "dead_letter.replication_factor",
+                "must be at least 1",
+            ));
+        }
+        if self.max_value_bytes == 0 {
+            return Err(invalid("max_value_bytes", "must be at least 1"));
+        }
+        Ok(())
+    }
+
+    pub fn shutdown_timeout(&self) -> Duration {
+        Duration::from_millis(self.shutdown_timeout_ms)
+    }
+}
+
+/// The config key of a data type (`prices`, `ohlcv`, `analytics`, `level1`).
+pub fn topic_key(t: DataType) -> &'static str {
+    match t {
+        DataType::Price => "prices",
+        DataType::Ohlcv => "ohlcv",
+        DataType::Analytics => "analytics",
+        DataType::Level1 => "level1",
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn env(pairs: &[(&str, &str)]) -> Vec<(String, String)> {
+        pairs
+            .iter()
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect()
+    }
+
+    fn file(text: &str) -> tempfile::NamedTempFile {
+        let mut f = tempfile::Builder::new().suffix(".toml").tempfile().unwrap();
+        std::io::Write::write_all(&mut f, text.as_bytes()).unwrap();
+        f
+    }
+
+    #[test]
+    fn defaults_need_no_file() {
+        let c = Config::load_from(None, env(&[])).unwrap();
+        assert_eq!(c, Config::default());
+        assert_eq!(
+            c.batch
+                .for_topic("crypto-level1-x", DataType::Level1)
+                .max_rows,
+            1000
+        );
+        assert_eq!(
+            c.batch.for_topic("crypto-prices", DataType::Price).linger,
+            Duration::from_millis(50)
+        );
+    }
+
+    #[test]
+    fn environment_overrides_the_file() {
+        let f = file(
+            "[kafka]\nbrokers = \"a:1\"\ngroup_id = \"g\"\n[batch.level1]\nmax_rows = 5\nmax_bytes = 10\nlinger_ms = 1\n",
+        );
+        let c = Config::load_from(
+            Some(f.path()),
+            env(&[
+                ("KAFKA_BROKERS", "b:2,c:3"),
+                ("TIMESINK_GROUP_ID", "other"),
+                ("DATABASE_URL", "postgres://u@h:1/d"),
+                ("TIMESINK_BATCH__LEVEL1__MAX_ROWS", "7"),
+                ("TIMESINK_RDKAFKA_SECURITY_PROTOCOL", "SASL_SSL"),
+                ("UNRELATED", "x"),
+            ]),
+        )
+        .unwrap();
+        assert_eq!(c.kafka.brokers, "b:2,c:3");
+        assert_eq!(c.kafka.group_id, "other");
+        assert_eq!(c.database.url, "postgres://u@h:1/d");
+        assert_eq!(c.batch.level1.max_rows, 7);
+        assert_eq!(c.batch.level1.max_bytes, 10);
+        assert_eq!(c.kafka.properties["security.protocol"], "SASL_SSL");
+    }
+
+    #[test]
+    fn unknown_keys_are_refused_by_name() {
+        let f = file("[kafka]\nbrokerz = \"a:1\"\n");
+        let err = Config::load_from(Some(f.path()), env(&[]))
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("brokerz"), "{err}");
+        let err = Config::load_from(None, env(&[("TIMESINK_BATCH__NOPE", "1")]))
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("nope"), "{err}");
+    }
+
+    #[test]
+    fn bad_values_name_the_key() {
+        let cases = [
+            ("KAFKA_BROKERS", "nohostport", "kafka.brokers"),
+            ("DATABASE_URL", "postgres://h:notaport/x", "database.url"),
+            (
+                "TIMESINK_BATCH__PRICES__MAX_ROWS",
+                "0",
+                "batch.prices.max_rows",
+            ),
+            ("TIMESINK_DEAD_LETTER__SUFFIX", "_dlq", "dead_letter.suffix"),
+            (
+                "TIMESINK_RDKAFKA_ENABLE_AUTO_COMMIT",
+                "true",
+                "kafka.properties.enable.auto.commit",
+            ),
+        ];
+        for (k, v, key) in cases {
+            let err = Config::load_from(None, env(&[(k, v)]))
+                .unwrap_err()
+                .to_string();
+            assert!(err.contains(key), "{k}={v}: {err}");
+        }
+        let err = Config::load_from(None, env(&[("TIMESINK_BATCH__PRICES__MAX_ROWS", "many")]))
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("max_rows"), "{err}");
+    }
+
+    #[test]
+    fn topics_by_pattern() {
+        let t = TopicsConfig::default();
+        assert_eq!(t.classify("crypto-prices"), Some((DataType::Price, None)));
+        assert_eq!(
+            t.classify("crypto-prices-binance"),
+            Some((DataType::Price, Some("binance")))
+        );
+        assert_eq!(
+            t.classify("crypto-level1-coinbase-pro"),
+            Some((DataType::Level1, Some("coinbase-pro")))
+        );
+        assert_eq!(t.classify("crypto-prices.dlq"), None);
+        assert_eq!(t.classify("crypto-pricesx"), None);
+        assert_eq!(
+            t.pattern(DataType::Price),
+            "^crypto\\-prices(-[A-Za-z0-9_-]+)?$"
+        );
+    }
+}

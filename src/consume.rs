@@ -1,0 +1,578 @@
+//! Consume stage: the Kafka consumer, on a thread of its own.
+//!
+//! librdkafka calls back into this thread for every rebalance. On assignment
+//! the stored offsets are read from PostgreSQL and each partition starts from
+//! its `next_offset`; where none is stored, from the group's committed Kafka
+//! offset; where neither exists, from the earliest offset. Every assignment
+//! gets a fresh *epoch*, and each message travels with the epoch it was read
+//! under, so that the pipeline can tell a stale message from a current one.
+//!
+//! Backpressure: when the pipeline's queue is full the thread pauses its
+//! partitions and keeps polling, so the group membership stays alive.
+//! Commits are manual only: the Kafka commit of an offset follows its
+//! database commit ([`Command::Commit`]).
+
+use std::collections::{HashMap, VecDeque};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::mpsc::{Receiver, TryRecvError};
+use std::sync::{Arc, Mutex, MutexGuard};
+use std::thread::JoinHandle;
+use std::time::Duration;
+
+use rdkafka::consumer::{BaseConsumer, CommitMode, Consumer, ConsumerContext, RebalanceProtocol};
+use rdkafka::error::KafkaError;
+use rdkafka::message::{Headers, Message};
+use rdkafka::statistics::Statistics;
+use rdkafka::topic_partition_list::{Offset, TopicPartitionList};
+use rdkafka::types::RDKafkaRespErr;
+use rdkafka::{ClientConfig, ClientContext};
+use tokio::runtime::Handle;
+use tokio::sync::mpsc::Sender;
+use tokio::sync::mpsc::error::TrySendError;
+use tokio_postgres::NoTls;
+
+use crate::config::Config;
+use crate::message::SourceMessage;
+use crate::record::DataType;
+use crate::write::Backoff;
+
+/// What the consumer thread tells the pipeline, in order.
+#[derive(Debug)]
+pub enum Event {
+    /// A message read under assignment `epoch` of its partition.
+    Message { message: SourceMessage, epoch: u64 },
+    /// Partitions now read from these positions.
+    Assigned(Vec<Assignment>),
+    /// Partitions no longer this instance's.
+    Revoked(Vec<(Arc<str>, i32)>),
+    /// Fetching has stopped for shutdown: no message follows.
+    Stopped,
+}
+
+/// One partition's start under a new epoch.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Assignment {
+    pub topic: Arc<str>,
+    pub partition: i32,
+    pub epoch: u64,
+    /// The `next_offset` stored in PostgreSQL, if any.
+    pub stored: Option<i64>,
+}
+
+/// What the rest of the sink asks of the consumer thread.
+#[derive(Debug)]
+pub enum Command {
+    /// These offsets are durable in PostgreSQL: commit them to Kafka too.
+    Commit {
+        topic: Arc<str>,
+        offsets: Vec<(i32, i64)>,
+    },
+    /// Another instance wrote this partition: read its stored offset again and seek there.
+    Resync { topic: Arc<str>, partition: i32 },
+    /// Commit what is pending, leave the group and end the thread.
+    Close,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum ConsumeError {
+    #[error("creating the Kafka consumer: {0}")]
+    Create(#[source] KafkaError),
+    #[error("subscribing to {pattern}: {source}")]
+    Subscribe {
+        pattern: String,
+        #[source]
+        source: KafkaError,
+    },
+    #[error("starting the consumer thread: {0}")]
+    Thread(#[source] std::io::Error),
+}
+
+/// Reads stored offsets from PostgreSQL, for the rebalance callback.
+struct OffsetStore {
+    runtime: Handle,
+    url: String,
+    group: String,
+    client: Option<tokio_postgres::Client>,
+}
+
+impl OffsetStore {
+    /// The stored `next_offset` of each of `partitions` of `topic` that has one.
+    fn lookup(
+        &mut self,
+        topic: &str,
+        partitions: &[i32],
+    ) -> Result<HashMap<i32, i64>, tokio_postgres::Error> {
+        let runtime = self.runtime.clone();
+        runtime.block_on(async {
+            if self
+                .client
+                .as_ref()
+                .is_none_or(tokio_postgres::Client::is_closed)
+            {
+                let (client, connection) = tokio_postgres::connect(&self.url, NoTls).await?;
+                tokio::spawn(async move {
+                    let _ = connection.await;
+                });
+                self.client = Some(client);
+            }
+            let client = self.client.as_ref().expect("connected above");
+            let rows = client
+                .query(
+                    "SELECT partition, next_offset FROM timesink_offsets \
+                     WHERE consumer_group = $1 AND topic = $2 AND partition = ANY($3)",
+                    &[&self.group, &topic, &partitions],
+                )
+                .await;
+            match rows {
+                Ok(rows) => Ok(rows.iter().map(|r| (r.get(0), r.get(1))).collect()),
+                Err(e) => {
+                    self.client = None;
+                    Err(e)
+                }
+            }
+        })
+    }
+
+    /// As `lookup`, retrying with backoff until PostgreSQL answers or the sink stops.
+    fn lookup_until_answered(
+        &mut self,
+        topic: &str,
+        partitions: &[i32],
+        stop: &AtomicBool,
+    ) -> Option<HashMap<i32, i64>> {
+        let mut backoff = Backoff::new();
+        loop {
+            match self.lookup(topic, partitions) {
+                Ok(found) => return Some(found),
+                Err(e) => {
+                    if stop.load(Ordering::Relaxed) {
+                        return None;
+                    }
+                    let delay = backoff.step();
+                    tracing::warn!(topic, error = %e, retry_in = ?delay, "reading stored offsets failed");
+                    std::thread::sleep(delay);
+                }
+            }
+        }
+    }
+}
+
+/// The consumer's context: rebalance handling and statistics.
+pub struct SinkContext {
+    events: Sender<Event>,
+    store: Mutex<OffsetStore>,
+    /// The current epoch of each assigned partition.
+    epochs: Mutex<HashMap<(Arc<str>, i32), u64>>,
+    next_epoch: AtomicU64,
+    /// Set when the sink is stopping: callbacks must not block on the pipeline any more.
+    stopping: AtomicBool,
+    /// Messages behind the high watermark per topic, from librdkafka statistics.
+    lag: Mutex<HashMap<String, i64>>,
+    /// Interned topic names.
+    topics: Mutex<HashMap<String, Arc<str>>>,
+}
+
+fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
+    // Every value guarded here stays consistent across a panic elsewhere.
+    m.lock().unwrap_or_else(|p| p.into_inner())
+}
+
+impl SinkContext {
+    fn topic(&self, name: &str) -> Arc<str> {
+        lock(&self.topics)
+            .entry(name.to_owned())
+            .or_insert_with(|| name.into())
+            .clone()
+    }
+
+    fn new_epoch(&self) -> u64 {
+        self.next_epoch.fetch_add(1, Ordering::Relaxed)
+    }
+
+    fn epoch_of(&self, topic: &Arc<str>, partition: i32) -> Option<u64> {
+        lock(&self.epochs).get(&(topic.clone(), partition)).copied()
+    }
+
+    /// Consumer lag per topic, as last reported by librdkafka.
+    pub fn lag(&self) -> HashMap<String, i64> {
+        lock(&self.lag).clone()
+    }
+
+    fn send_event(&self, event: Event) {
+        if self.stopping.load(Ordering::Relaxed) {
+            let _ = self.events.try_send(event);
+        } else {
+            let _ = self.events.blocking_send(event);
+        }
+    }
+
+    /// Sets each partition's start to its stored offset and gives it a new epoch.
+    fn prepare_assignment(&self, tpl: &mut TopicPartitionList) -> Vec<Assignment> {
+        let mut by_topic: HashMap<String, Vec<i32>> = HashMap::new();
+        for e in tpl.elements() {
+            by_topic
+                .entry(e.topic().to_owned())
+                .or_default()
+                .push(e.partition());
+        }
+        let mut assigned = Vec::new();
+        for (topic, partitions) in by_topic {
+            let Some(stored) =
+                lock(&self.store).lookup_until_answered(&topic, &partitions, &self.stopping)
+            else {
+                continue;
+            };
+            let name = self.topic(&topic);
+            for p in partitions {
+                let offset = stored.get(&p).copied();
+                if let Some(o) = offset
+                    && let Err(e) = tpl.set_partition_offset(&topic, p, Offset::Offset(o))
+                {
+                    tracing::error!(topic, partition = p, error = %e, "could not set the start offset");
+                }
+                let epoch = self.new_epoch();
+                lock(&self.epochs).insert((name.clone(), p), epoch);
+                assigned.push(Assignment {
+                    topic: name.clone(),
+                    partition: p,
+                    epoch,
+                    stored: offset,
+                });
+            }
+        }
+        assigned
+    }
+}
+
+impl ClientContext for SinkContext {
+    fn stats(&self, statistics: Statistics) {
+        let lag = statistics
+            .topics
+            .iter()
+            .map(|(name, t)| {
+                let lag: i64 = t
+                    .partitions
+                    .values()
+                    .filter(|p| p.partition >= 0 && p.consumer_lag >= 0)
+                    .map(|p| p.consumer_lag)
+                    .sum();
+                (name.clone(), lag)
+            })
+            .collect();
+        *lock(&self.lag) = lag;
+    }
+}
+
+impl ConsumerContext for SinkContext {
+    fn rebalance(
+        &self,
+        consumer: &BaseConsumer<Self>,
+        err: RDKafkaRespErr,
+        tpl: &mut TopicPartitionList,
+    ) {
+        let cooperative = matches!(
+            consumer.rebalance_protocol(),
+            RebalanceProtocol::Cooperative
+        );
+        match err {
+            RDKafkaRespErr::RD_KAFKA_RESP_ERR__ASSIGN_PARTITIONS => {
+                let assigned = self.prepare_assignment(tpl);
+                let result = if cooperative {
+                    consumer.incremental_assign(tpl)
+                } else {
+                    consumer.assign(tpl)
+                };
+                if let Err(e) = result {
+                    tracing::error!(error = %e, "partition assignment failed");
+                }
+                tracing::info!(partitions = assigned.len(), "partitions assigned");
+                metrics::counter!("timesink_rebalances_total", "kind" => "assign").increment(1);
+                self.send_event(Event::Assigned(assigned));
+            }
+            RDKafkaRespErr::RD_KAFKA_RESP_ERR__REVOKE_PARTITIONS => {
+                let revoked: Vec<(Arc<str>, i32)> = tpl
+                    .elements()
+                    .iter()
+                    .map(|e| (self.topic(e.topic()), e.partition()))
+                    .collect();
+                {
+                    let mut epochs = lock(&self.epochs);
+                    for key in &revoked {
+                        epochs.remove(key);
+                    }
+                }
+                tracing::info!(
+                    partitions = revoked.len(),
+                    lost = consumer.assignment_lost(),
+                    "partitions revoked"
+                );
+                metrics::counter!("timesink_rebalances_total", "kind" => "revoke").increment(1);
+                self.send_event(Event::Revoked(revoked));
+                let result = if cooperative {
+                    consumer.incremental_unassign(tpl)
+                } else {
+                    consumer.unassign()
+                };
+                if let Err(e) = result {
+                    tracing::error!(error = %e, "partition revocation failed");
+                }
+            }
+            other => tracing::error!(error = ?other, "rebalance error"),
+        }
+    }
+}
+
+/// A running consumer thread.
+pub struct ConsumerHandle {
+    pub context: Arc<SinkContext>,
+    /// Set to make the thread stop fetching (it then sends [`Event::Stopped`]).
+    pub stop: Arc<AtomicBool>,
+    pub thread: JoinHandle<()>,
+}
+
+/// The librdkafka settings of the consumer.
+pub fn consumer_config(config: &Config) -> ClientConfig {
+    let mut client = ClientConfig::new();
+    // Defaults the user may change…
+    client
+        .set("auto.offset.reset", "earliest")
+        .set("partition.assignment.strategy", "cooperative-sticky")
+        .set("topic.metadata.refresh.interval.ms", "5000")
+        .set("statistics.interval.ms", "5000")
+        .set("queued.max.messages.kbytes", "65536");
+    for (k, v) in &config.kafka.properties {
+        client.set(k, v);
+    }
+    // …and what the sink's guarantees rest on.
+    client
+        .set("bootstrap.servers", &config.kafka.brokers)
+        .set("group.id", &config.kafka.group_id)
+        .set("enable.auto.commit", "false")
+        .set("enable.auto.offset.store", "false");
+    client
+}
+
+/// Starts the consumer thread: subscribes each data type by pattern and
+/// forwards messages and rebalances as [`Event`]s.
+pub fn start(
+    config: &Config,
+    runtime: Handle,
+    events: Sender<Event>,
+    commands: Receiver<Command>,
+) -> Result<ConsumerHandle, ConsumeError> {
+    let stop = Arc::new(AtomicBool::new(false));
+    let context = SinkContext {
+        events,
+        store: Mutex::new(OffsetStore {
+            runtime,
+            url: config.database.url.clone(),
+            group: config.kafka.group_id.clone(),
+            client: None,
+        }),
+        epochs: Mutex::new(HashMap::new()),
+        next_epoch: AtomicU64::new(1),
+        stopping: AtomicBool::new(false),
+        lag: Mutex::new(HashMap::new()),
+        topics: Mutex::new(HashMap::new()),
+    };
+    let consumer: BaseConsumer<SinkContext> = consumer_config(config)
+        .create_with_context(context)
+        .map_err(ConsumeError::Create)?;
+    let patterns: Vec<String> = DataType::ALL
+        .iter()
+        .map(|&t| config.topics.pattern(t))
+        .collect();
+    let refs: Vec<&str> = patterns.iter().map(String::as_str).collect();
+    consumer
+        .subscribe(&refs)
+        .map_err(|source| ConsumeError::Subscribe {
+            pattern: patterns.join(", "),
+            source,
+        })?;
+    tracing::info!(patterns = ?patterns, group = %config.kafka.group_id, "subscribed");
+    let context = consumer.context().clone();
+    let thread_stop = stop.clone();
+    let thread = std::thread::Builder::new()
+        .name("kafka-consumer".into())
+        .spawn(move || run(consumer, commands, &thread_stop))
+        .map_err(ConsumeError::Thread)?;
+    Ok(ConsumerHandle {
+        context,
+        stop,
+        thread,
+    })
+}
+
+fn owned(context: &SinkContext, m: &rdkafka::message::BorrowedMessage<'_>) -> SourceMessage {
+    let headers = m
+        .headers()
+        .map(|h| {
+            h.iter()
+                .map(|h| (h.key.to_owned(), h.value.map(<[u8]>::to_vec)))
+                .collect()
+        })
+        .unwrap_or_default();
+    SourceMessage {
+        topic: context.topic(m.topic()),
+        partition: m.partition(),
+        offset: m.offset(),
+        key: m.key().map(<[u8]>::to_vec),
+        value: m.payload().map(<[u8]>::to_vec),
+        headers,
+        timestamp_ms: m.timestamp().to_millis(),
+    }
+}
+
+/// The consumer thread's loop.
+fn run(consumer: BaseConsumer<SinkContext>, commands: Receiver<Command>, stop: &AtomicBool) {
+    let context = consumer.context().clone();
+    // Messages read while the pipeline's queue was full, in order.
+    let mut held: VecDeque<Event> = VecDeque::new();
+    let mut paused = false;
+    let mut stopped = false;
+    let mut resyncs: Vec<(Arc<str>, i32)> = Vec::new();
+    loop {
+        // Commands first: commits must not wait behind fetching.
+        let mut pending = TopicPartitionList::new();
+        let mut close = false;
+        loop {
+            match commands.try_recv() {
+                Ok(Command::Commit { topic, offsets }) => {
+                    for (p, next) in offsets {
+                        if context.epoch_of(&topic, p).is_some() {
+                            let _ = pending.add_partition_offset(&topic, p, Offset::Offset(next));
+                        }
+                    }
+                }
+                Ok(Command::Resync { topic, partition }) => resyncs.push((topic, partition)),
+                Ok(Command::Close) | Err(TryRecvError::Disconnected) => {
+                    close = true;
+                    break;
+                }
+                Err(TryRecvError::Empty) => break,
+            }
+        }
+        if pending.count() > 0 {
+            let mode = if close {
+                CommitMode::Sync
+            } else {
+                CommitMode::Async
+            };
+            if let Err(e) = consumer.commit(&pending, mode) {
+                tracing::warn!(error = %e, "Kafka commit failed (the offsets are safe in PostgreSQL)");
+            }
+        }
+        if close {
+            break;
+        }
+        if !resyncs.is_empty() && !stopped {
+            resyncs = resync(&consumer, &context, std::mem::take(&mut resyncs), stop);
+        }
+
+        if stop.load(Ordering::Relaxed) && !stopped {
+            context.stopping.store(true, Ordering::Relaxed);
+            if let Ok(assignment) = consumer.assignment() {
+                let _ = consumer.pause(&assignment);
+            }
+            // Messages already read are part of what the pipeline writes.
+            for event in held.drain(..) {
+                let _ = context.events.blocking_send(event);
+            }
+            let _ = context.events.blocking_send(Event::Stopped);
+            stopped = true;
+        }
+        if stopped {
+            // Keep serving the group and the commits until Close.
+            let _ = consumer.poll(Duration::from_millis(50));
+            continue;
+        }
+
+        // Hand held messages over first, in order.
+        while let Some(event) = held.pop_front() {
+            match context.events.try_send(event) {
+                Ok(()) => {}
+                Err(TrySendError::Full(event)) => {
+                    held.push_front(event);
+                    break;
+                }
+                Err(TrySendError::Closed(_)) => return,
+            }
+        }
+        if !held.is_empty() {
+            if !paused {
+                if let Ok(assignment) = consumer.assignment() {
+                    let _ = consumer.pause(&assignment);
+                }
+                paused = true;
+            }
+        } else if paused {
+            if let Ok(assignment) = consumer.assignment() {
+                let _ = consumer.resume(&assignment);
+            }
+            paused = false;
+        }
+
+        let timeout = if paused {
+            Duration::from_millis(20)
+        } else {
+            Duration::from_millis(100)
+        };
+        match consumer.poll(timeout) {
+            Some(Ok(m)) => {
+                let message = owned(&context, &m);
+                let Some(epoch) = context.epoch_of(&message.topic, message.partition) else {
+                    continue;
+                };
+                held.push_back(Event::Message { message, epoch });
+            }
+            Some(Err(e)) => tracing::warn!(error = %e, "Kafka consumer error"),
+            None => {}
+        }
+    }
+    context.stopping.store(true, Ordering::Relaxed);
+    consumer.unsubscribe();
+    drop(consumer);
+}
+
+/// Re-reads stored offsets of fenced partitions and seeks there under a new
+/// epoch. Returns the partitions to try again.
+fn resync(
+    consumer: &BaseConsumer<SinkContext>,
+    context: &SinkContext,
+    partitions: Vec<(Arc<str>, i32)>,
+    stop: &AtomicBool,
+) -> Vec<(Arc<str>, i32)> {
+    let mut retry = Vec::new();
+    for (topic, partition) in partitions {
+        if context.epoch_of(&topic, partition).is_none() {
+            continue; // no longer ours
+        }
+        let Some(stored) = lock(&context.store).lookup_until_answered(&topic, &[partition], stop)
+        else {
+            retry.push((topic, partition));
+            continue;
+        };
+        let offset = match stored.get(&partition) {
+            Some(&o) => Offset::Offset(o),
+            None => Offset::Beginning,
+        };
+        match consumer.seek(&topic, partition, offset, Duration::from_secs(5)) {
+            Ok(()) => {
+                let epoch = context.new_epoch();
+                lock(&context.epochs).insert((topic.clone(), partition), epoch);
+                tracing::info!(%topic, partition, ?offset, "re-read the stored offset and moved there");
+                context.send_event(Event::Assigned(vec![Assignment {
+                    topic,
+                    partition,
+                    epoch,
+                    stored: stored.get(&partition).copied(),
+                }]));
+            }
+            Err(e) => {
+                tracing::debug!(%topic, partition, error = %e, "seek failed; trying again");
+                retry.push((topic, partition));
+            }
+        }
+    }
+    retry
+}

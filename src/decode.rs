@@ -1,0 +1,639 @@
+//! Decode stage: a message's headers and value bytes → the records it carries.
+//!
+//! Pure: no I/O, no clock. The headers choose the encoding (JSON by default,
+//! bincode), whether the value is an LZ4 frame, and the bincode layout
+//! version. A JSON value is a bare record, an envelope, or an array of either.
+//! Every failure names where it happened (header, array element, field, byte).
+
+use std::io::Read;
+
+use serde::Deserialize;
+use serde_json::value::RawValue;
+
+use crate::record::DataType;
+use crate::wire::{
+    AnalyticsBincode, AnalyticsFields, Fields, Level1Bincode, Level1Fields, OhlcvBincode,
+    OhlcvFields, PriceBincode, PriceFields,
+};
+
+/// The magic number that opens an LZ4 frame.
+const LZ4_FRAME_MAGIC: [u8; 4] = [0x04, 0x22, 0x4D, 0x18];
+
+/// bincode 2's standard configuration (varint integers, little endian), with
+/// a limit so that a forged length cannot make the decoder allocate wildly.
+const BINCODE_LIMIT: usize = 64 * 1024 * 1024;
+
+/// Why a message could not be decoded; the text becomes `dlq.reason`.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum DecodeError {
+    #[error("header `{header}`: unsupported value {value:?}")]
+    Header { header: &'static str, value: String },
+    #[error("message has no value")]
+    NoValue,
+    #[error("header compressed=true but the value is not an LZ4 frame (no magic 04 22 4D 18)")]
+    NotLz4Frame,
+    #[error("LZ4 frame: {0}")]
+    Lz4(String),
+    #[error("LZ4 frame inflates past {limit} bytes")]
+    TooLarge { limit: usize },
+    #[error("value is not valid JSON: {0}")]
+    Json(String),
+    #[error("{location}: {message}")]
+    Record { location: String, message: String },
+    #[error("envelope dataType {found:?} does not match the topic's type `{expected}`")]
+    WrongDataType { found: String, expected: DataType },
+    #[error("envelope dataType {0:?} is unknown (expected price, ohlcv, analytics or level1)")]
+    UnknownDataType(String),
+    #[error("bincode: {0}")]
+    Bincode(String),
+    #[error("bincode: {trailing} trailing bytes after the record (at byte offset {at})")]
+    BincodeTrailing { trailing: usize, at: usize },
+}
+
+/// How a message's value is encoded, read from its headers.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ContentType {
+    Json,
+    Bincode,
+}
+
+/// What the headers say about the value.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Encoding {
+    pub content_type: ContentType,
+    pub compressed: bool,
+}
+
+impl Encoding {
+    /// Reads `content-type`, `compressed` and `schema-version`; a missing header
+    /// means its default. When a header repeats, the last one counts.
+    pub fn from_headers<'a>(
+        headers: impl IntoIterator<Item = (&'a str, Option<&'a [u8]>)>,
+    ) -> Result<Encoding, DecodeError> {
+        let mut content_type = None;
+        let mut compressed = None;
+        let mut schema_version = None;
+        for (name, value) in headers {
+            let slot = match name.to_ascii_lowercase().as_str() {
+                "content-type" => &mut content_type,
+                "compressed" => &mut compressed,
+                "schema-version" => &mut schema_version,
+                _ => continue,
+            };
+            *slot = Some(value.unwrap_or_default());
+        }
+        let text = |header: &'static str, bytes: &[u8]| -> Result<String, DecodeError> {
+            std::str::from_utf8(bytes)
+                .map(|s| s.trim().to_ascii_lowercase())
+                .map_err(|_| DecodeError::Header {
+                    header,
+                    value: String::from_utf8_lossy(bytes).into_owned(),
+                })
+        };
+        let content_type = match content_type {
+            None => ContentType::Json,
+            Some(bytes) => {
+                let value = text("content-type", bytes)?;
+                // Parameters such as `; charset=utf-8` do not change the encoding.
+                match value.split(';').next().map(str::trim) {
+                    Some("application/json") => ContentType::Json,
+                    Some("application/x-bincode") => ContentType::Bincode,
+                    _ => {
+                        return Err(DecodeError::Header {
+                            header: "content-type",
+                            value,
+                        });
+                    }
+                }
+            }
+        };
+        let compressed = match compressed {
+            None => false,
+            Some(bytes) => match text("compressed", bytes)?.as_str() {
+                "true" => true,
+                "false" => false,
+                other => {
+                    return Err(DecodeError::Header {
+                        header: "compressed",
+                        value: other.to_owned(),
+                    });
+                }
+            },
+        };
+        // schema-version only governs bincode; JSON ignores it.
+        if content_type == ContentType::Bincode
+            && let Some(bytes) = schema_version
+        {
+            let version = text("schema-version", bytes)?;
+            if version != "1" {
+                return Err(DecodeError::Header {
+                    header: "schema-version",
+                    value: version,
+                });
+            }
+        }
+        Ok(Encoding {
+            content_type,
+            compressed,
+        })
+    }
+}
+
+/// Decodes one message value into the records it carries, in order.
+///
+/// `max_value_bytes` bounds what an LZ4 frame may inflate to.
+pub fn decode(
+    data_type: DataType,
+    encoding: Encoding,
+    value: Option<&[u8]>,
+    max_value_bytes: usize,
+) -> Result<Vec<Fields>, DecodeError> {
+    let value = value.ok_or(DecodeError::NoValue)?;
+    let inflated;
+    let bytes = if encoding.compressed {
+        inflated = inflate_lz4(value, max_value_bytes)?;
+        &inflated[..]
+    } else {
+        value
+    };
+    match encoding.content_type {
+        ContentType::Json => decode_json(data_type, bytes),
+        ContentType::Bincode => decode_bincode(data_type, bytes).map(|f| vec![f]),
+    }
+}
+
+/// Inflates an LZ4 frame, refusing one that would grow past `limit` bytes.
+pub fn inflate_lz4(frame: &[u8], limit: usize) -> Result<Vec<u8>, DecodeError> {
+    if !frame.starts_with(&LZ4_FRAME_MAGIC) {
+        return Err(DecodeError::NotLz4Frame);
+    }
+    check_frame_complete(frame)?;
+    let mut out = Vec::with_capacity(frame.len().saturating_mul(4).min(limit));
+    let mut decoder = lz4_flex::frame::FrameDecoder::new(frame).take(limit as u64 + 1);
+    decoder
+        .read_to_end(&mut out)
+        .map_err(|e| DecodeError::Lz4(e.to_string()))?;
+    if out.len() > limit {
+        return Err(DecodeError::TooLarge { limit });
+    }
+    Ok(out)
+}
+
+/// Walks an LZ4 frame's block headers to check that it ends with its end
+/// mark (and content checksum) exactly at the last byte: the decoder alone
+/// takes a frame cut at a block boundary for a whole one.
+fn check_frame_complete(frame: &[u8]) -> Result<(), DecodeError> {
+    let truncated = |at: usize| DecodeError::Lz4(format!("frame truncated at byte offset {at}"));
+    let flg = *frame.get(4).ok_or_else(|| truncated(frame.len()))?;
+    let block_checksum = flg & 0x10 != 0;
+    let content_checksum = flg & 0x04 != 0;
+    let mut at =
+        4 + 2 + if flg & 0x08 != 0 { 8 } else { 0 } + if flg & 0x01 != 0 { 4 } else { 0 } + 1;
+    loop {
+        let header = frame
+            .get(at..at + 4)
+            .ok_or_else(|| truncated(frame.len()))?;
+        let word = u32::from_le_bytes([header[0], header[1], header[2], header[3]]);
+        at += 4;
+        if word == 0 {
+            break;
+        }
+        let size = (word & 0x7FFF_FFFF) as usize;
+        at = at
+            .checked_add(size + if block_checksum { 4 } else { 0 })
+            .filter(|&end| end <= frame.len())
+            .ok_or_else(|| truncated(frame.len()))?;
+    }
+    let end = at + if content_checksum { 4 } else { 0 };
+    match end.cmp(&frame.len()) {
+        std::cmp::Ordering::Equal => Ok(()),
+        std::cmp::Ordering::Greater => Err(truncated(frame.len())),
+        std::cmp::Ordering::Less => Err(DecodeError::Lz4(format!(
+            "{} bytes after the end of the frame (at byte offset {end})",
+            frame.len() - end
+        ))),
+    }
+}
+
+/// The parts of an object that tell an envelope from a bare record. Every
+/// field is raw, so a bare record's own fields of any type never fail here.
+#[derive(Deserialize)]
+#[serde(rename_all = "camelCase")]
+struct Probe<'a> {
+    #[serde(borrow)]
+    payload: Option<&'a RawValue>,
+    #[serde(borrow)]
+    data_type: Option<&'a RawValue>,
+    #[serde(borrow)]
+    source: Option<&'a RawValue>,
+    #[serde(borrow)]
+    metadata: Option<&'a RawValue>,
+}
+
+#[derive(Deserialize)]
+struct Metadata {
+    attribution: Option<String>,
+}
+
+fn decode_json(data_type: DataType, bytes: &[u8]) -> Result<Vec<Fields>, DecodeError> {
+    let text = std::str::from_utf8(bytes).map_err(|e| {
+        DecodeError::Json(format!("invalid UTF-8 at byte offset {}", e.valid_up_to()))
+    })?;
+    let top: &RawValue =
+        serde_json::from_str(text).map_err(|e| DecodeError::Json(e.to_string()))?;
+    let top_text = top.get();
+    if top_text.starts_with('[') {
+        let elements: Vec<&RawValue> =
+            serde_json::from_str(top_text).map_err(|e| DecodeError::Json(e.to_string()))?;
+        elements
+            .iter()
+            .enumerate()
+            .map(|(i, element)| decode_element(data_type, element, &format!("element {i}")))
+            .collect()
+    } else {
+        decode_element(data_type, top, "record").map(|f| vec![f])
+    }
+}
+
+fn record_error(location: &str, message: impl std::fmt::Display) -> DecodeError {
+    DecodeError::Record {
+        location: location.to_owned(),
+        message: message.to_string(),
+    }
+}
+
+/// Decodes one object: an envelope (it has `payload`) or a bare record.
+fn decode_element(
+    data_type: DataType,
+    element: &RawValue,
+    location: &str,
+) -> Result<Fields, DecodeError> {
+    if !element.get().starts_with('{') {
+        return Err(record_error(location, "expected a JSON object"));
+    }
+    let probe: Probe<'_> =
+        serde_json::from_str(element.get()).map_err(|e| record_error(location, e))?;
+    let Some(payload) = probe.payload else {
+        return parse_fields(data_type, element.get(), location);
+    };
+    let location = format!("{location} (envelope)");
+    if let Some(raw) = probe.data_type {
+        let name: String = serde_json::from_str(raw.get())
+            .map_err(|e| record_error(&location, format_args!("field `dataType`: {e}")))?;
+        match DataType::from_name(&name) {
+            Some(t) if t == data_type => {}
+            Some(_) => {
+                return Err(DecodeError::WrongDataType {
+                    found: name,
+                    expected: data_type,
+                });
+            }
+            None => return Err(DecodeError::UnknownDataType(name)),
+        }
+    }
+    let source: Option<String> = match probe.source {
+        Some(raw) => serde_json::from_str(raw.get())
+            .map_err(|e| record_error(&location, format_args!("field `source`: {e}")))?,
+        None => None,
+    };
+    let attribution = match probe.metadata {
+        Some(raw) => {
+            let metadata: Option<Metadata> = serde_json::from_str(raw.get())
+                .map_err(|e| record_error(&location, format_args!("field `metadata`: {e}")))?;
+            metadata.and_then(|m| m.attribution)
+        }
+        None => None,
+    };
+    if !payload.get().starts_with('{') {
+        return Err(record_error(
+            &location,
+            "field `payload`: expected a JSON object",
+        ));
+    }
+    let mut fields = parse_fields(data_type, payload.get(), &format!("{location} payload"))?;
+    fields.fill_from_envelope(source.as_deref(), attribution.as_deref());
+    Ok(fields)
+}
+
+/// Parses a record object into the fields of the topic's type; a field of the
+/// wrong type is named by its JSON path.
+fn parse_fields(data_type: DataType, text: &str, location: &str) -> Result<Fields, DecodeError> {
+    fn parse<'de, T: Deserialize<'de>>(text: &'de str, location: &str) -> Result<T, DecodeError> {
+        let mut de = serde_json::Deserializer::from_str(text);
+        serde_path_to_error::deserialize(&mut de).map_err(|e| {
+            let path = e.path().to_string();
+            let inner = e.into_inner();
+            if path == "." {
+                record_error(location, inner)
+            } else {
+                record_error(location, format_args!("field `{path}`: {inner}"))
+            }
+        })
+    }
+    Ok(match data_type {
+        DataType::Price => Fields::Price(parse::<PriceFields>(text, location)?),
+        DataType::Ohlcv => Fields::Ohlcv(parse::<OhlcvFields>(text, location)?),
+        DataType::Analytics => Fields::Analytics(parse::<AnalyticsFields>(text, location)?),
+        DataType::Level1 => Fields::Level1(parse::<Level1Fields>(text, location)?),
+    })
+}
+
+fn decode_bincode(data_type: DataType, bytes: &[u8]) -> Result<Fields, DecodeError> {
+    fn read<T: bincode::Decode<()>>(bytes: &[u8]) -> Result<T, DecodeError> {
+        let config = bincode::config::standard().with_limit::<BINCODE_LIMIT>();
+        let (value, used) = bincode::decode_from_slice::<T, _>(bytes, config)
+            .map_err(|e| DecodeError::Bincode(e.to_string()))?;
+        if used != bytes.len() {
+            return Err(DecodeError::BincodeTrailing {
+                trailing: bytes.len() - used,
+                at: used,
+            });
+        }
+        Ok(value)
+    }
+    let field_error = |e: crate::wire::BincodeFieldError| DecodeError::Bincode(e.to_string());
+    Ok(match data_type {
+        DataType::Price => Fields::Price(
+            read::<PriceBincode>(bytes)?
+                .into_fields()
+                .map_err(field_error)?,
+        ),
+        DataType::Ohlcv => Fields::Ohlcv(
+            read::<OhlcvBincode>(bytes)?
+                .into_fields()
+                .map_err(field_error)?,
+        ),
+        DataType::Analytics => Fields::Analytics(
+            read::<AnalyticsBincode>(bytes)?
+                .into_fields()
+                .map_err(field_error)?,
+        ),
+        DataType::Level1 => Fields::Level1(
+            read::<Level1Bincode>(bytes)?
+                .into_fields()
+                .map_err(field_error)?,
+        ),
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::record::Timestamp;
+
+    const LIMIT: usize = 1 << 20;
+
+    fn json() -> Encoding {
+        Encoding {
+            content_type: ContentType::Json,
+            compressed: false,
+        }
+    }
+
+    fn price(value: &str) -> Result<Vec<Fields>, DecodeError> {
+        decode(DataType::Price, json(), Some(value.as_bytes()), LIMIT)
+    }
+
+    fn one_price(value: &str) -> PriceFields {
+        match price(value).unwrap().pop() {
+            Some(Fields::Price(p)) => p,
+            other => panic!("not a price: {other:?}"),
+        }
+    }
+
+    #[test]
+    fn headers_default_to_plain_json() {
+        assert_eq!(Encoding::from_headers([]).unwrap(), json());
+        let h = [
+            ("content-type", Some(&b"application/x-bincode"[..])),
+            ("compressed", Some(&b"TRUE"[..])),
+            ("schema-version", Some(&b"1"[..])),
+            ("source", Some(&b"x"[..])),
+        ];
+        assert_eq!(
+            Encoding::from_headers(h).unwrap(),
+            Encoding {
+                content_type: ContentType::Bincode,
+                compressed: true
+            }
+        );
+        // JSON ignores schema-version.
+        assert!(Encoding::from_headers([("schema-version", Some(&b"7"[..]))]).is_ok());
+    }
+
+    #[test]
+    fn headers_refuse_unknown_values() {
+        let err = Encoding::from_headers([("content-type", Some(&b"text/csv"[..]))]).unwrap_err();
+        assert!(err.to_string().contains("content-type"), "{err}");
+        let err = Encoding::from_headers([
+            ("content-type", Some(&b"application/x-bincode"[..])),
+            ("schema-version", Some(&b"2"[..])),
+        ])
+        .unwrap_err();
+        assert!(err.to_string().contains("schema-version"), "{err}");
+        assert!(Encoding::from_headers([("compressed", Some(&b"yes"[..]))]).is_err());
+    }
+
+    #[test]
+    fn bare_record_keeps_decimals_exact() {
+        let p = one_price(
+            r#"{"coinId":"bitcoin","symbol":"BTC","usdPrice":12345678901234567890.123456789,
+               "marketCap":"98765432109876543210.0123456789","lastUpdated":1763834400100,"source":"s"}"#,
+        );
+        assert_eq!(
+            p.usd_price.unwrap().0.to_string(),
+            "12345678901234567890.123456789"
+        );
+        assert_eq!(
+            p.market_cap.unwrap().0.to_string(),
+            "98765432109876543210.0123456789"
+        );
+        assert_eq!(p.last_updated.unwrap().0, Timestamp(1_763_834_400_100_000));
+    }
+
+    #[test]
+    fn envelope_fills_source_and_attribution() {
+        let p = one_price(
+            r#"{"messageId":"m","timestamp":1,"source":"coingecko","dataType":"price",
+               "payload":{"coinId":"bitcoin","symbol":"BTC","usdPrice":"1","lastUpdated":"2026-11-22T20:00:00.123456+02:00"},
+               "metadata":{"attribution":"CoinGecko API"}}"#,
+        );
+        assert_eq!(p.source.as_deref(), Some("coingecko"));
+        assert_eq!(p.attribution.as_deref(), Some("CoinGecko API"));
+        assert_eq!(p.last_updated.unwrap().0, Timestamp(1_795_370_400_123_456));
+        // The payload's own fields win.
+        let p = one_price(
+            r#"{"source":"env","payload":{"source":"own","attribution":"mine"},"metadata":{"attribution":"env"}}"#,
+        );
+        assert_eq!(
+            (p.source.as_deref(), p.attribution.as_deref()),
+            (Some("own"), Some("mine"))
+        );
+    }
+
+    #[test]
+    fn envelope_of_another_type_is_refused() {
+        let err = price(r#"{"dataType":"ohlcv","payload":{}}"#).unwrap_err();
+        assert!(matches!(err, DecodeError::WrongDataType { .. }), "{err}");
+        let err = price(r#"{"dataType":"trades","payload":{}}"#).unwrap_err();
+        assert!(matches!(err, DecodeError::UnknownDataType(_)), "{err}");
+    }
+
+    #[test]
+    fn array_keeps_order_and_names_the_bad_element() {
+        let rows =
+            price(r#"[{"coinId":"a"},{"dataType":"price","payload":{"coinId":"b"}}]"#).unwrap();
+        let ids: Vec<_> = rows
+            .iter()
+            .map(|f| match f {
+                Fields::Price(p) => p.coin_id.clone().unwrap(),
+                _ => unreachable!(),
+            })
+            .collect();
+        assert_eq!(ids, ["a", "b"]);
+        let err = price(r#"[{"coinId":"a"},{"usdPrice":true}]"#)
+            .unwrap_err()
+            .to_string();
+        assert!(
+            err.contains("element 1") && err.contains("usdPrice"),
+            "{err}"
+        );
+        assert!(price("[]").unwrap().is_empty());
+    }
+
+    #[test]
+    fn wrong_types_name_the_field() {
+        let err = price(r#"{"coinId":5}"#).unwrap_err().to_string();
+        assert!(err.contains("coinId"), "{err}");
+        let err = price(r#"{"usdPrice":"NaN"}"#).unwrap_err().to_string();
+        assert!(err.contains("usdPrice"), "{err}");
+        let err = price(r#"{"lastUpdated":"2026-11-22T18:00:00"}"#)
+            .unwrap_err()
+            .to_string();
+        assert!(
+            err.contains("lastUpdated") && err.contains("offset"),
+            "{err}"
+        );
+        let err = price(r#"{"lastUpdated":1.5}"#).unwrap_err().to_string();
+        assert!(err.contains("lastUpdated"), "{err}");
+        assert!(matches!(price("{"), Err(DecodeError::Json(_))));
+        assert!(matches!(price("\"x\""), Err(DecodeError::Record { .. })));
+    }
+
+    #[test]
+    fn unknown_fields_and_odd_bare_fields_are_ignored() {
+        let p = one_price(r#"{"coinId":"a","metadata":5,"dataType":7,"extra":{"x":[1]}}"#);
+        assert_eq!(p.coin_id.as_deref(), Some("a"));
+    }
+
+    #[test]
+    fn invalid_utf8_names_the_byte() {
+        let err = decode(
+            DataType::Price,
+            json(),
+            Some(b"{\"coinId\":\"\xff\"}"),
+            LIMIT,
+        )
+        .unwrap_err();
+        assert_eq!(
+            err.to_string(),
+            "value is not valid JSON: invalid UTF-8 at byte offset 11"
+        );
+    }
+
+    #[test]
+    fn deep_nesting_is_an_error_not_a_crash() {
+        let deep = format!("{}{}", "[".repeat(100_000), "]".repeat(100_000));
+        assert!(price(&deep).is_err());
+        // Inside an unknown field it is skipped without recursion, and ignored.
+        let deep = format!("{{\"x\":{}{}}}", "[".repeat(100_000), "]".repeat(100_000));
+        assert!(matches!(&price(&deep).unwrap()[0], Fields::Price(p) if p.coin_id.is_none()));
+    }
+
+    #[test]
+    fn lz4_frame_wraps_any_encoding() {
+        let body = br#"{"coinId":"lz"}"#;
+        let mut enc = lz4_flex::frame::FrameEncoder::new(Vec::new());
+        std::io::Write::write_all(&mut enc, body).unwrap();
+        let frame = enc.finish().unwrap();
+        let encoding = Encoding {
+            content_type: ContentType::Json,
+            compressed: true,
+        };
+        let rows = decode(DataType::Price, encoding, Some(&frame), LIMIT).unwrap();
+        assert!(matches!(&rows[0], Fields::Price(p) if p.coin_id.as_deref() == Some("lz")));
+        assert_eq!(
+            decode(DataType::Price, encoding, Some(body), LIMIT).unwrap_err(),
+            DecodeError::NotLz4Frame
+        );
+        for cut in 1..frame.len() {
+            assert!(
+                matches!(
+                    decode(DataType::Price, encoding, Some(&frame[..cut]), LIMIT),
+                    Err(DecodeError::Lz4(_) | DecodeError::NotLz4Frame)
+                ),
+                "frame cut at {cut} of {}",
+                frame.len()
+            );
+        }
+        let mut longer = frame.clone();
+        longer.push(0);
+        assert!(matches!(
+            decode(DataType::Price, encoding, Some(&longer), LIMIT),
+            Err(DecodeError::Lz4(_))
+        ));
+        assert!(matches!(
+            decode(DataType::Price, encoding, Some(&frame), 4),
+            Err(DecodeError::TooLarge { limit: 4 })
+        ));
+    }
+
+    #[test]
+    fn bincode_uses_the_standard_config() {
+        let record = Level1Bincode {
+            symbol: "BTC-USD".into(),
+            exchange_id: "binance".into(),
+            best_bid: "67000.5".into(),
+            best_ask: "67001.25".into(),
+            bid_size: None,
+            ask_size: Some("0.5".into()),
+            timestamp: 1_763_834_400_123_456,
+            sequence: Some(300),
+            source: "ws".into(),
+        };
+        let bytes = bincode::encode_to_vec(&record, bincode::config::standard()).unwrap();
+        let encoding = Encoding {
+            content_type: ContentType::Bincode,
+            compressed: false,
+        };
+        let rows = decode(DataType::Level1, encoding, Some(&bytes), LIMIT).unwrap();
+        let Fields::Level1(f) = &rows[0] else {
+            panic!()
+        };
+        assert_eq!(f.timestamp.unwrap().0, Timestamp(1_763_834_400_123_456));
+        assert_eq!(f.best_ask.as_ref().unwrap().0.to_string(), "67001.25");
+        assert_eq!(f.sequence, Some(300));
+
+        let err = decode(
+            DataType::Level1,
+            encoding,
+            Some(&bytes[..bytes.len() - 2]),
+            LIMIT,
+        )
+        .unwrap_err();
+        assert!(matches!(err, DecodeError::Bincode(_)), "{err}");
+        let mut longer = bytes.clone();
+        longer.push(0);
+        assert!(matches!(
+            decode(DataType::Level1, encoding, Some(&longer), LIMIT),
+            Err(DecodeError::BincodeTrailing { trailing: 1, .. })
+        ));
+        let mut bad = record;
+        bad.best_bid = "abc".into();
+        let bytes = bincode::encode_to_vec(&bad, bincode::config::standard()).unwrap();
+        let err = decode(DataType::Level1, encoding, Some(&bytes), LIMIT)
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("bestBid"), "{err}");
+    }
+}

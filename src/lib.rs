@@ -1,0 +1,43 @@
+//! timesink: a Kafka/Redpanda → TimescaleDB sink for crypto market data.
+//!
+//! Data flows one way, one module per stage:
+//!
+//! consume → decode → validate → batch → write → commit
+//!
+//! - [`consume`]: the Kafka consumer thread; pattern subscription, partition
+//!   assignment (seeking to the offsets stored in PostgreSQL), pause/resume
+//!   for backpressure, and the Kafka commit that follows the database commit.
+//! - [`decode`]: headers and value bytes → records (JSON bare, envelope or
+//!   array; bincode; LZ4 frames). Pure. The wire shapes live in [`wire`].
+//! - [`validate`]: records → rows of their table, or the rule they break. Pure.
+//! - [`batch`]: rows → one batch per topic, flushed on rows, bytes or age. Pure.
+//! - [`write`]: a batch → one PostgreSQL transaction: the stored offsets
+//!   (fenced against another instance), binary `COPY` of the rows (a staging
+//!   merge only when a key already exists), rows PostgreSQL refuses found and
+//!   dead-lettered. [`copy_format`] encodes the rows (pure), [`schema`] creates
+//!   the tables from `sql/`.
+//! - [`dead_letter`]: invalid messages to `<topic>.dlq`, byte for byte, acknowledged
+//!   before their offset is stored.
+//! - [`pipeline`]: wires the stages together and runs them until shutdown.
+//! - [`produce`]: the load generator behind `timesink produce`; [`topics`]:
+//!   `topics.yaml` and topic creation.
+//!
+//! Shared vocabulary: [`config`], [`record`] (rows and data types),
+//! [`decimal`] (exact decimals), [`message`] (a consumed message).
+
+pub mod batch;
+pub mod config;
+pub mod consume;
+pub mod copy_format;
+pub mod dead_letter;
+pub mod decimal;
+pub mod decode;
+pub mod message;
+pub mod pipeline;
+pub mod produce;
+pub mod record;
+pub mod schema;
+pub mod topics;
+pub mod validate;
+pub mod wire;
+pub mod write;

@@ -1,0 +1,187 @@
+//! The `timesink` binary: `run` the sink, `produce` load, create `topics`.
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use anyhow::Context as _;
+use clap::{Parser, Subcommand};
+use tokio_util::sync::CancellationToken;
+
+use timesink::config::Config;
+use timesink::produce::{self, Encoding, Generator};
+use timesink::record::{DataType, Timestamp};
+use timesink::{pipeline, topics};
+
+#[derive(Parser)]
+#[command(
+    name = "timesink",
+    version,
+    about = "Kafka/Redpanda → TimescaleDB sink for crypto market data"
+)]
+struct Cli {
+    /// TOML configuration file; without it the documented defaults apply.
+    /// The environment overrides both (KAFKA_BROKERS, DATABASE_URL, TIMESINK_*).
+    #[arg(long, global = true, env = "TIMESINK_CONFIG_FILE")]
+    config: Option<PathBuf>,
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Run the sink until SIGTERM or SIGINT.
+    Run,
+    /// Produce generated market data (all four types, every encoding).
+    Produce {
+        /// Messages to produce.
+        #[arg(long, default_value_t = 10_000)]
+        count: u64,
+        /// Messages per second; 0 produces as fast as the broker takes them.
+        #[arg(long, default_value_t = 1_000)]
+        rate: u64,
+        /// Exchanges whose per-exchange topics also get messages (comma-separated).
+        #[arg(long, value_delimiter = ',', default_value = "binance,coinbase")]
+        exchanges: Vec<String>,
+        /// Data types to produce (comma-separated): price, ohlcv, analytics, level1.
+        #[arg(
+            long,
+            value_delimiter = ',',
+            default_value = "price,ohlcv,analytics,level1"
+        )]
+        types: Vec<String>,
+        /// Encodings to take turns with (comma-separated).
+        #[arg(
+            long,
+            value_enum,
+            value_delimiter = ',',
+            default_value = "json,envelope,array,bincode,lz4-json,lz4-bincode"
+        )]
+        encodings: Vec<Encoding>,
+    },
+    /// Manage topics.
+    Topics {
+        #[command(subcommand)]
+        action: TopicsAction,
+    },
+}
+
+#[derive(Subcommand)]
+enum TopicsAction {
+    /// Create the topics of topics.yaml and their per-exchange siblings (idempotent).
+    Create {
+        /// The topics file.
+        #[arg(long, default_value = "topics.yaml")]
+        file: PathBuf,
+        /// Exchanges to create per-exchange topics for (comma-separated).
+        #[arg(long, value_delimiter = ',')]
+        exchanges: Vec<String>,
+    },
+}
+
+fn main() -> ExitCode {
+    tracing_subscriber::fmt()
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| {
+                tracing_subscriber::EnvFilter::new("info,librdkafka=warn,rdkafka=warn")
+            }),
+        )
+        .with_writer(std::io::stderr)
+        .init();
+    match real_main() {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("timesink: {e:#}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+fn real_main() -> anyhow::Result<()> {
+    let cli = Cli::parse();
+    let config = Config::load(cli.config.as_deref())?;
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .context("starting the async runtime")?;
+    match cli.command {
+        Command::Run => runtime.block_on(async {
+            let shutdown = CancellationToken::new();
+            tokio::spawn(signals(shutdown.clone()));
+            pipeline::run(config, shutdown)
+                .await
+                .map_err(anyhow::Error::from)
+        }),
+        Command::Produce {
+            count,
+            rate,
+            exchanges,
+            types,
+            encodings,
+        } => {
+            let types = types
+                .iter()
+                .map(|t| {
+                    DataType::from_name(t).with_context(|| {
+                        format!("--types: {t:?} is not price, ohlcv, analytics or level1")
+                    })
+                })
+                .collect::<anyhow::Result<Vec<_>>>()?;
+            anyhow::ensure!(
+                !types.is_empty() && !encodings.is_empty(),
+                "--types and --encodings need at least one value"
+            );
+            // Ten minutes back, so that a long run stays within "5 minutes ahead".
+            let start = Timestamp(chrono::Utc::now().timestamp_micros() - 600_000_000);
+            let mut generator =
+                Generator::new(config.topics.clone(), exchanges, types, encodings, start);
+            let summary =
+                produce::run(&config.kafka, &mut generator, count, rate).context("producing")?;
+            println!(
+                "produced {} messages in {:.1}s ({:.0} msg/s)",
+                summary.messages,
+                summary.elapsed.as_secs_f64(),
+                summary.messages as f64 / summary.elapsed.as_secs_f64().max(1e-9)
+            );
+            for (topic, n) in &summary.per_topic {
+                println!("  topic {topic}: {n} messages");
+            }
+            for (table, n) in &summary.rows_per_table {
+                println!("  table {table}: {n} rows");
+            }
+            Ok(())
+        }
+        Command::Topics {
+            action: TopicsAction::Create { file, exchanges },
+        } => runtime.block_on(async {
+            let spec = topics::TopicsFile::load(&file)?;
+            let planned = spec.plan(&exchanges)?;
+            let created = topics::create(&config.kafka, spec.replication_factor, &planned).await?;
+            println!(
+                "{} topics planned, {} created",
+                planned.len(),
+                created.len()
+            );
+            for name in created {
+                println!("  created {name}");
+            }
+            Ok(())
+        }),
+    }
+}
+
+/// Cancels `shutdown` on SIGTERM or SIGINT.
+async fn signals(shutdown: CancellationToken) {
+    use tokio::signal::unix::{SignalKind, signal};
+    let (Ok(mut term), Ok(mut int)) = (
+        signal(SignalKind::terminate()),
+        signal(SignalKind::interrupt()),
+    ) else {
+        tracing::error!("cannot listen for SIGTERM/SIGINT");
+        return;
+    };
+    tokio::select! {
+        _ = term.recv() => tracing::info!("SIGTERM received"),
+        _ = int.recv() => tracing::info!("SIGINT received"),
+    }
+    shutdown.cancel();
+}

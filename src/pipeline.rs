@@ -1,0 +1,407 @@
+//! The running sink: wires consume → decode → validate → batch → write → commit.
+//!
+//! One task routes the consumer's events: it decodes and validates each
+//! message, keeps the open batches, and hands full or due batches to one
+//! writer task per table (bounded queues: a slow database slows fetching,
+//! never grows memory). Writers report back; the consumer thread commits to
+//! Kafka what the database has committed.
+
+use std::collections::HashMap;
+use std::sync::Arc;
+use std::sync::mpsc as std_mpsc;
+use std::time::{Duration, Instant};
+
+use tokio::sync::mpsc;
+use tokio::task::JoinHandle;
+use tokio_postgres::NoTls;
+use tokio_util::sync::CancellationToken;
+
+use crate::batch::{Batch, Batcher, Entry, Outcome};
+use crate::config::Config;
+use crate::consume::{self, Assignment, Command, Event};
+use crate::dead_letter::DeadLetters;
+use crate::decode::{self, Encoding};
+use crate::message::SourceMessage;
+use crate::record::{DataType, Timestamp};
+use crate::schema;
+use crate::validate::{self, Context};
+use crate::write::{Fence, Flush, Report, Writer};
+
+/// Messages the consumer thread may queue ahead of the pipeline.
+const EVENT_QUEUE: usize = 8192;
+/// Batches a writer may have queued besides the one it writes.
+const WRITER_QUEUE: usize = 2;
+
+#[derive(Debug, thiserror::Error)]
+pub enum RunError {
+    #[error("connecting to PostgreSQL: {0}")]
+    Database(#[source] tokio_postgres::Error),
+    #[error(transparent)]
+    Schema(#[from] schema::SchemaError),
+    #[error(transparent)]
+    DeadLetter(#[from] crate::dead_letter::DeadLetterError),
+    #[error(transparent)]
+    Consume(#[from] consume::ConsumeError),
+    #[error("shutdown did not finish within {0:?}; uncommitted messages will be read again")]
+    ShutdownTimeout(Duration),
+}
+
+/// The state of one assigned partition, as the pipeline sees it.
+#[derive(Debug, Clone, Copy)]
+struct PartitionState {
+    epoch: u64,
+    /// The `next_offset` the database will hold once every batch handed out
+    /// so far is committed; the fence of the next batch.
+    expected: Option<i64>,
+}
+
+/// Rows written per table since start, for the progress line.
+#[derive(Debug, Default)]
+pub struct Progress {
+    pub rows: [std::sync::atomic::AtomicU64; 4],
+    pub dead_letters: std::sync::atomic::AtomicU64,
+}
+
+fn table_index(t: DataType) -> usize {
+    DataType::ALL.iter().position(|&x| x == t).unwrap_or(0)
+}
+
+/// Creates the schema and runs the sink until `shutdown` is cancelled; then
+/// stops fetching, writes what is batched, commits, and returns.
+pub async fn run(config: Config, shutdown: CancellationToken) -> Result<(), RunError> {
+    let report = {
+        let (mut client, connection) = tokio_postgres::connect(&config.database.url, NoTls)
+            .await
+            .map_err(RunError::Database)?;
+        let conn = tokio::spawn(connection);
+        let report = schema::apply(&mut client, config.database.timescaledb).await?;
+        drop(client);
+        let _ = conn.await;
+        report
+    };
+    tracing::info!(timescaledb = report.timescaledb, "schema ready");
+
+    let dead_letters = Arc::new(DeadLetters::new(&config)?);
+    let progress = Arc::new(Progress::default());
+    let (event_tx, mut events) = mpsc::channel::<Event>(EVENT_QUEUE);
+    let (command_tx, command_rx) = std_mpsc::channel::<Command>();
+    let (report_tx, mut reports) = mpsc::unbounded_channel::<Report>();
+
+    // Writers stop retrying only when the shutdown deadline has passed.
+    let writers_stop = CancellationToken::new();
+    let mut writer_queues: HashMap<DataType, mpsc::Sender<Flush>> = HashMap::new();
+    let mut writer_tasks: Vec<JoinHandle<()>> = Vec::new();
+    for t in DataType::ALL {
+        let (tx, mut rx) = mpsc::channel::<Flush>(WRITER_QUEUE);
+        let mut writer = Writer::new(
+            t,
+            config.database.url.clone(),
+            config.kafka.group_id.clone(),
+            dead_letters.clone(),
+        );
+        let commands = command_tx.clone();
+        let reports = report_tx.clone();
+        let stop = writers_stop.clone();
+        let progress = progress.clone();
+        writer_tasks.push(tokio::spawn(async move {
+            while let Some(flush) = rx.recv().await {
+                let Some(report) = writer.write(flush, &stop).await else {
+                    break;
+                };
+                use std::sync::atomic::Ordering::Relaxed;
+                progress.rows[table_index(t)].fetch_add(report.rows as u64, Relaxed);
+                progress
+                    .dead_letters
+                    .fetch_add(report.dead_letters as u64, Relaxed);
+                metrics::counter!("timesink_rows_written_total", "table" => t.table())
+                    .increment(report.rows as u64);
+                if let (Some(topic), false) = (&report.topic, report.committed.is_empty()) {
+                    let _ = commands.send(Command::Commit {
+                        topic: topic.clone(),
+                        offsets: report.committed.clone(),
+                    });
+                }
+                if !report.fenced.is_empty() {
+                    let _ = reports.send(report);
+                }
+            }
+        }));
+        writer_queues.insert(t, tx);
+    }
+    drop(report_tx);
+
+    let consumer = consume::start(
+        &config,
+        tokio::runtime::Handle::current(),
+        event_tx,
+        command_rx,
+    )?;
+    let progress_task = spawn_progress(&config, progress.clone(), consumer.context.clone());
+
+    let mut router = Router {
+        config: &config,
+        batcher: Batcher::new(),
+        partitions: HashMap::new(),
+        writers: writer_queues,
+        commands: command_tx.clone(),
+    };
+
+    // Main loop: until shutdown, then until the consumer confirms it stopped.
+    let mut stopping = false;
+    loop {
+        let deadline = router.batcher.next_deadline();
+        tokio::select! {
+            event = events.recv() => match event {
+                Some(Event::Stopped) | None => break,
+                Some(event) => router.handle(event).await,
+            },
+            Some(report) = reports.recv() => router.fenced(report),
+            _ = sleep_until(deadline) => {
+                for batch in router.batcher.take_due(Instant::now()) {
+                    router.ship(batch).await;
+                }
+            }
+            _ = shutdown.cancelled(), if !stopping => {
+                tracing::info!("shutting down: fetching stops, batched rows are written and committed");
+                consumer.stop.store(true, std::sync::atomic::Ordering::Relaxed);
+                stopping = true;
+            }
+        }
+    }
+
+    // Write what is batched, then let the writers finish.
+    let finish = async {
+        for batch in router.batcher.take_all() {
+            router.ship(batch).await;
+        }
+        router.writers.clear();
+        for task in writer_tasks {
+            let _ = task.await;
+        }
+    };
+    let timeout = config.shutdown_timeout();
+    let finished = tokio::time::timeout(timeout, finish).await.is_ok();
+    if !finished {
+        writers_stop.cancel();
+    }
+    let _ = command_tx.send(Command::Close);
+    drop(command_tx);
+    let _ = tokio::task::spawn_blocking(move || consumer.thread.join()).await;
+    if let Some(task) = progress_task {
+        task.abort();
+    }
+    if finished {
+        tracing::info!("stopped cleanly");
+        Ok(())
+    } else {
+        Err(RunError::ShutdownTimeout(timeout))
+    }
+}
+
+async fn sleep_until(deadline: Option<Instant>) {
+    match deadline {
+        Some(d) => tokio::time::sleep_until(d.into()).await,
+        None => std::future::pending().await,
+    }
+}
+
+/// Routes events: decodes, validates, batches and ships.
+struct Router<'c> {
+    config: &'c Config,
+    batcher: Batcher,
+    partitions: HashMap<(Arc<str>, i32), PartitionState>,
+    writers: HashMap<DataType, mpsc::Sender<Flush>>,
+    commands: std_mpsc::Sender<Command>,
+}
+
+impl Router<'_> {
+    async fn handle(&mut self, event: Event) {
+        match event {
+            Event::Message { message, epoch } => self.message(message, epoch).await,
+            Event::Assigned(assigned) => {
+                for Assignment {
+                    topic,
+                    partition,
+                    epoch,
+                    stored,
+                } in assigned
+                {
+                    self.batcher.drop_partitions(&topic, &[partition]);
+                    self.partitions.insert(
+                        (topic, partition),
+                        PartitionState {
+                            epoch,
+                            expected: stored,
+                        },
+                    );
+                }
+            }
+            Event::Revoked(revoked) => {
+                for (topic, partition) in revoked {
+                    self.batcher.drop_partitions(&topic, &[partition]);
+                    self.partitions.remove(&(topic, partition));
+                }
+            }
+            Event::Stopped => {}
+        }
+    }
+
+    async fn message(&mut self, message: SourceMessage, epoch: u64) {
+        let key = (message.topic.clone(), message.partition);
+        match self.partitions.get(&key) {
+            Some(state) if state.epoch == epoch => {}
+            // Read under an earlier assignment: it will be read again.
+            _ => return,
+        }
+        let Some((data_type, exchange)) = self.config.topics.classify(&message.topic) else {
+            tracing::warn!(topic = %message.topic, "message from a topic of no known data type; skipped");
+            return;
+        };
+        let outcome = process(
+            data_type,
+            exchange,
+            &message,
+            self.config.max_value_bytes,
+            now(),
+        );
+        if let Outcome::DeadLetter(reason) = &outcome {
+            tracing::warn!(
+                topic = %message.topic, partition = message.partition, offset = message.offset, %reason,
+                "invalid message goes to the dead-letter topic"
+            );
+        }
+        let limits = self.config.batch.for_topic(&message.topic, data_type);
+        let entry = Entry { message, outcome };
+        if let Some(batch) = self.batcher.push(data_type, entry, limits, Instant::now()) {
+            self.ship(batch).await;
+        }
+    }
+
+    /// Hands a batch to its table's writer, with the fences of its partitions.
+    async fn ship(&mut self, batch: Batch) {
+        let mut fences = Vec::with_capacity(batch.spans.len());
+        for (&partition, span) in &batch.spans {
+            let Some(state) = self.partitions.get_mut(&(batch.topic.clone(), partition)) else {
+                continue;
+            };
+            fences.push(Fence {
+                partition,
+                expected: state.expected,
+                next: span.last + 1,
+                epoch: state.epoch,
+            });
+            state.expected = Some(span.last + 1);
+        }
+        if fences.is_empty() {
+            return;
+        }
+        if let Some(writer) = self.writers.get(&batch.data_type) {
+            let _ = writer.send(Flush { batch, fences }).await;
+        }
+    }
+
+    /// Another instance wrote these partitions: drop what is buffered and re-read.
+    fn fenced(&mut self, report: Report) {
+        let Some(topic) = report.topic else { return };
+        for fence in report.fenced {
+            let key = (topic.clone(), fence.partition);
+            if self
+                .partitions
+                .get(&key)
+                .is_some_and(|s| s.epoch == fence.epoch)
+            {
+                self.batcher.drop_partitions(&topic, &[fence.partition]);
+                self.partitions.remove(&key);
+                let _ = self.commands.send(Command::Resync {
+                    topic: topic.clone(),
+                    partition: fence.partition,
+                });
+            }
+        }
+    }
+}
+
+fn now() -> Timestamp {
+    Timestamp(chrono::Utc::now().timestamp_micros())
+}
+
+/// Decodes and validates one message: its rows, or why it is dead-lettered.
+pub fn process(
+    data_type: DataType,
+    exchange: Option<&str>,
+    message: &SourceMessage,
+    max_value_bytes: usize,
+    now: Timestamp,
+) -> Outcome {
+    if message
+        .value
+        .as_ref()
+        .is_some_and(|v| v.len() > max_value_bytes)
+    {
+        return Outcome::DeadLetter(format!(
+            "value of {} bytes exceeds max_value_bytes ({max_value_bytes})",
+            message.value.as_ref().map_or(0, Vec::len)
+        ));
+    }
+    let decoded = Encoding::from_headers(message.header_pairs()).and_then(|encoding| {
+        decode::decode(
+            data_type,
+            encoding,
+            message.value.as_deref(),
+            max_value_bytes,
+        )
+    });
+    let fields = match decoded {
+        Ok(fields) => fields,
+        Err(e) => return Outcome::DeadLetter(e.to_string()),
+    };
+    let ctx = Context {
+        default_exchange: exchange.unwrap_or("aggregate"),
+        now,
+    };
+    let many = fields.len() > 1;
+    let mut rows = Vec::with_capacity(fields.len());
+    for (i, f) in fields.into_iter().enumerate() {
+        match validate::validate(f, &ctx) {
+            Ok(row) => rows.push(row),
+            Err(e) if many => return Outcome::DeadLetter(format!("element {i}: {e}")),
+            Err(e) => return Outcome::DeadLetter(e.to_string()),
+        }
+    }
+    Outcome::Rows(rows)
+}
+
+/// Logs rows/s per table and the consumer lag every `progress_interval_ms`.
+fn spawn_progress(
+    config: &Config,
+    progress: Arc<Progress>,
+    context: Arc<consume::SinkContext>,
+) -> Option<JoinHandle<()>> {
+    if config.progress_interval_ms == 0 {
+        return None;
+    }
+    let interval = Duration::from_millis(config.progress_interval_ms);
+    Some(tokio::spawn(async move {
+        use std::sync::atomic::Ordering::Relaxed;
+        let mut last = [0u64; 4];
+        let mut ticker = tokio::time::interval(interval);
+        ticker.tick().await;
+        loop {
+            ticker.tick().await;
+            let secs = interval.as_secs_f64();
+            let mut parts = Vec::new();
+            for t in DataType::ALL {
+                let now = progress.rows[table_index(t)].load(Relaxed);
+                let rate = (now - last[table_index(t)]) as f64 / secs;
+                last[table_index(t)] = now;
+                parts.push(format!("{} {:.0}/s ({now})", t.table(), rate));
+            }
+            let lag: i64 = context.lag().values().sum();
+            tracing::info!(
+                "progress: {} | dead letters {} | lag {lag} messages",
+                parts.join(", "),
+                progress.dead_letters.load(Relaxed)
+            );
+        }
+    }))
+}

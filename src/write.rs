@@ -1,0 +1,497 @@
+//! Write stage: one batch → one PostgreSQL transaction.
+//!
+//! In the transaction, in this order:
+//! 1. the stored offsets of the batch's partitions move forward, but only from
+//!    the value this instance expects (a fence: if another instance wrote the
+//!    partition meanwhile, this batch's part of it is dropped and re-read);
+//! 2. the rows go in by binary `COPY` straight into the table; only when a key
+//!    is already there does the batch take the merge path (staging table +
+//!    `INSERT … ON CONFLICT DO UPDATE`), so the later record wins;
+//! 3. a row PostgreSQL refuses is found by halving the batch under savepoints;
+//!    its message is dead-lettered (acknowledged before `COMMIT`) and the rest lands.
+//!
+//! Dead letters from validation are acknowledged before the transaction starts.
+//! Every error is classified once, by [`classify`]: a row error dead-letters
+//! the row, anything else is retried with capped exponential backoff on a
+//! fresh connection.
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use bytes::Bytes;
+use futures::SinkExt;
+use tokio_postgres::error::SqlState;
+use tokio_postgres::{Client, NoTls};
+use tokio_util::sync::CancellationToken;
+
+use crate::batch::{Batch, Outcome};
+use crate::copy_format::{EncodedRows, latest_per_key};
+use crate::dead_letter::{DeadLetter, DeadLetters};
+use crate::record::{DataType, Row};
+use crate::schema::{self, TableStatements};
+
+const FENCE_SQL: &str = include_str!("../sql/queries/advance_offsets.sql");
+
+/// What the stored offset of a partition must be before a batch, and becomes after it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Fence {
+    pub partition: i32,
+    /// The `next_offset` this instance last stored or read; `None` when no row exists yet.
+    pub expected: Option<i64>,
+    /// The offset after the batch's last message of this partition.
+    pub next: i64,
+    /// The assignment this batch was read under (see `consume`).
+    pub epoch: u64,
+}
+
+/// A batch handed to a writer, with the fences of its partitions.
+#[derive(Debug)]
+pub struct Flush {
+    pub batch: Batch,
+    pub fences: Vec<Fence>,
+}
+
+/// What became of a flush.
+#[derive(Debug, Default, Clone, PartialEq, Eq)]
+pub struct Report {
+    pub topic: Option<Arc<str>>,
+    /// Partitions whose offsets were committed, with their new next offset.
+    pub committed: Vec<(i32, i64)>,
+    /// Partitions another instance had moved on: not written, to be re-read.
+    pub fenced: Vec<Fence>,
+    pub rows: usize,
+    pub dead_letters: usize,
+}
+
+/// How an error from PostgreSQL is handled.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ErrorClass {
+    /// A row's key is already in the table: take the merge path.
+    Conflict,
+    /// PostgreSQL refuses a row's values: dead-letter that row.
+    Row,
+    /// The connection, the server or the moment: retry the batch.
+    Transient,
+}
+
+/// The one place that decides between retry and dead letter.
+pub fn classify(error: &tokio_postgres::Error) -> ErrorClass {
+    match error.code() {
+        Some(code) if *code == SqlState::UNIQUE_VIOLATION => ErrorClass::Conflict,
+        // 22: data exception, 23: integrity constraint violation,
+        // P0001: raised by a trigger or function.
+        Some(code)
+            if code.code().starts_with("22")
+                || code.code().starts_with("23")
+                || *code == SqlState::RAISE_EXCEPTION =>
+        {
+            ErrorClass::Row
+        }
+        _ => ErrorClass::Transient,
+    }
+}
+
+/// How PostgreSQL said no, for logs and `dlq.reason`.
+pub fn describe(error: &tokio_postgres::Error) -> String {
+    match error.as_db_error() {
+        Some(db) => format!("SQLSTATE {}: {}", db.code().code(), db.message()),
+        None => error.to_string(),
+    }
+}
+
+#[derive(Debug, thiserror::Error)]
+enum AttemptError {
+    #[error("{}", describe(.0))]
+    Db(#[from] tokio_postgres::Error),
+    #[error("{0}")]
+    DeadLetter(#[from] crate::dead_letter::DeadLetterError),
+    #[error("the batch fails as a whole but no single row does: {0}")]
+    NoCulprit(String),
+}
+
+enum Attempt {
+    Committed { rows: usize, rejected: usize },
+    Fenced(Vec<i32>),
+}
+
+/// Capped exponential backoff between retries.
+#[derive(Debug, Clone)]
+pub struct Backoff {
+    next: Duration,
+    cap: Duration,
+}
+
+impl Backoff {
+    pub fn new() -> Backoff {
+        Backoff {
+            next: Duration::from_millis(100),
+            cap: Duration::from_secs(30),
+        }
+    }
+
+    /// The delay to wait now; each call doubles the next one, up to the cap.
+    pub fn step(&mut self) -> Duration {
+        let now = self.next;
+        self.next = (self.next * 2).min(self.cap);
+        now
+    }
+}
+
+impl Default for Backoff {
+    fn default() -> Self {
+        Backoff::new()
+    }
+}
+
+/// Writes the batches of one table, on its own connection.
+pub struct Writer {
+    table: &'static str,
+    statements: TableStatements,
+    database_url: String,
+    group_id: String,
+    dead_letters: Arc<DeadLetters>,
+    /// The open connection; dropped after any error that is not a row error,
+    /// so a broken connection is never reused.
+    client: Option<Client>,
+    /// Whether this session's staging table exists.
+    stage_ready: bool,
+}
+
+impl Writer {
+    pub fn new(
+        data_type: DataType,
+        database_url: String,
+        group_id: String,
+        dead_letters: Arc<DeadLetters>,
+    ) -> Writer {
+        let spec = schema::spec(data_type);
+        Writer {
+            table: spec.name,
+            statements: spec.statements(),
+            database_url,
+            group_id,
+            dead_letters,
+            client: None,
+            stage_ready: false,
+        }
+    }
+
+    /// Writes a flush, retrying transient failures until it is committed or
+    /// fenced, or until `stop` is cancelled (then `None`: nothing committed).
+    pub async fn write(&mut self, mut flush: Flush, stop: &CancellationToken) -> Option<Report> {
+        let mut report = Report {
+            topic: Some(flush.batch.topic.clone()),
+            ..Report::default()
+        };
+        let mut backoff = Backoff::new();
+
+        // Dead letters from decoding and validation: acknowledged first.
+        let invalid: Vec<(String, usize)> = flush
+            .batch
+            .entries
+            .iter()
+            .enumerate()
+            .filter_map(|(i, e)| match &e.outcome {
+                Outcome::DeadLetter(reason) => Some((reason.clone(), i)),
+                Outcome::Rows(_) => None,
+            })
+            .collect();
+        if !invalid.is_empty() {
+            loop {
+                let letters: Vec<DeadLetter<'_>> = invalid
+                    .iter()
+                    .map(|(reason, i)| DeadLetter {
+                        message: &flush.batch.entries[*i].message,
+                        reason,
+                    })
+                    .collect();
+                match self.dead_letters.send_all(&letters).await {
+                    Ok(()) => break,
+                    Err(e) => {
+                        let delay = backoff.step();
+                        tracing::warn!(error = %e, retry_in = ?delay, "dead letters not acknowledged; source offsets stay put");
+                        if sleep_or_stop(delay, stop).await {
+                            return None;
+                        }
+                    }
+                }
+            }
+            report.dead_letters += invalid.len();
+            backoff = Backoff::new();
+        }
+
+        loop {
+            let started = Instant::now();
+            match self.attempt(&mut flush).await {
+                Ok(Attempt::Committed { rows, rejected }) => {
+                    metrics::histogram!("timesink_copy_duration_seconds", "table" => self.table)
+                        .record(started.elapsed().as_secs_f64());
+                    report.rows += rows;
+                    report.dead_letters += rejected;
+                    report.committed = flush.fences.iter().map(|f| (f.partition, f.next)).collect();
+                    return Some(report);
+                }
+                Ok(Attempt::Fenced(partitions)) => {
+                    tracing::info!(
+                        topic = %flush.batch.topic, ?partitions,
+                        "partitions were written by another instance; dropping this instance's batch for them"
+                    );
+                    report.fenced.extend(
+                        flush
+                            .fences
+                            .iter()
+                            .filter(|f| partitions.contains(&f.partition)),
+                    );
+                    flush.fences.retain(|f| !partitions.contains(&f.partition));
+                    flush.batch.remove_partitions(&partitions);
+                    if flush.fences.is_empty() {
+                        return Some(report);
+                    }
+                }
+                Err(e) => {
+                    self.client = None;
+                    let delay = backoff.step();
+                    metrics::counter!("timesink_write_retries_total", "table" => self.table)
+                        .increment(1);
+                    tracing::warn!(table = self.table, error = %e, retry_in = ?delay, "write failed; retrying");
+                    if sleep_or_stop(delay, stop).await {
+                        return None;
+                    }
+                }
+            }
+        }
+    }
+
+    async fn connect(&mut self) -> Result<&Client, tokio_postgres::Error> {
+        if self.client.as_ref().is_none_or(Client::is_closed) {
+            let (client, connection) = tokio_postgres::connect(&self.database_url, NoTls).await?;
+            tokio::spawn(async move {
+                if let Err(e) = connection.await {
+                    tracing::debug!(error = %e, "database connection closed");
+                }
+            });
+            self.client = Some(client);
+            self.stage_ready = false;
+        }
+        // Just set above when it was missing.
+        Ok(self.client.as_ref().expect("client present"))
+    }
+
+    async fn attempt(&mut self, flush: &mut Flush) -> Result<Attempt, AttemptError> {
+        self.connect().await?;
+        let client = self.client_ref();
+        client.batch_execute("BEGIN").await?;
+        let fenced =
+            advance_offsets(client, &self.group_id, &flush.batch.topic, &flush.fences).await?;
+        if !fenced.is_empty() {
+            client.batch_execute("ROLLBACK").await?;
+            return Ok(Attempt::Fenced(fenced));
+        }
+        // Entries whose rows PostgreSQL refused, with the reason.
+        let mut rejected: BTreeMap<usize, String> = BTreeMap::new();
+        let rows = loop {
+            let (owners, rows) = rows_to_write(&flush.batch, &rejected);
+            let encoded = EncodedRows::encode(rows.iter().copied());
+            self.client_ref().batch_execute("SAVEPOINT batch").await?;
+            match self.copy_range(&encoded, 0..encoded.len()).await {
+                Ok(()) => break encoded.len(),
+                Err(e) if classify(&e) == ErrorClass::Transient => return Err(e.into()),
+                Err(first) => {
+                    self.client_ref()
+                        .batch_execute("ROLLBACK TO SAVEPOINT batch")
+                        .await?;
+                    let culprits = self.find_rejected(&encoded).await?;
+                    if culprits.is_empty() {
+                        return Err(AttemptError::NoCulprit(describe(&first)));
+                    }
+                    for (row, error) in culprits {
+                        let reason = format!(
+                            "PostgreSQL rejected a row of {}: {}",
+                            self.table,
+                            describe(&error)
+                        );
+                        rejected.entry(owners[row]).or_insert(reason);
+                    }
+                    self.client_ref()
+                        .batch_execute("ROLLBACK TO SAVEPOINT batch")
+                        .await?;
+                }
+            }
+        };
+        if !rejected.is_empty() {
+            let letters: Vec<DeadLetter<'_>> = rejected
+                .iter()
+                .map(|(i, reason)| DeadLetter {
+                    message: &flush.batch.entries[*i].message,
+                    reason,
+                })
+                .collect();
+            for (i, reason) in &rejected {
+                let m = &flush.batch.entries[*i].message;
+                tracing::warn!(topic = %m.topic, partition = m.partition, offset = m.offset, %reason, "dead-lettering a row PostgreSQL refuses");
+            }
+            self.dead_letters.send_all(&letters).await?;
+        }
+        self.client_ref().batch_execute("COMMIT").await?;
+        Ok(Attempt::Committed {
+            rows,
+            rejected: rejected.len(),
+        })
+    }
+
+    fn client_ref(&self) -> &Client {
+        self.client.as_ref().expect("connected during an attempt")
+    }
+
+    /// Writes rows `range`: COPY into the table, or, if a key is already
+    /// there, the merge path. Leaves the transaction as before on error.
+    async fn copy_range(
+        &mut self,
+        rows: &EncodedRows,
+        range: std::ops::Range<usize>,
+    ) -> Result<(), tokio_postgres::Error> {
+        let data = Bytes::from(rows.stream(range));
+        let client = self.client_ref();
+        client.batch_execute("SAVEPOINT copy").await?;
+        match copy_in(client, &self.statements.copy, data.clone()).await {
+            Ok(()) => return client.batch_execute("RELEASE SAVEPOINT copy").await,
+            Err(e) if classify(&e) != ErrorClass::Conflict => {
+                if classify(&e) == ErrorClass::Row {
+                    client.batch_execute("ROLLBACK TO SAVEPOINT copy").await?;
+                }
+                return Err(e);
+            }
+            Err(_) => client.batch_execute("ROLLBACK TO SAVEPOINT copy").await?,
+        }
+        // Merge path: a key of this range is already in the table.
+        if !self.stage_ready {
+            self.client_ref()
+                .batch_execute(&self.statements.create_stage)
+                .await?;
+            self.stage_ready = true;
+        }
+        let client = self.client_ref();
+        let merged = async {
+            client.batch_execute(&self.statements.clear_stage).await?;
+            copy_in(client, &self.statements.copy_stage, data).await?;
+            client.batch_execute(&self.statements.merge).await
+        }
+        .await;
+        match merged {
+            Ok(()) => client.batch_execute("RELEASE SAVEPOINT copy").await,
+            Err(e) => {
+                if classify(&e) != ErrorClass::Transient {
+                    client.batch_execute("ROLLBACK TO SAVEPOINT copy").await?;
+                }
+                Err(e)
+            }
+        }
+    }
+
+    /// Finds the rows PostgreSQL refuses by halving: a run that fails is split
+    /// until single rows remain. Costs about 2·k·log2(n) COPYs for k bad rows.
+    async fn find_rejected(
+        &mut self,
+        rows: &EncodedRows,
+    ) -> Result<Vec<(usize, tokio_postgres::Error)>, tokio_postgres::Error> {
+        let mut culprits = Vec::new();
+        let mut pending: Vec<std::ops::Range<usize>> = Vec::new();
+        pending.push(0..rows.len());
+        while let Some(range) = pending.pop() {
+            match self.copy_range(rows, range.clone()).await {
+                Ok(()) => {}
+                Err(e) if classify(&e) == ErrorClass::Transient => return Err(e),
+                Err(e) if range.len() == 1 => culprits.push((range.start, e)),
+                Err(_) => {
+                    let mid = range.start + range.len() / 2;
+                    pending.push(mid..range.end);
+                    pending.push(range.start..mid);
+                }
+            }
+        }
+        Ok(culprits)
+    }
+}
+
+/// The rows to write: for each key the later row, skipping rejected entries.
+/// Returns, per row, the index of the entry it came from.
+fn rows_to_write<'b>(
+    batch: &'b Batch,
+    rejected: &BTreeMap<usize, String>,
+) -> (Vec<usize>, Vec<&'b Row>) {
+    let mut owners = Vec::with_capacity(batch.rows);
+    let mut rows = Vec::with_capacity(batch.rows);
+    for (i, entry) in batch.entries.iter().enumerate() {
+        if rejected.contains_key(&i) {
+            continue;
+        }
+        if let Outcome::Rows(r) = &entry.outcome {
+            for row in r {
+                owners.push(i);
+                rows.push(row);
+            }
+        }
+    }
+    let keep = latest_per_key(&rows);
+    if keep.len() == rows.len() {
+        return (owners, rows);
+    }
+    (
+        keep.iter().map(|&k| owners[k]).collect(),
+        keep.iter().map(|&k| rows[k]).collect(),
+    )
+}
+
+async fn copy_in(
+    client: &Client,
+    statement: &str,
+    data: Bytes,
+) -> Result<(), tokio_postgres::Error> {
+    let sink = client.copy_in::<_, Bytes>(statement).await?;
+    futures::pin_mut!(sink);
+    sink.send(data).await?;
+    sink.finish().await.map(|_| ())
+}
+
+/// Moves the stored offsets forward from their expected values; returns the
+/// partitions whose stored offset was not what this instance expected.
+async fn advance_offsets(
+    client: &Client,
+    group: &str,
+    topic: &str,
+    fences: &[Fence],
+) -> Result<Vec<i32>, tokio_postgres::Error> {
+    let partitions: Vec<i32> = fences.iter().map(|f| f.partition).collect();
+    let expected: Vec<Option<i64>> = fences.iter().map(|f| f.expected).collect();
+    let next: Vec<i64> = fences.iter().map(|f| f.next).collect();
+    let advanced = client
+        .query(FENCE_SQL, &[&group, &topic, &partitions, &expected, &next])
+        .await?;
+    let advanced: Vec<i32> = advanced.iter().map(|r| r.get(0)).collect();
+    Ok(partitions
+        .into_iter()
+        .filter(|p| !advanced.contains(p))
+        .collect())
+}
+
+/// Sleeps, or returns true at once when `stop` is cancelled.
+async fn sleep_or_stop(delay: Duration, stop: &CancellationToken) -> bool {
+    tokio::select! {
+        _ = tokio::time::sleep(delay) => false,
+        _ = stop.cancelled() => true,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn backoff_doubles_up_to_a_cap() {
+        let mut b = Backoff::new();
+        let steps: Vec<u64> = (0..12).map(|_| b.step().as_millis() as u64).collect();
+        assert_eq!(&steps[..4], &[100, 200, 400, 800]);
+        assert_eq!(*steps.last().unwrap(), 30_000);
+    }
+}
