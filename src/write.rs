@@ -154,8 +154,6 @@ pub struct Writer {
     /// The open connection; dropped after any error that is not a row error,
     /// so a broken connection is never reused.
     client: Option<Client>,
-    /// Whether this session's staging table exists.
-    stage_ready: bool,
 }
 
 impl Writer {
@@ -173,7 +171,6 @@ impl Writer {
             group_id,
             dead_letters,
             client: None,
-            stage_ready: false,
         }
     }
 
@@ -271,8 +268,10 @@ impl Writer {
                     tracing::debug!(error = %e, "database connection closed");
                 }
             });
+            // The staging table is created outside any transaction, so no
+            // rollback can undo it while this connection lives.
+            client.batch_execute(&self.statements.create_stage).await?;
             self.client = Some(client);
-            self.stage_ready = false;
         }
         // Just set above when it was missing.
         Ok(self.client.as_ref().expect("client present"))
@@ -365,13 +364,6 @@ impl Writer {
             Err(_) => client.batch_execute("ROLLBACK TO SAVEPOINT copy").await?,
         }
         // Merge path: a key of this range is already in the table.
-        if !self.stage_ready {
-            self.client_ref()
-                .batch_execute(&self.statements.create_stage)
-                .await?;
-            self.stage_ready = true;
-        }
-        let client = self.client_ref();
         let merged = async {
             client.batch_execute(&self.statements.clear_stage).await?;
             copy_in(client, &self.statements.copy_stage, data).await?;

@@ -1,0 +1,283 @@
+//! Delivery guarantees on the real services: the `timesink` binary stopped by
+//! SIGTERM mid-stream and restarted; a per-exchange topic created while the
+//! sink runs; the same key twice; a row PostgreSQL refuses.
+
+mod common;
+
+use std::collections::HashMap;
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use common::*;
+use timesink::record::DataType;
+
+/// A running `timesink run` child. Dropping it (a failed assertion included)
+/// kills the process, so no sink outlives its test and holds its output pipes.
+struct Sink {
+    child: Child,
+}
+
+impl Drop for Sink {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+fn start_sink(world: &World) -> Sink {
+    let c = &world.config;
+    let child = Command::new(env!("CARGO_BIN_EXE_timesink"))
+        .arg("run")
+        .env("KAFKA_BROKERS", &c.kafka.brokers)
+        .env("DATABASE_URL", &c.database.url)
+        .env("TIMESINK_GROUP_ID", &c.kafka.group_id)
+        .env("TIMESINK_TOPICS__PRICES", &c.topics.prices)
+        .env("TIMESINK_TOPICS__OHLCV", &c.topics.ohlcv)
+        .env("TIMESINK_TOPICS__ANALYTICS", &c.topics.analytics)
+        .env("TIMESINK_TOPICS__LEVEL1", &c.topics.level1)
+        .env(
+            "RUST_LOG",
+            std::env::var("SINK_LOG").unwrap_or_else(|_| "warn".into()),
+        )
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .spawn()
+        .expect("start timesink");
+    Sink { child }
+}
+
+/// Sends SIGTERM and returns how long the sink took to exit, asserting exit 0.
+fn terminate(sink: &mut Sink, bound: Duration) -> Duration {
+    let child = &mut sink.child;
+    let started = Instant::now();
+    let pid = child.id().to_string();
+    let status = Command::new("kill")
+        .args(["-TERM", &pid])
+        .status()
+        .expect("kill");
+    assert!(status.success());
+    loop {
+        if let Some(status) = child.try_wait().expect("wait") {
+            assert!(
+                status.success(),
+                "timesink exited with {status} after SIGTERM"
+            );
+            return started.elapsed();
+        }
+        assert!(
+            started.elapsed() < bound,
+            "timesink did not exit within {bound:?} of SIGTERM"
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
+
+fn quote(i: u64) -> String {
+    format!(
+        r#"{{"symbol":"K{i}","exchangeId":"x","bestBid":"1.5","bestAsk":"1.6","timestamp":{},"sequence":{i},"source":"t"}}"#,
+        1_763_834_400_000u64 + i
+    )
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sigterm_mid_stream_then_restart_loses_and_duplicates_nothing() {
+    let world = World::new(4).await;
+    let topic = world.topic(DataType::Level1);
+    let producer = producer();
+    let total = 3000u64;
+    let mut sink = start_sink(&world);
+    let mut restarts = 0;
+    for i in 0..total {
+        send(
+            &producer,
+            &topic,
+            Some(&format!("K{i}")),
+            quote(i).as_bytes(),
+            &[],
+        )
+        .await;
+        // Stop and restart the sink twice while messages keep coming.
+        if i == 1000 || i == 2000 {
+            let took = terminate(&mut sink, Duration::from_secs(20));
+            assert!(took < Duration::from_secs(20));
+            sink = start_sink(&world);
+            restarts += 1;
+        }
+    }
+    eventually(90, "every key stored", || async {
+        world.count("level1_quotes").await >= total as i64
+    })
+    .await;
+    eventually(30, "stored offsets reach the end offsets", || async {
+        let stored = world.stored_offsets().await;
+        end_offsets(&topic)
+            .into_iter()
+            .all(|(p, end)| stored.get(&(topic.clone(), p)).copied().unwrap_or(0) == end)
+    })
+    .await;
+    terminate(&mut sink, Duration::from_secs(20));
+    assert_eq!(restarts, 2);
+
+    // Every key once; rows == distinct keys == messages sent.
+    let row = world
+        .db
+        .query_one(
+            "SELECT count(*), count(DISTINCT symbol) FROM level1_quotes",
+            &[],
+        )
+        .await
+        .unwrap();
+    assert_eq!(
+        (row.get::<_, i64>(0), row.get::<_, i64>(1)),
+        (total as i64, total as i64)
+    );
+    let stored = world.stored_offsets().await;
+    let ends = end_offsets(&topic);
+    assert_eq!(ends.values().sum::<i64>(), total as i64);
+    for (p, end) in ends {
+        assert_eq!(
+            stored.get(&(topic.clone(), p)).copied().unwrap_or(0),
+            end,
+            "partition {p}"
+        );
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn per_exchange_topic_created_while_running_is_consumed() {
+    let world = World::new(2).await;
+    let mut sink = start_sink(&world);
+    let producer = producer();
+    let base = world.topic(DataType::Price);
+    let price = |coin: &str| {
+        format!(
+            r#"{{"coinId":"{coin}","symbol":"S","usdPrice":"2.5","lastUpdated":1763834400000,"source":"t"}}"#
+        )
+    };
+    send(&producer, &base, None, price("base-coin").as_bytes(), &[]).await;
+    eventually(30, "the base topic's row", || async {
+        world.count("crypto_prices").await == 1
+    })
+    .await;
+
+    let created = Instant::now();
+    let late = format!("{base}-kraken");
+    create_topics(std::slice::from_ref(&late), 2).await;
+    send(&producer, &late, None, price("late-coin").as_bytes(), &[]).await;
+    eventually(30, "the new topic's row", || async {
+        world.count("crypto_prices").await == 2
+    })
+    .await;
+    let took = created.elapsed();
+    eprintln!("a per-exchange topic created while running was consumed after {took:?}");
+    assert!(
+        took < Duration::from_secs(10),
+        "a new per-exchange topic took {took:?}"
+    );
+    let exchange: String = world
+        .db
+        .query_one(
+            "SELECT exchange_id FROM crypto_prices WHERE coin_id = 'late-coin'",
+            &[],
+        )
+        .await
+        .unwrap()
+        .get(0);
+    assert_eq!(exchange, "kraken");
+    // The dead-letter topic of the new topic is never consumed.
+    send(&producer, &late, None, b"{broken", &[]).await;
+    eventually(30, "the dead letter", || async {
+        read_all(&format!("{late}.dlq"), 1, 5).len() == 1
+    })
+    .await;
+    terminate(&mut sink, Duration::from_secs(20));
+    assert_eq!(world.count("crypto_prices").await, 2);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn same_key_twice_keeps_the_later_and_refused_rows_are_dead_lettered() {
+    let world = World::new(1).await;
+    let topic = world.topic(DataType::Price);
+    let producer = producer();
+    let price = |coin: &str, usd: &str| {
+        format!(
+            r#"{{"coinId":"{coin}","symbol":"S","usdPrice":"{usd}","lastUpdated":1763834400000,"source":"t"}}"#
+        )
+    };
+    let mut sink = start_sink(&world);
+    // First version, written and committed on its own.
+    send(&producer, &topic, None, price("dup", "1.0").as_bytes(), &[]).await;
+    eventually(30, "first version", || async {
+        world.count("crypto_prices").await == 1
+    })
+    .await;
+    // Then: the same key again (merge path across batches), ten times within a
+    // batch, and a row PostgreSQL refuses (a NUL character in text) among good ones.
+    for v in 2..=11 {
+        send(
+            &producer,
+            &topic,
+            None,
+            price("dup", &format!("{v}.0")).as_bytes(),
+            &[],
+        )
+        .await;
+    }
+    let refused = price("nul\\u0000coin", "3.0");
+    let mut sent_refused = (0, 0);
+    for i in 0..50 {
+        if i == 25 {
+            sent_refused = send(&producer, &topic, Some("refused"), refused.as_bytes(), &[]).await;
+        }
+        send(
+            &producer,
+            &topic,
+            None,
+            price(&format!("ok{i}"), "4.0").as_bytes(),
+            &[],
+        )
+        .await;
+    }
+    eventually(30, "all good rows", || async {
+        world.count("crypto_prices").await == 51
+    })
+    .await;
+    let letters = read_all(&format!("{topic}.dlq"), 1, 20);
+    terminate(&mut sink, Duration::from_secs(20));
+
+    let usd: String = world
+        .db
+        .query_one(
+            "SELECT usd_price::text FROM crypto_prices WHERE coin_id = 'dup'",
+            &[],
+        )
+        .await
+        .unwrap()
+        .get(0);
+    assert_eq!(usd, "11.0", "the record read later wins");
+    assert_eq!(letters.len(), 1);
+    let headers: HashMap<String, String> = {
+        use rdkafka::message::{Headers, Message};
+        letters[0]
+            .headers()
+            .map(|h| {
+                h.iter()
+                    .map(|h| {
+                        (
+                            h.key.to_owned(),
+                            String::from_utf8_lossy(h.value.unwrap_or_default()).into_owned(),
+                        )
+                    })
+                    .collect()
+            })
+            .unwrap_or_default()
+    };
+    assert_eq!(headers["dlq.offset"], sent_refused.1.to_string());
+    assert!(
+        headers["dlq.reason"].contains("SQLSTATE 22"),
+        "{}",
+        headers["dlq.reason"]
+    );
+    let stored = world.stored_offsets().await;
+    assert_eq!(stored.get(&(topic.clone(), 0)).copied(), Some(62));
+}
