@@ -8,8 +8,10 @@ rate=${DEMO_RATE:-2000}
 scripts/services.sh start
 eval "$(scripts/services.sh env)"
 db=timesink_demo
-psql "$DATABASE_URL" -qtAc "SELECT 1 FROM pg_database WHERE datname = '$db'" | grep -q 1 \
-  || psql "$DATABASE_URL" -qc "CREATE DATABASE $db"
+# A fresh database each run, so the final counts are this run's rows. The
+# group's Kafka offsets make a rerun start after the previous run's messages.
+psql "$DATABASE_URL" -qc "DROP DATABASE IF EXISTS $db WITH (FORCE)"
+psql "$DATABASE_URL" -qc "CREATE DATABASE $db"
 export DATABASE_URL="${DATABASE_URL%/*}/$db"
 export TIMESINK_GROUP_ID=timesink-demo TIMESINK_PROGRESS_INTERVAL_MS=2000
 echo "== building timesink (release)"
