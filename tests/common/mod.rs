@@ -1,6 +1,7 @@
 //! Shared by the integration tests: each test gets its own database, topics
 //! and consumer group on the real PostgreSQL and broker that
-//! `scripts/services.sh start` runs (TEST_DATABASE_URL, TEST_KAFKA_BROKERS).
+//! `scripts/services.sh start` runs (TEST_DATABASE_URL and TEST_KAFKA_BROKERS,
+//! else loopback on PG_PORT and KAFKA_PORT as the script uses them).
 #![allow(dead_code)]
 
 use std::collections::HashMap;
@@ -17,13 +18,23 @@ use timesink::config::{Config, TopicsConfig};
 use timesink::record::DataType;
 use tokio_postgres::{Client, NoTls};
 
+/// The services' ports, as `scripts/services.sh` reads them.
+fn port(var: &str, default: &str) -> String {
+    std::env::var(var).unwrap_or_else(|_| default.into())
+}
+
 pub fn database_url() -> String {
-    std::env::var("TEST_DATABASE_URL")
-        .unwrap_or_else(|_| "postgres://postgres@127.0.0.1:55432/postgres".into())
+    std::env::var("TEST_DATABASE_URL").unwrap_or_else(|_| {
+        format!(
+            "postgres://postgres@127.0.0.1:{}/postgres",
+            port("PG_PORT", "55432")
+        )
+    })
 }
 
 pub fn brokers() -> String {
-    std::env::var("TEST_KAFKA_BROKERS").unwrap_or_else(|_| "127.0.0.1:19092".into())
+    std::env::var("TEST_KAFKA_BROKERS")
+        .unwrap_or_else(|_| format!("127.0.0.1:{}", port("KAFKA_PORT", "19092")))
 }
 
 /// A name no other test (or earlier run) uses.
