@@ -61,9 +61,16 @@ start_pg() {
     log "PostgreSQL already running on 127.0.0.1:$pg_port"
     return
   fi
-  as_postgres "$pg_bin/pg_ctl" -D "$pg_data" -l "$pg_data/server.log" -w -t 60 \
-    -o "-p $pg_port -k $pg_socket -c listen_addresses=127.0.0.1 -c max_connections=300 -c fsync=on -c shared_buffers=256MB" start >/dev/null
-  log "PostgreSQL on 127.0.0.1:$pg_port"
+  local opts="-p $pg_port -k $pg_socket -c listen_addresses=127.0.0.1 -c max_connections=300 -c fsync=on -c shared_buffers=256MB"
+  local with=""
+  # TimescaleDB is not packaged for Debian; when someone has installed it into
+  # this PostgreSQL, preload it so the sink (and its tests) use it.
+  if [ -f /usr/lib/postgresql/15/lib/timescaledb.so ]; then
+    opts="$opts -c shared_preload_libraries=timescaledb -c timescaledb.telemetry_level=off"
+    with=" with TimescaleDB"
+  fi
+  as_postgres "$pg_bin/pg_ctl" -D "$pg_data" -l "$pg_data/server.log" -w -t 60 -o "$opts" start >/dev/null
+  log "PostgreSQL on 127.0.0.1:$pg_port$with"
 }
 
 start_kafka() {

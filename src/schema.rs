@@ -150,9 +150,9 @@ pub struct SchemaReport {
 
 #[derive(Debug, thiserror::Error)]
 pub enum SchemaError {
-    #[error("creating the tables (sql/001_tables.sql): {0}")]
+    #[error("creating the tables (sql/001_tables.sql): {}", crate::write::describe(.0))]
     Tables(#[source] tokio_postgres::Error),
-    #[error("setting up TimescaleDB (sql/002_timescaledb.sql): {0}")]
+    #[error("setting up TimescaleDB (sql/002_timescaledb.sql): {}", crate::write::describe(.0))]
     Timescale(#[source] tokio_postgres::Error),
     #[error("database.timescaledb = \"required\" but the timescaledb extension is not installed")]
     TimescaleMissing,
@@ -179,15 +179,38 @@ pub async fn apply(client: &mut Client, mode: TimescaleMode) -> Result<SchemaRep
         .is_some();
     let use_timescale = match mode {
         TimescaleMode::Off => false,
-        TimescaleMode::Auto => available,
-        TimescaleMode::Required if available => true,
+        TimescaleMode::Auto if available => {
+            // Installed is not always usable (TimescaleDB must be in
+            // shared_preload_libraries). In auto mode that leaves plain
+            // tables, which 002 turns into hypertables (migrating their
+            // rows) on a later start once the extension loads.
+            tx.batch_execute("SAVEPOINT timescaledb")
+                .await
+                .map_err(SchemaError::Tables)?;
+            match tx.batch_execute(TIMESCALEDB_SQL).await {
+                Ok(()) => true,
+                Err(e) => {
+                    tracing::warn!(
+                        error = %crate::write::describe(&e),
+                        "the timescaledb extension is installed but could not be set up; \
+                         using plain tables (database.timescaledb = \"required\" makes this an error)"
+                    );
+                    tx.batch_execute("ROLLBACK TO SAVEPOINT timescaledb")
+                        .await
+                        .map_err(SchemaError::Tables)?;
+                    false
+                }
+            }
+        }
+        TimescaleMode::Auto => false,
+        TimescaleMode::Required if available => {
+            tx.batch_execute(TIMESCALEDB_SQL)
+                .await
+                .map_err(SchemaError::Timescale)?;
+            true
+        }
         TimescaleMode::Required => return Err(SchemaError::TimescaleMissing),
     };
-    if use_timescale {
-        tx.batch_execute(TIMESCALEDB_SQL)
-            .await
-            .map_err(SchemaError::Timescale)?;
-    }
     tx.commit().await.map_err(SchemaError::Tables)?;
     Ok(SchemaReport {
         timescaledb: use_timescale,
