@@ -99,6 +99,9 @@ fn main() -> ExitCode {
 
 fn real_main() -> anyhow::Result<()> {
     let cli = Cli::parse();
+    // Crash points for tests/faults.rs; a no-op unless built with the
+    // `failpoints` feature.
+    let _failpoints = fail::FailScenario::setup();
     let config = Config::load(cli.config.as_deref())?;
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .enable_all()

@@ -115,6 +115,8 @@ pub async fn run(config: Config, shutdown: CancellationToken) -> Result<(), RunE
                     .fetch_add(report.dead_letters as u64, Relaxed);
                 metrics::counter!("timesink_rows_written_total", "table" => t.table())
                     .increment(report.rows as u64);
+                // Between the database commit and the Kafka commit.
+                fail::fail_point!("commit-after", |_| std::process::abort());
                 if let (Some(topic), false) = (&report.topic, report.committed.is_empty()) {
                     let _ = commands.send(Command::Commit {
                         topic: topic.clone(),

@@ -156,6 +156,10 @@ pub enum SchemaError {
     Timescale(#[source] tokio_postgres::Error),
     #[error("database.timescaledb = \"required\" but the timescaledb extension is not installed")]
     TimescaleMissing,
+    #[error(
+        "database.timescaledb = \"required\" but timescaledb is not in the server's shared_preload_libraries"
+    )]
+    TimescaleNotPreloaded,
 }
 
 /// Creates the tables (and hypertables where TimescaleDB is installed).
@@ -169,48 +173,38 @@ pub async fn apply(client: &mut Client, mode: TimescaleMode) -> Result<SchemaRep
     tx.batch_execute(TABLES_SQL)
         .await
         .map_err(SchemaError::Tables)?;
-    let available = tx
-        .query_opt(
-            "SELECT 1 FROM pg_available_extensions WHERE name = 'timescaledb'",
+    // Installed is not enough: TimescaleDB must also be preloaded, and
+    // creating it without that is FATAL (it closes the connection).
+    let row = tx
+        .query_one(
+            "SELECT EXISTS (SELECT 1 FROM pg_available_extensions WHERE name = 'timescaledb'), \
+                    current_setting('shared_preload_libraries') LIKE '%timescaledb%'",
             &[],
         )
         .await
-        .map_err(SchemaError::Tables)?
-        .is_some();
+        .map_err(SchemaError::Tables)?;
+    let (available, preloaded): (bool, bool) = (row.get(0), row.get(1));
     let use_timescale = match mode {
         TimescaleMode::Off => false,
-        TimescaleMode::Auto if available => {
-            // Installed is not always usable (TimescaleDB must be in
-            // shared_preload_libraries). In auto mode that leaves plain
-            // tables, which 002 turns into hypertables (migrating their
-            // rows) on a later start once the extension loads.
-            tx.batch_execute("SAVEPOINT timescaledb")
-                .await
-                .map_err(SchemaError::Tables)?;
-            match tx.batch_execute(TIMESCALEDB_SQL).await {
-                Ok(()) => true,
-                Err(e) => {
-                    tracing::warn!(
-                        error = %crate::write::describe(&e),
-                        "the timescaledb extension is installed but could not be set up; \
-                         using plain tables (database.timescaledb = \"required\" makes this an error)"
-                    );
-                    tx.batch_execute("ROLLBACK TO SAVEPOINT timescaledb")
-                        .await
-                        .map_err(SchemaError::Tables)?;
-                    false
-                }
-            }
+        TimescaleMode::Auto if available && !preloaded => {
+            // Plain tables, which 002 turns into hypertables (migrating
+            // their rows) on a later start once the extension loads.
+            tracing::warn!(
+                "the timescaledb extension is installed but not in shared_preload_libraries; \
+                 using plain tables (database.timescaledb = \"required\" makes this an error)"
+            );
+            false
         }
-        TimescaleMode::Auto => false,
-        TimescaleMode::Required if available => {
-            tx.batch_execute(TIMESCALEDB_SQL)
-                .await
-                .map_err(SchemaError::Timescale)?;
-            true
-        }
-        TimescaleMode::Required => return Err(SchemaError::TimescaleMissing),
+        TimescaleMode::Auto => available,
+        TimescaleMode::Required if !available => return Err(SchemaError::TimescaleMissing),
+        TimescaleMode::Required if !preloaded => return Err(SchemaError::TimescaleNotPreloaded),
+        TimescaleMode::Required => true,
     };
+    if use_timescale {
+        tx.batch_execute(TIMESCALEDB_SQL)
+            .await
+            .map_err(SchemaError::Timescale)?;
+    }
     tx.commit().await.map_err(SchemaError::Tables)?;
     Ok(SchemaReport {
         timescaledb: use_timescale,

@@ -332,6 +332,7 @@ impl Writer {
             }
             self.dead_letters.send_all(&letters).await?;
         }
+        fail::fail_point!("commit-before", |_| std::process::abort());
         self.client_ref().batch_execute("COMMIT").await?;
         Ok(Attempt::Committed {
             rows,
@@ -442,7 +443,11 @@ async fn copy_in(
 ) -> Result<(), tokio_postgres::Error> {
     let sink = client.copy_in::<_, Bytes>(statement).await?;
     futures::pin_mut!(sink);
-    sink.send(data).await?;
+    // Two sends, so a crash point can sit in the middle of a COPY.
+    let half = data.len() / 2;
+    sink.send(data.slice(..half)).await?;
+    fail::fail_point!("copy-mid", |_| std::process::abort());
+    sink.send(data.slice(half..)).await?;
     sink.finish().await.map(|_| ())
 }
 

@@ -5,71 +5,17 @@
 mod common;
 
 use std::collections::HashMap;
-use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
 use common::*;
 use timesink::record::DataType;
 
-/// A running `timesink run` child. Dropping it (a failed assertion included)
-/// kills the process, so no sink outlives its test and holds its output pipes.
-struct Sink {
-    child: Child,
+fn start_sink(world: &World) -> SinkProcess {
+    SinkProcess::start(world, &[])
 }
 
-impl Drop for Sink {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
-fn start_sink(world: &World) -> Sink {
-    let c = &world.config;
-    let child = Command::new(env!("CARGO_BIN_EXE_timesink"))
-        .arg("run")
-        .env("KAFKA_BROKERS", &c.kafka.brokers)
-        .env("DATABASE_URL", &c.database.url)
-        .env("TIMESINK_GROUP_ID", &c.kafka.group_id)
-        .env("TIMESINK_TOPICS__PRICES", &c.topics.prices)
-        .env("TIMESINK_TOPICS__OHLCV", &c.topics.ohlcv)
-        .env("TIMESINK_TOPICS__ANALYTICS", &c.topics.analytics)
-        .env("TIMESINK_TOPICS__LEVEL1", &c.topics.level1)
-        .env(
-            "RUST_LOG",
-            std::env::var("SINK_LOG").unwrap_or_else(|_| "warn".into()),
-        )
-        .stdin(Stdio::null())
-        .stdout(Stdio::null())
-        .spawn()
-        .expect("start timesink");
-    Sink { child }
-}
-
-/// Sends SIGTERM and returns how long the sink took to exit, asserting exit 0.
-fn terminate(sink: &mut Sink, bound: Duration) -> Duration {
-    let child = &mut sink.child;
-    let started = Instant::now();
-    let pid = child.id().to_string();
-    let status = Command::new("kill")
-        .args(["-TERM", &pid])
-        .status()
-        .expect("kill");
-    assert!(status.success());
-    loop {
-        if let Some(status) = child.try_wait().expect("wait") {
-            assert!(
-                status.success(),
-                "timesink exited with {status} after SIGTERM"
-            );
-            return started.elapsed();
-        }
-        assert!(
-            started.elapsed() < bound,
-            "timesink did not exit within {bound:?} of SIGTERM"
-        );
-        std::thread::sleep(Duration::from_millis(50));
-    }
+fn terminate(sink: &mut SinkProcess, bound: Duration) -> Duration {
+    sink.terminate(bound)
 }
 
 fn quote(i: u64) -> String {
@@ -134,12 +80,15 @@ async fn sigterm_mid_stream_then_restart_loses_and_duplicates_nothing() {
     let stored = world.stored_offsets().await;
     let ends = end_offsets(&topic);
     assert_eq!(ends.values().sum::<i64>(), total as i64);
+    // Once the sink has stopped, the group's Kafka commits equal the stored offsets.
+    let committed = committed_offsets(&world.config.kafka.group_id, &topic);
     for (p, end) in ends {
         assert_eq!(
             stored.get(&(topic.clone(), p)).copied().unwrap_or(0),
             end,
             "partition {p}"
         );
+        assert_eq!(committed.get(&p).copied(), Some(end), "Kafka commit of {p}");
     }
 }
 

@@ -241,3 +241,325 @@ pub fn read_all(topic: &str, expected: usize, secs: u64) -> Vec<rdkafka::message
     }
     out
 }
+
+/// A `timesink run` child process of this test. Dropping it (a failed
+/// assertion included) kills it, so no sink outlives its test.
+pub struct SinkProcess {
+    child: std::process::Child,
+    /// Where its stderr (the log) goes, for assertions on what it logged.
+    pub log: std::path::PathBuf,
+}
+
+/// Extra environment for a sink (`TIMESINK_*`, `FAILPOINTS`, …).
+pub type Env<'a> = &'a [(&'a str, String)];
+
+impl SinkProcess {
+    /// Starts the test binary against `world`'s database, topics and group.
+    pub fn start(world: &World, env: Env<'_>) -> SinkProcess {
+        SinkProcess::start_with(&world.config, env)
+    }
+
+    pub fn start_with(c: &Config, env: Env<'_>) -> SinkProcess {
+        use std::process::{Command, Stdio};
+        static N: AtomicU32 = AtomicU32::new(0);
+        let log = std::env::temp_dir().join(format!(
+            "{}-sink{}.log",
+            c.kafka.group_id,
+            N.fetch_add(1, Ordering::Relaxed)
+        ));
+        let file = std::fs::File::create(&log).expect("sink log file");
+        let mut cmd = Command::new(env!("CARGO_BIN_EXE_timesink"));
+        cmd.arg("run")
+            .env("KAFKA_BROKERS", &c.kafka.brokers)
+            .env("DATABASE_URL", &c.database.url)
+            .env("TIMESINK_GROUP_ID", &c.kafka.group_id)
+            .env("TIMESINK_TOPICS__PRICES", &c.topics.prices)
+            .env("TIMESINK_TOPICS__OHLCV", &c.topics.ohlcv)
+            .env("TIMESINK_TOPICS__ANALYTICS", &c.topics.analytics)
+            .env("TIMESINK_TOPICS__LEVEL1", &c.topics.level1)
+            .env("RUST_LOG", "info,librdkafka=warn")
+            .env_remove("FAILPOINTS")
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(file);
+        for (k, v) in env {
+            cmd.env(k, v);
+        }
+        let child = cmd.spawn().expect("start timesink");
+        SinkProcess { child, log }
+    }
+
+    pub fn pid(&self) -> u32 {
+        self.child.id()
+    }
+
+    /// Sends `signal` (e.g. "TERM", "KILL", "STOP").
+    pub fn signal(&self, signal: &str) {
+        let status = std::process::Command::new("kill")
+            .args([&format!("-{signal}"), &self.pid().to_string()])
+            .status()
+            .expect("kill");
+        assert!(status.success(), "kill -{signal} {}", self.pid());
+    }
+
+    /// SIGTERM, then waits for exit 0 within `bound`; returns the time taken.
+    pub fn terminate(&mut self, bound: Duration) -> Duration {
+        let started = Instant::now();
+        self.signal("TERM");
+        let status = self.wait(bound);
+        assert!(
+            status.success(),
+            "timesink exited with {status} after SIGTERM; log: {}",
+            self.log.display()
+        );
+        started.elapsed()
+    }
+
+    /// SIGKILL, and reap it.
+    pub fn kill(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+
+    /// Whether it has exited (without waiting).
+    pub fn exited(&mut self) -> Option<std::process::ExitStatus> {
+        self.child.try_wait().expect("try_wait")
+    }
+
+    pub fn wait(&mut self, bound: Duration) -> std::process::ExitStatus {
+        let deadline = Instant::now() + bound;
+        loop {
+            if let Some(status) = self.exited() {
+                return status;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "timesink did not exit within {bound:?}; log: {}",
+                self.log.display()
+            );
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+
+    /// Its log so far.
+    pub fn log_text(&self) -> String {
+        std::fs::read_to_string(&self.log).unwrap_or_default()
+    }
+
+    /// Peak resident memory (VmHWM) in KiB, while it runs.
+    pub fn peak_rss_kib(&self) -> Option<u64> {
+        let status = std::fs::read_to_string(format!("/proc/{}/status", self.pid())).ok()?;
+        status
+            .lines()
+            .find_map(|l| l.strip_prefix("VmHWM:"))
+            .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
+    }
+}
+
+impl Drop for SinkProcess {
+    fn drop(&mut self) {
+        self.kill();
+    }
+}
+
+/// The group's committed Kafka offsets for `topic` (partition → offset).
+pub fn committed_offsets(group: &str, topic: &str) -> HashMap<i32, i64> {
+    use rdkafka::TopicPartitionList;
+    let consumer: BaseConsumer = ClientConfig::new()
+        .set("bootstrap.servers", brokers())
+        .set("group.id", group)
+        .create()
+        .expect("consumer");
+    let partitions = end_offsets(topic);
+    let mut tpl = TopicPartitionList::new();
+    for p in partitions.keys() {
+        tpl.add_partition(topic, *p);
+    }
+    let committed = consumer
+        .committed_offsets(tpl, Duration::from_secs(10))
+        .expect("committed offsets");
+    committed
+        .elements()
+        .iter()
+        .filter_map(|e| match e.offset() {
+            rdkafka::Offset::Offset(o) => Some((e.partition(), o)),
+            _ => None,
+        })
+        .collect()
+}
+
+/// A level1 quote with a unique symbol per `i`; `valid = false` makes its bid
+/// negative, which validation refuses.
+pub fn quote(i: u64, valid: bool) -> String {
+    let bid = if valid { "1.5" } else { "-1.5" };
+    format!(
+        r#"{{"symbol":"K{i}","exchangeId":"x","bestBid":"{bid}","bestAsk":"1.6","timestamp":{},"sequence":{i},"source":"t"}}"#,
+        1_763_834_400_000u64 + i
+    )
+}
+
+/// What a background load sent: where the invalid messages landed.
+pub struct Sent {
+    pub total: u64,
+    pub invalid: std::collections::BTreeSet<(i32, i64)>,
+}
+
+impl Sent {
+    pub fn valid(&self) -> i64 {
+        (self.total - self.invalid.len() as u64) as i64
+    }
+}
+
+/// Produces `total` level1 quotes (keys `K0…`) to `topic` at about `rate`
+/// per second in a background task; every `invalid_every`-th is invalid.
+pub fn spawn_load(
+    topic: String,
+    total: u64,
+    rate: u64,
+    invalid_every: u64,
+) -> tokio::task::JoinHandle<Sent> {
+    tokio::spawn(async move {
+        let producer = producer();
+        let started = Instant::now();
+        let mut invalid = std::collections::BTreeSet::new();
+        let mut pending = Vec::new();
+        for i in 0..total {
+            let valid = invalid_every == 0 || i % invalid_every != invalid_every - 1;
+            let value = quote(i, valid);
+            let key = format!("K{i}");
+            let record: FutureRecord<'_, str, str> = FutureRecord::to(&topic)
+                .key(key.as_str())
+                .payload(value.as_str());
+            let delivery = producer
+                .send_result(record)
+                .map_err(|(e, _)| e)
+                .expect("enqueue");
+            pending.push((valid, delivery));
+            if pending.len() >= 200 {
+                for (valid, d) in pending.drain(..) {
+                    let (p, o) = match d.await.expect("delivery") {
+                        Ok(d) => (d.partition, d.offset),
+                        Err((e, _)) => panic!("produce failed: {e}"),
+                    };
+                    if !valid {
+                        invalid.insert((p, o));
+                    }
+                }
+            }
+            // Pace to `rate`.
+            let due = started + Duration::from_micros(i * 1_000_000 / rate.max(1));
+            if let Some(wait) = due.checked_duration_since(Instant::now()) {
+                tokio::time::sleep(wait).await;
+            }
+        }
+        for (valid, d) in pending {
+            let (p, o) = match d.await.expect("delivery") {
+                Ok(d) => (d.partition, d.offset),
+                Err((e, _)) => panic!("produce failed: {e}"),
+            };
+            if !valid {
+                invalid.insert((p, o));
+            }
+        }
+        Sent { total, invalid }
+    })
+}
+
+/// The invariant every fault test ends with: every valid key present once
+/// (rows == distinct keys == valid messages), stored offsets == end offsets
+/// == the group's Kafka commits, and the dead letters are exactly the
+/// invalid messages (at-least-once: a repeat carries the same source offset).
+pub async fn assert_exactly_once(world: &World, topic: &str, sent: &Sent) {
+    let row = world
+        .db
+        .query_one(
+            "SELECT count(*), count(DISTINCT symbol) FROM level1_quotes",
+            &[],
+        )
+        .await
+        .expect("count rows");
+    let (rows, keys): (i64, i64) = (row.get(0), row.get(1));
+    assert_eq!(
+        (rows, keys),
+        (sent.valid(), sent.valid()),
+        "rows, distinct keys"
+    );
+    let stored = world.stored_offsets().await;
+    let ends = end_offsets(topic);
+    assert_eq!(ends.values().sum::<i64>(), sent.total as i64, "end offsets");
+    let committed = committed_offsets(&world.config.kafka.group_id, topic);
+    for (p, end) in &ends {
+        assert_eq!(
+            stored.get(&(topic.to_owned(), *p)).copied(),
+            Some(*end),
+            "stored offset of partition {p}"
+        );
+        assert_eq!(committed.get(p).copied(), Some(*end), "Kafka commit of {p}");
+    }
+    let letters = read_all(
+        &format!("{topic}.dlq"),
+        sent.invalid.len(),
+        if sent.invalid.is_empty() { 3 } else { 30 },
+    );
+    let lettered: std::collections::BTreeSet<(i32, i64)> = letters
+        .iter()
+        .map(|m| {
+            let h = dlq_headers(m);
+            (
+                h["dlq.partition"].parse().expect("dlq.partition"),
+                h["dlq.offset"].parse().expect("dlq.offset"),
+            )
+        })
+        .collect();
+    assert_eq!(
+        lettered, sent.invalid,
+        "dead letters == the invalid messages"
+    );
+}
+
+/// The headers of a message, by name.
+pub fn dlq_headers(m: &rdkafka::message::OwnedMessage) -> HashMap<String, String> {
+    use rdkafka::message::{Headers, Message};
+    m.headers()
+        .map(|h| {
+            h.iter()
+                .map(|h| {
+                    (
+                        h.key.to_owned(),
+                        String::from_utf8_lossy(h.value.unwrap_or_default()).into_owned(),
+                    )
+                })
+                .collect()
+        })
+        .unwrap_or_default()
+}
+
+/// A small deterministic random source for fault timing; the seed is printed
+/// so a failing run can be repeated (FAULT_SEED).
+pub struct Rng(u64);
+
+impl Rng {
+    pub fn from_env() -> Rng {
+        let seed = std::env::var("FAULT_SEED")
+            .ok()
+            .and_then(|s| s.parse().ok())
+            .unwrap_or_else(|| {
+                std::time::SystemTime::now()
+                    .duration_since(std::time::UNIX_EPOCH)
+                    .map(|d| d.as_nanos() as u64)
+                    .unwrap_or(1)
+            });
+        eprintln!("FAULT_SEED={seed}");
+        Rng(seed | 1)
+    }
+
+    /// Uniform in `range`.
+    pub fn range(&mut self, range: std::ops::Range<u64>) -> u64 {
+        // xorshift64*
+        self.0 ^= self.0 >> 12;
+        self.0 ^= self.0 << 25;
+        self.0 ^= self.0 >> 27;
+        let x = self.0.wrapping_mul(0x2545_F491_4F6C_DD1D);
+        range.start + x % (range.end - range.start).max(1)
+    }
+}
