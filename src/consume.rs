@@ -285,7 +285,11 @@ impl ConsumerContext for SinkContext {
                 if let Err(e) = result {
                     tracing::error!(error = %e, "partition assignment failed");
                 }
-                tracing::info!(partitions = assigned.len(), "partitions assigned");
+                tracing::info!(
+                    partitions = assigned.len(),
+                    protocol = if cooperative { "cooperative" } else { "eager" },
+                    "partitions assigned"
+                );
                 metrics::counter!("timesink_rebalances_total", "kind" => "assign").increment(1);
                 self.send_event(Event::Assigned(assigned));
             }
@@ -304,6 +308,7 @@ impl ConsumerContext for SinkContext {
                 tracing::info!(
                     partitions = revoked.len(),
                     lost = consumer.assignment_lost(),
+                    protocol = if cooperative { "cooperative" } else { "eager" },
                     "partitions revoked"
                 );
                 metrics::counter!("timesink_rebalances_total", "kind" => "revoke").increment(1);

@@ -229,6 +229,15 @@ impl Router<'_> {
                 } in assigned
                 {
                     self.batcher.drop_partitions(&topic, &[partition]);
+                    // The stored offset may be ahead of the group's Kafka
+                    // commit (a crash between the two commits): commit it, so
+                    // lag tools agree even before anything new arrives.
+                    if let Some(next) = stored {
+                        let _ = self.commands.send(Command::Commit {
+                            topic: topic.clone(),
+                            offsets: vec![(partition, next)],
+                        });
+                    }
                     self.partitions.insert(
                         (topic, partition),
                         PartitionState {

@@ -1,0 +1,149 @@
+//! Nothing lost, nothing duplicated, under faults, on the real services:
+//! the `timesink` binary killed at random moments (and at crash points
+//! inside a COPY, before COMMIT, and between the database commit and the
+//! Kafka commit), several instances in one group, outages, a slow database.
+//!
+//! Every test ends with [`assert_exactly_once`]. Run with `make test-faults`
+//! (the crash points need `--features failpoints`). FAULT_SEED repeats a run.
+
+mod common;
+
+use std::time::{Duration, Instant};
+
+use common::*;
+use timesink::record::DataType;
+
+/// Session timeout of the test sinks, so a killed member leaves the group
+/// in seconds rather than librdkafka's default 45.
+fn fast_group(env: &mut Vec<(&'static str, String)>) {
+    env.push(("TIMESINK_RDKAFKA_SESSION_TIMEOUT_MS", "6000".into()));
+    env.push(("TIMESINK_RDKAFKA_HEARTBEAT_INTERVAL_MS", "500".into()));
+}
+
+/// Waits until the stored offsets of `topic` reach its end offsets.
+async fn drained(world: &World, topic: &str, secs: u64) {
+    eventually(secs, "stored offsets reach the end offsets", || async {
+        let stored = world.stored_offsets().await;
+        end_offsets(topic)
+            .into_iter()
+            .all(|(p, end)| stored.get(&(topic.to_owned(), p)).copied().unwrap_or(0) == end)
+    })
+    .await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore = "long: make test-faults"]
+async fn killed_at_random_moments_and_at_crash_points() {
+    let world = World::new(4).await;
+    let topic = world.topic(DataType::Level1);
+    let mut rng = Rng::from_env();
+    let load = spawn_load(topic.clone(), 30_000, 2_000, 997);
+    // Static membership: a restarted instance takes its partitions back at
+    // once instead of waiting for the dead one's session to expire.
+    let instance = format!("{}-a", world.config.kafka.group_id);
+    let crash_points = ["copy-mid", "commit-before", "commit-after"];
+    let (mut kills, mut aborts) = (0, 0);
+    let mut round = 0u64;
+    let started = Instant::now();
+    while kills < 20 || !load.is_finished() {
+        assert!(
+            started.elapsed() < Duration::from_secs(240),
+            "crash rounds did not finish"
+        );
+        let mut env = vec![("TIMESINK_RDKAFKA_GROUP_INSTANCE_ID", instance.clone())];
+        // Every other round arms one crash point, at a low probability per hit.
+        if round % 2 == 1 {
+            let point = crash_points[(round / 2 % 3) as usize];
+            env.push(("FAILPOINTS", format!("{point}=5%return")));
+        }
+        round += 1;
+        let mut sink = SinkProcess::start(&world, &env);
+        let until = Instant::now() + Duration::from_millis(rng.range(300..1500));
+        let mut aborted = false;
+        while Instant::now() < until {
+            if let Some(status) = sink.exited() {
+                use std::os::unix::process::ExitStatusExt;
+                assert_eq!(
+                    status.signal(),
+                    Some(6),
+                    "the sink exited on its own ({status}); log: {}",
+                    sink.log.display()
+                );
+                aborted = true;
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+        if aborted {
+            aborts += 1;
+        } else {
+            sink.kill();
+            kills += 1;
+        }
+    }
+    let sent = load.await.expect("load");
+    let mut sink = SinkProcess::start(
+        &world,
+        &[("TIMESINK_RDKAFKA_GROUP_INSTANCE_ID", instance.clone())],
+    );
+    drained(&world, &topic, 120).await;
+    sink.terminate(Duration::from_secs(20));
+    eprintln!(
+        "{kills} SIGKILLs and {aborts} crash-point aborts over {round} rounds in {:?}",
+        started.elapsed()
+    );
+    if cfg!(feature = "failpoints") {
+        assert!(aborts > 0, "no crash point fired");
+    }
+    assert!(kills >= 20);
+    assert_exactly_once(&world, &topic, &sent).await;
+}
+
+/// The sum of rows written so far.
+async fn rows(world: &World) -> i64 {
+    world.count("level1_quotes").await
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore = "long: make test-faults"]
+async fn instances_added_stopped_and_killed_under_load() {
+    let world = World::new(6).await;
+    let topic = world.topic(DataType::Level1);
+    let load = spawn_load(topic.clone(), 40_000, 2_000, 1009);
+    let mut env = Vec::new();
+    fast_group(&mut env);
+    let mut a = SinkProcess::start(&world, &env);
+    let mut b = SinkProcess::start(&world, &env);
+    let mut c = SinkProcess::start(&world, &env);
+    eventually(60, "5,000 rows with three instances", || async {
+        rows(&world).await >= 5_000
+    })
+    .await;
+    let mut d = SinkProcess::start(&world, &env);
+    eventually(60, "15,000 rows after one was added", || async {
+        rows(&world).await >= 15_000
+    })
+    .await;
+    a.terminate(Duration::from_secs(20));
+    eventually(60, "25,000 rows after one was stopped", || async {
+        rows(&world).await >= 25_000
+    })
+    .await;
+    b.kill();
+    let sent = load.await.expect("load");
+    // Bounded: the killed member's partitions move after its session times
+    // out (6 s), and the two left drain the rest.
+    let load_done = Instant::now();
+    drained(&world, &topic, 60).await;
+    eprintln!("drained {:?} after the load ended", load_done.elapsed());
+    for sink in [&mut c, &mut d] {
+        sink.terminate(Duration::from_secs(20));
+        let log = sink.log_text();
+        assert!(
+            log.contains("protocol=\"cooperative\""),
+            "cooperative-sticky assignment; log: {}",
+            sink.log.display()
+        );
+    }
+    assert_exactly_once(&world, &topic, &sent).await;
+}
