@@ -34,7 +34,7 @@ const WRITER_QUEUE: usize = 2;
 
 #[derive(Debug, thiserror::Error)]
 pub enum RunError {
-    #[error("connecting to PostgreSQL: {0}")]
+    #[error("connecting to PostgreSQL: {}", crate::write::describe(.0))]
     Database(#[source] tokio_postgres::Error),
     #[error(transparent)]
     Schema(#[from] schema::SchemaError),
@@ -66,18 +66,65 @@ fn table_index(t: DataType) -> usize {
     DataType::ALL.iter().position(|&x| x == t).unwrap_or(0)
 }
 
+/// Creates the schema, waiting out an unreachable database with capped
+/// backoff (None: shutdown came first). Other errors end the start.
+async fn prepare_schema(
+    config: &Config,
+    shutdown: &CancellationToken,
+) -> Result<Option<schema::SchemaReport>, RunError> {
+    let mut backoff = crate::write::Backoff::new();
+    loop {
+        let attempt = async {
+            let (mut client, connection) = tokio_postgres::connect(&config.database.url, NoTls)
+                .await
+                .map_err(RunError::Database)?;
+            let conn = tokio::spawn(connection);
+            let report = schema::apply(&mut client, config.database.timescaledb).await?;
+            drop(client);
+            let _ = conn.await;
+            Ok::<_, RunError>(report)
+        };
+        match attempt.await {
+            Ok(report) => return Ok(Some(report)),
+            Err(e) if e.is_transient() => {
+                let delay = backoff.step();
+                tracing::warn!(error = %e, retry_in = ?delay, "database not reachable at start; retrying");
+                tokio::select! {
+                    _ = tokio::time::sleep(delay) => {}
+                    _ = shutdown.cancelled() => return Ok(None),
+                }
+            }
+            Err(e) => return Err(e),
+        }
+    }
+}
+
+impl RunError {
+    /// Whether waiting may cure it: the server is down, restarting or full.
+    fn is_transient(&self) -> bool {
+        let db = match self {
+            RunError::Database(e) => e,
+            RunError::Schema(
+                schema::SchemaError::Tables(e) | schema::SchemaError::Timescale(e),
+            ) => e,
+            _ => return false,
+        };
+        match db.code() {
+            // Not an error PostgreSQL sent: the connection itself failed.
+            None => true,
+            Some(code) => {
+                let c = code.code();
+                c.starts_with("08") || c.starts_with("53") || c.starts_with("57P")
+            }
+        }
+    }
+}
+
 /// Creates the schema and runs the sink until `shutdown` is cancelled; then
 /// stops fetching, writes what is batched, commits, and returns.
 pub async fn run(config: Config, shutdown: CancellationToken) -> Result<(), RunError> {
-    let report = {
-        let (mut client, connection) = tokio_postgres::connect(&config.database.url, NoTls)
-            .await
-            .map_err(RunError::Database)?;
-        let conn = tokio::spawn(connection);
-        let report = schema::apply(&mut client, config.database.timescaledb).await?;
-        drop(client);
-        let _ = conn.await;
-        report
+    let Some(report) = prepare_schema(&config, &shutdown).await? else {
+        return Ok(()); // shut down while waiting for the database
     };
     tracing::info!(timescaledb = report.timescaledb, "schema ready");
 

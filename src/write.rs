@@ -126,7 +126,8 @@ impl Backoff {
     pub fn new() -> Backoff {
         Backoff {
             next: Duration::from_millis(100),
-            cap: Duration::from_secs(30),
+            // A retry costs one connection attempt; 5 s keeps recovery quick.
+            cap: Duration::from_secs(5),
         }
     }
 

@@ -10,6 +10,7 @@ mod common;
 
 use std::time::{Duration, Instant};
 
+use common::private;
 use common::*;
 use timesink::record::DataType;
 
@@ -146,4 +147,176 @@ async fn instances_added_stopped_and_killed_under_load() {
         );
     }
     assert_exactly_once(&world, &topic, &sent).await;
+}
+
+/// The retry delays a sink logged (`retry_in=…`), in seconds.
+fn retry_delays(log: &str) -> Vec<f64> {
+    log.lines()
+        .filter_map(|l| l.split("retry_in=").nth(1))
+        .filter_map(|v| {
+            let v = v.split_whitespace().next()?;
+            if let Some(ms) = v.strip_suffix("ms") {
+                ms.parse::<f64>().ok().map(|x| x / 1000.0)
+            } else {
+                v.strip_suffix('s')?.parse().ok()
+            }
+        })
+        .collect()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore = "long: make test-faults"]
+async fn postgres_down_at_start_stopped_30s_and_connections_killed_mid_copy() {
+    let pg = private::PrivatePg::start();
+    let mut world = World::on(&pg.admin_url(), 4).await;
+    let topic = world.topic(DataType::Level1);
+    let url = world.config.database.url.clone();
+    // Down at start: the sink waits for it instead of exiting.
+    pg.down();
+    let mut env = vec![("TIMESINK_RDKAFKA_MAX_POLL_INTERVAL_MS", "10000".to_string())];
+    fast_group(&mut env);
+    let mut sink = SinkProcess::start(&world, &env);
+    let load = spawn_load(topic.clone(), 50_000, 1_000, 1013);
+    eventually(20, "the sink reports the database unreachable", || async {
+        sink.log_text()
+            .contains("database not reachable at start; retrying")
+    })
+    .await;
+    assert!(
+        sink.exited().is_none(),
+        "the sink exited with the database down"
+    );
+    pg.up();
+    world.db = connect(&url).await;
+    eventually(60, "rows once the database is up", || async {
+        rows(&world).await > 2_000
+    })
+    .await;
+
+    // Connections terminated mid-COPY, repeatedly.
+    let mut terminated = 0i64;
+    let until = Instant::now() + Duration::from_secs(5);
+    while Instant::now() < until {
+        terminated += world
+            .db
+            .query_one(
+                "SELECT count(pg_terminate_backend(pid)) FROM pg_stat_activity \
+                 WHERE datname = current_database() AND pid <> pg_backend_pid() \
+                 AND query LIKE 'COPY%'",
+                &[],
+            )
+            .await
+            .expect("terminate COPY backends")
+            .get::<_, i64>(0);
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    assert!(terminated > 0, "no COPY was caught in flight");
+
+    // Stopped for 30 s mid-run: more than max.poll.interval.ms (10 s), so
+    // the consumer must keep polling while its writers wait.
+    let before = rows(&world).await;
+    pg.down();
+    tokio::time::sleep(Duration::from_secs(30)).await;
+    assert!(sink.exited().is_none(), "the sink exited during the outage");
+    pg.up();
+    world.db = connect(&url).await;
+    eventually(60, "rows after the outage", || async {
+        rows(&world).await > before
+    })
+    .await;
+    let sent = load.await.expect("load");
+    drained(&world, &topic, 120).await;
+    sink.terminate(Duration::from_secs(20));
+    let log = sink.log_text();
+    let delays = retry_delays(&log);
+    assert!(!delays.is_empty(), "no retries logged");
+    let longest = delays.iter().copied().fold(0.0, f64::max);
+    assert!(longest <= 5.0, "backoff above its 5 s cap: {longest}s");
+    let revoked = log
+        .lines()
+        .filter(|l| l.contains("partitions revoked"))
+        .count();
+    assert_eq!(
+        revoked,
+        1,
+        "the group membership lasted through the outage (the one revocation is the shutdown); log: {}",
+        sink.log.display()
+    );
+    eprintln!(
+        "{terminated} COPY backends terminated; {} retries, longest wait {longest}s",
+        delays.len()
+    );
+    assert_exactly_once(&world, &topic, &sent).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore = "long: make test-faults"]
+async fn a_dead_letter_topic_that_refuses_blocks_the_source_commit() {
+    use rdkafka::ClientConfig;
+    use rdkafka::admin::{AdminClient, AdminOptions, NewTopic, TopicReplication};
+    use rdkafka::client::DefaultClientContext;
+    let world = World::new(2).await;
+    let topic = world.topic(DataType::Level1);
+    let dlq = format!("{topic}.dlq");
+    let admin: AdminClient<DefaultClientContext> = ClientConfig::new()
+        .set("bootstrap.servers", brokers())
+        .create()
+        .expect("admin");
+    // A dead-letter topic that refuses every dead letter: too small a limit.
+    let small = NewTopic::new(&dlq, 2, TopicReplication::Fixed(1)).set("max.message.bytes", "100");
+    for r in admin
+        .create_topics([&small], &AdminOptions::new())
+        .await
+        .expect("create")
+    {
+        r.expect("dlq created");
+    }
+    let producer = producer();
+    let mut invalid = std::collections::BTreeSet::new();
+    let total = 40u64;
+    for i in 0..total {
+        let valid = i != 20;
+        let at = send(
+            &producer,
+            &topic,
+            Some(&format!("K{i}")),
+            quote(i, valid).as_bytes(),
+            &[],
+        )
+        .await;
+        if !valid {
+            invalid.insert(at);
+        }
+    }
+    let &(partition, offset) = invalid.first().expect("one invalid");
+    let mut sink = SinkProcess::start(&world, &[]);
+    eventually(30, "three failed dead-letter attempts", || async {
+        sink.log_text()
+            .matches("dead letters not acknowledged")
+            .count()
+            >= 3
+    })
+    .await;
+    let stored = world
+        .stored_offsets()
+        .await
+        .get(&(topic.clone(), partition))
+        .copied()
+        .unwrap_or(0);
+    assert!(
+        stored <= offset,
+        "the source offset {offset} was committed ({stored}) before its dead letter was acknowledged"
+    );
+    // The operator fixes the topic; the sink's retry then gets through.
+    for r in admin
+        .delete_topics(&[&dlq], &AdminOptions::new())
+        .await
+        .expect("delete")
+    {
+        r.expect("dlq deleted");
+    }
+    create_topics(std::slice::from_ref(&dlq), 2).await;
+    drained(&world, &topic, 60).await;
+    sink.terminate(Duration::from_secs(20));
+    assert_exactly_once(&world, &topic, &Sent { total, invalid }).await;
 }

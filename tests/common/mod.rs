@@ -4,6 +4,8 @@
 //! else loopback on PG_PORT and KAFKA_PORT as the script uses them).
 #![allow(dead_code)]
 
+pub mod private;
+
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicU32, Ordering};
 use std::time::{Duration, Instant};
@@ -69,14 +71,18 @@ pub async fn connect(url: &str) -> Client {
 impl World {
     /// Creates the database and the base topics (with `partitions` each).
     pub async fn new(partitions: i32) -> World {
+        World::on(&database_url(), partitions).await
+    }
+
+    /// As [`World::new`], with the database on the server of `admin_url`.
+    pub async fn on(admin_url: &str, partitions: i32) -> World {
         let name = unique("ts");
-        let admin_db = connect(&database_url()).await;
+        let admin_db = connect(admin_url).await;
         admin_db
             .batch_execute(&format!("CREATE DATABASE {name}"))
             .await
             .expect("create test database");
-        let base = database_url();
-        let url = match base.rsplit_once('/') {
+        let url = match admin_url.rsplit_once('/') {
             Some((head, _)) => format!("{head}/{name}"),
             None => panic!("TEST_DATABASE_URL needs a database part"),
         };
