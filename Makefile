@@ -19,7 +19,7 @@ test: services
 
 ## The long fault tests (kills, rebalances, outages, slow database): tests/faults.rs.
 test-faults: services
-	$(CARGO) test --features failpoints --test faults -- --ignored --test-threads=2
+	$(CARGO) test --features failpoints --test faults --test broker_outage -- --ignored --test-threads=2
 
 ## Formatting and lints, as CI runs them.
 lint:
