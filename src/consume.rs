@@ -509,12 +509,16 @@ fn run(consumer: BaseConsumer<SinkContext>, commands: Receiver<Command>, stop: &
                     let _ = consumer.pause(&assignment);
                 }
                 paused = true;
+                tracing::debug!("pipeline full: fetching paused, polling goes on");
+                metrics::gauge!("timesink_consumer_paused").set(1.0);
             }
         } else if paused {
             if let Ok(assignment) = consumer.assignment() {
                 let _ = consumer.resume(&assignment);
             }
             paused = false;
+            tracing::debug!("pipeline has room: fetching resumed");
+            metrics::gauge!("timesink_consumer_paused").set(0.0);
         }
 
         let timeout = if paused {

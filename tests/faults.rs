@@ -320,3 +320,78 @@ async fn a_dead_letter_topic_that_refuses_blocks_the_source_commit() {
     sink.terminate(Duration::from_secs(20));
     assert_exactly_once(&world, &topic, &Sent { total, invalid }).await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore = "long: make test-faults"]
+async fn copies_slower_than_max_poll_interval_keep_the_group_and_memory_bounded() {
+    let world = World::new(4).await;
+    let topic = world.topic(DataType::Level1);
+    let mut env = vec![
+        ("TIMESINK_RDKAFKA_MAX_POLL_INTERVAL_MS", "10000".to_string()),
+        (
+            "RUST_LOG",
+            "info,librdkafka=warn,timesink::consume=debug".into(),
+        ),
+    ];
+    fast_group(&mut env);
+    let mut sink = SinkProcess::start(&world, &env);
+    eventually(30, "the sink created its tables", || async {
+        world.count("level1_quotes").await == 0
+    })
+    .await;
+    // Every COPY into level1_quotes now takes 11 s: longer than max.poll.interval.ms.
+    world
+        .db
+        .batch_execute(
+            "CREATE FUNCTION slow_down() RETURNS trigger LANGUAGE plpgsql AS \
+             $$ BEGIN PERFORM pg_sleep(11); RETURN NULL; END $$; \
+             CREATE TRIGGER slow_down BEFORE INSERT ON level1_quotes \
+             FOR EACH STATEMENT EXECUTE FUNCTION slow_down();",
+        )
+        .await
+        .expect("slow-down trigger");
+    // A backlog (about 80 MB) larger than librdkafka's fetch queue (64 MiB).
+    let load = spawn_load(topic.clone(), 450_000, 50_000, 0);
+    let sent = load.await.expect("load");
+    // Two slow COPYs committed while the backlog waits.
+    let (mut last, mut steps) = (0, 0);
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while steps < 2 {
+        assert!(Instant::now() < deadline, "two slow batches within 60 s");
+        let n = world.count("level1_quotes").await;
+        if n > last {
+            (last, steps) = (n, steps + 1);
+        }
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    let peak_kib = sink.peak_rss_kib().expect("the sink's VmHWM");
+    let log = sink.log_text();
+    assert!(
+        log.contains("fetching paused"),
+        "the consumer paused its partitions; log: {}",
+        sink.log.display()
+    );
+    assert!(
+        !log.contains("partitions revoked"),
+        "the sink lost its group membership while COPY was slow; log: {}",
+        sink.log.display()
+    );
+    assert!(
+        peak_kib < 256 * 1024,
+        "peak RSS {peak_kib} KiB with a backlog of {} messages",
+        sent.total
+    );
+    world
+        .db
+        .batch_execute("DROP TRIGGER slow_down ON level1_quotes")
+        .await
+        .expect("drop trigger");
+    drained(&world, &topic, 120).await;
+    sink.terminate(Duration::from_secs(30));
+    eprintln!(
+        "peak RSS {} MiB while {} messages waited behind 11 s COPYs",
+        peak_kib / 1024,
+        sent.total
+    );
+    assert_exactly_once(&world, &topic, &sent).await;
+}
