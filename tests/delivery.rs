@@ -230,3 +230,72 @@ async fn same_key_twice_keeps_the_later_and_refused_rows_are_dead_lettered() {
     let stored = world.stored_offsets().await;
     assert_eq!(stored.get(&(topic.clone(), 0)).copied(), Some(62));
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn ten_thousand_with_repeats_and_one_refused_row() {
+    let world = World::new(2).await;
+    let topic = world.topic(DataType::Price);
+    let price = |coin: &str, usd: u64| {
+        format!(
+            r#"{{"coinId":"{coin}","symbol":"S","usdPrice":"{usd}.5","lastUpdated":1763834400000,"source":"t"}}"#
+        )
+    };
+    // c0…c989 twice (the second carries usd + 9000), "ten" ten times, and
+    // message 5000 carries a NUL, which PostgreSQL refuses in text.
+    let mut messages: Vec<(String, String)> = (0..9990u64)
+        .map(|i| {
+            let coin = format!("c{}", i % 9000);
+            (coin.clone(), price(&coin, i))
+        })
+        .collect();
+    messages[5000] = ("c5000".into(), price("nul\\u0000c5000", 5000));
+    messages.extend((1..=10).map(|v| ("ten".to_string(), price("ten", v))));
+    assert_eq!(messages.len(), 10_000);
+    let at = send_many(&topic, &messages).await;
+    let mut sink = start_sink(&world);
+    eventually(60, "stored offsets reach the end offsets", || async {
+        let stored = world.stored_offsets().await;
+        end_offsets(&topic)
+            .into_iter()
+            .all(|(p, end)| stored.get(&(topic.clone(), p)).copied().unwrap_or(0) == end)
+    })
+    .await;
+    sink.terminate(Duration::from_secs(20));
+    let row = world
+        .db
+        .query_one(
+            "SELECT count(*), count(DISTINCT coin_id), \
+                    count(*) FILTER (WHERE coin_id ~ '^c' AND substr(coin_id, 2)::int < 990 \
+                                     AND usd_price = substr(coin_id, 2)::int + 9000.5), \
+                    max(usd_price::text) FILTER (WHERE coin_id = 'ten') \
+             FROM crypto_prices",
+            &[],
+        )
+        .await
+        .unwrap();
+    assert_eq!(row.get::<_, i64>(0), 9000, "rows: 8,999 c-keys + ten");
+    assert_eq!(row.get::<_, i64>(1), 9000, "distinct keys");
+    assert_eq!(row.get::<_, i64>(2), 990, "the later of each pair");
+    assert_eq!(row.get::<_, String>(3), "10.5", "the last of ten");
+    let letters = read_to_end(&format!("{topic}.dlq"), 30);
+    assert_eq!(letters.len(), 1, "exactly the refused row");
+    let h = dlq_headers(&letters[0]);
+    assert_eq!(
+        (h["dlq.partition"].as_str(), h["dlq.offset"].as_str()),
+        (
+            at[5000].0.to_string().as_str(),
+            at[5000].1.to_string().as_str()
+        )
+    );
+    assert!(
+        h["dlq.reason"].contains("SQLSTATE 22021"),
+        "{}",
+        h["dlq.reason"]
+    );
+    // No loop: the row was refused once.
+    let refusals = sink
+        .log_text()
+        .matches("dead-lettering a row PostgreSQL refuses")
+        .count();
+    assert_eq!(refusals, 1);
+}

@@ -620,3 +620,31 @@ pub fn read_to_end(topic: &str, secs: u64) -> Vec<rdkafka::message::OwnedMessage
     }
     out
 }
+
+/// Produces `(key, value)` messages quickly (acknowledged in groups);
+/// returns where each landed, in order.
+pub async fn send_many(topic: &str, messages: &[(String, String)]) -> Vec<(i32, i64)> {
+    let producer = producer();
+    let mut at = Vec::with_capacity(messages.len());
+    for chunk in messages.chunks(500) {
+        let mut pending = Vec::with_capacity(chunk.len());
+        for (key, value) in chunk {
+            let record: FutureRecord<'_, str, str> = FutureRecord::to(topic)
+                .key(key.as_str())
+                .payload(value.as_str());
+            pending.push(
+                producer
+                    .send_result(record)
+                    .map_err(|(e, _)| e)
+                    .expect("enqueue"),
+            );
+        }
+        for d in pending {
+            match d.await.expect("delivery") {
+                Ok(d) => at.push((d.partition, d.offset)),
+                Err((e, _)) => panic!("produce failed: {e}"),
+            }
+        }
+    }
+    at
+}
