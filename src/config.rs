@@ -49,8 +49,9 @@ pub struct Config {
     /// How long a shutdown may take to write and commit what is batched, in
     /// milliseconds, before the sink exits anyway (uncommitted data is read again).
     pub shutdown_timeout_ms: u64,
-    /// The largest value (after LZ4 inflation) a message may carry, in bytes;
-    /// a larger one is dead-lettered.
+    /// The largest value a message may carry, in bytes, as sent and after
+    /// LZ4 inflation; a larger one is dead-lettered (whole, as received).
+    /// 4 MiB: four times Kafka's default message limit, room for arrays.
     pub max_value_bytes: usize,
     /// How often a progress line (rows/s per table, lag) is logged, in
     /// milliseconds; 0 turns it off.
@@ -66,7 +67,7 @@ impl Default for Config {
             batch: BatchConfig::default(),
             dead_letter: DeadLetterConfig::default(),
             shutdown_timeout_ms: 30_000,
-            max_value_bytes: 16 * 1024 * 1024,
+            max_value_bytes: 4 * 1024 * 1024,
             progress_interval_ms: 0,
         }
     }

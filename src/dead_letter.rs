@@ -10,7 +10,7 @@ use std::sync::Mutex;
 use std::time::Duration;
 
 use rdkafka::ClientConfig;
-use rdkafka::admin::{AdminClient, AdminOptions, NewTopic, TopicReplication};
+use rdkafka::admin::{AdminClient, AdminOptions, NewTopic, ResourceSpecifier, TopicReplication};
 use rdkafka::client::DefaultClientContext;
 use rdkafka::error::{KafkaError, RDKafkaErrorCode};
 use rdkafka::message::{Header, OwnedHeaders};
@@ -64,11 +64,17 @@ pub struct DeadLetter<'a> {
 impl DeadLetters {
     pub fn new(config: &Config) -> Result<DeadLetters, DeadLetterError> {
         let mut client = ClientConfig::new();
+        // A dead letter carries whatever the consumer received, oversized
+        // values included (librdkafka's receive limit is 100 MB).
+        client.set("message.max.bytes", "104857600");
         for (k, v) in &config.kafka.properties {
             client.set(k, v);
         }
         client
             .set("bootstrap.servers", &config.kafka.brokers)
+            // A metadata lookup must not create the dead-letter topic with the
+            // broker's defaults: ensure_topic creates it like its source.
+            .set("allow.auto.create.topics", "false")
             .set("acks", "all")
             .set("enable.idempotence", "true")
             .set("message.timeout.ms", "30000");
@@ -204,11 +210,16 @@ impl DeadLetters {
             let partitions = tokio::task::block_in_place(|| partitions_of(source))
                 .map_err(topic_error)?
                 .unwrap_or(1);
-            let new_topic = NewTopic::new(
+            // The source's message size limit, so every message it holds fits.
+            let max_message_bytes = self.max_message_bytes_of(source).await;
+            let mut new_topic = NewTopic::new(
                 &topic,
                 partitions,
                 TopicReplication::Fixed(self.replication_factor),
             );
+            if let Some(limit) = max_message_bytes.as_deref() {
+                new_topic = new_topic.set("max.message.bytes", limit);
+            }
             let results = self
                 .admin
                 .create_topics(
@@ -228,6 +239,25 @@ impl DeadLetters {
         };
         self.lock_known().insert(topic, count);
         Ok(count)
+    }
+
+    /// The source topic's `max.message.bytes`, when set on the topic and
+    /// readable (None leaves the broker's default).
+    async fn max_message_bytes_of(&self, source: &str) -> Option<String> {
+        let resources = self
+            .admin
+            .describe_configs(
+                [&ResourceSpecifier::Topic(source)],
+                &AdminOptions::new().operation_timeout(Some(ADMIN_TIMEOUT)),
+            )
+            .await
+            .ok()?;
+        let resource = resources.into_iter().next()?.ok()?;
+        let entry = resource.get("max.message.bytes")?;
+        if entry.is_default {
+            return None;
+        }
+        entry.value.clone()
     }
 
     fn lock_known(&self) -> std::sync::MutexGuard<'_, HashMap<String, i32>> {

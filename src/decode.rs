@@ -338,11 +338,50 @@ fn parse_fields(data_type: DataType, text: &str, location: &str) -> Result<Field
     })
 }
 
+/// A slice reader that knows how far bincode got, for the error message.
+struct CountingReader<'a> {
+    bytes: &'a [u8],
+    at: usize,
+}
+
+impl bincode::de::read::Reader for CountingReader<'_> {
+    fn read(&mut self, out: &mut [u8]) -> Result<(), bincode::error::DecodeError> {
+        let end = self.at.saturating_add(out.len());
+        let Some(src) = self.bytes.get(self.at..end) else {
+            return Err(bincode::error::DecodeError::UnexpectedEnd {
+                additional: end - self.bytes.len(),
+            });
+        };
+        out.copy_from_slice(src);
+        self.at = end;
+        Ok(())
+    }
+}
+
+/// bincode's errors in words, with the byte offset it had reached (its own
+/// Display is its Debug).
+fn describe_bincode(e: &bincode::error::DecodeError, at: usize) -> String {
+    use bincode::error::DecodeError as E;
+    let what = match e {
+        E::UnexpectedEnd { additional } => {
+            format!("the value ends early ({additional} more bytes expected)")
+        }
+        E::LimitExceeded => "a length exceeds the size limit".to_owned(),
+        E::UnexpectedVariant { found, .. } => format!("option tag {found} is neither 0 nor 1"),
+        E::Utf8 { inner } => format!("text is not valid UTF-8 ({inner})"),
+        E::InvalidIntegerType { found, .. } => format!("invalid integer encoding ({found:?})"),
+        other => format!("{other:?}"),
+    };
+    format!("{what} at byte offset {at}")
+}
+
 fn decode_bincode(data_type: DataType, bytes: &[u8]) -> Result<Fields, DecodeError> {
     fn read<T: bincode::Decode<()>>(bytes: &[u8]) -> Result<T, DecodeError> {
         let config = bincode::config::standard().with_limit::<BINCODE_LIMIT>();
-        let (value, used) = bincode::decode_from_slice::<T, _>(bytes, config)
-            .map_err(|e| DecodeError::Bincode(e.to_string()))?;
+        let mut reader = CountingReader { bytes, at: 0 };
+        let value = bincode::decode_from_reader::<T, _, _>(&mut reader, config)
+            .map_err(|e| DecodeError::Bincode(describe_bincode(&e, reader.at)))?;
+        let used = reader.at;
         if used != bytes.len() {
             return Err(DecodeError::BincodeTrailing {
                 trailing: bytes.len() - used,
@@ -621,7 +660,19 @@ mod tests {
             LIMIT,
         )
         .unwrap_err();
-        assert!(matches!(err, DecodeError::Bincode(_)), "{err}");
+        assert_eq!(
+            err.to_string(),
+            format!(
+                "bincode: the value ends early (2 more bytes expected) at byte offset {}",
+                bytes.len() - 2
+            )
+        );
+        // A string length far beyond the value is refused before allocating.
+        let huge_claim = [0xfc, 0xff, 0xff, 0xff, 0x7f];
+        let err = decode(DataType::Level1, encoding, Some(&huge_claim), LIMIT)
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("at byte offset"), "{err}");
         let mut longer = bytes.clone();
         longer.push(0);
         assert!(matches!(

@@ -1,0 +1,220 @@
+//! Hostile input: each message below goes to the dead-letter topic with a
+//! reason that names the field or the byte offset, and none of them crashes
+//! the sink or stalls its partition (a valid message after each lands).
+
+mod common;
+
+use std::collections::HashMap;
+use std::time::Duration;
+
+use common::*;
+use rdkafka::ClientConfig;
+use rdkafka::message::Message;
+use rdkafka::producer::{FutureProducer, FutureRecord};
+use timesink::produce::{Encoding, Generator};
+use timesink::record::{DataType, Timestamp};
+
+/// What a case is, its value, its headers, a part of the reason it must carry.
+type Case = (
+    &'static str,
+    Vec<u8>,
+    Vec<(&'static str, String)>,
+    &'static str,
+);
+
+fn price(fields: &str) -> String {
+    format!(r#"{{"coinId":"h","symbol":"H","lastUpdated":1763834400000,"source":"t",{fields}}}"#)
+}
+
+/// One generated message of `encoding` (prices), as value and headers.
+fn generated(world: &World, encoding: Encoding) -> (Vec<u8>, Vec<(&'static str, String)>) {
+    let mut generator = Generator::new(
+        world.config.topics.clone(),
+        Vec::new(),
+        vec![DataType::Price],
+        vec![encoding],
+        Timestamp(chrono::Utc::now().timestamp_micros() - 60_000_000),
+    );
+    let m = generator.next_message();
+    (m.value, m.headers)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn hostile_messages_are_dead_lettered_with_a_reason_and_nothing_stalls() {
+    let world = World::new(1).await;
+    let topic = world.topic(DataType::Price);
+    // The prices topic again, taking messages up to 16 MiB (so the 5 MB one
+    // arrives; its dead-letter topic must inherit the limit).
+    {
+        use rdkafka::admin::{AdminClient, AdminOptions, NewTopic, TopicReplication};
+        let admin: AdminClient<rdkafka::client::DefaultClientContext> = ClientConfig::new()
+            .set("bootstrap.servers", brokers())
+            .create()
+            .expect("admin");
+        for r in admin
+            .delete_topics(&[&topic], &AdminOptions::new())
+            .await
+            .expect("delete")
+        {
+            r.expect("deleted");
+        }
+        let big = NewTopic::new(&topic, 1, TopicReplication::Fixed(1))
+            .set("max.message.bytes", "16777216");
+        for r in admin
+            .create_topics([&big], &AdminOptions::new())
+            .await
+            .expect("create")
+        {
+            r.expect("created");
+        }
+    }
+    let now_ms = chrono::Utc::now().timestamp_millis();
+    let ten_years_ms = 10 * 365 * 24 * 3_600_000i64;
+
+    let (lz4_json, lz4_headers) = generated(&world, Encoding::Lz4Json);
+    let (bincode, bincode_headers) = generated(&world, Encoding::Bincode);
+    let mut corrupt_lz4 = lz4_json.clone();
+    let middle = corrupt_lz4.len() / 2;
+    for b in &mut corrupt_lz4[middle..middle + 8] {
+        *b ^= 0x5a;
+    }
+    let mut nested = "[".repeat(10_000);
+    nested.push_str(&"]".repeat(10_000));
+    let mut invalid_utf8 = price(r#""usdPrice":"1.5""#).into_bytes();
+    invalid_utf8[10] = 0xff;
+    let mut huge = price(r#""usdPrice":"1.5","padding":""#).into_bytes();
+    huge.pop();
+    huge.extend(std::iter::repeat_n(b'x', 5 * 1024 * 1024));
+    huge.extend(b"\"}");
+
+    let compressed = vec![("compressed", "true".to_string())];
+    let with = |mut h: Vec<(&'static str, String)>, k: &'static str, v: &str| {
+        h.retain(|(name, _)| *name != k);
+        h.push((k, v.to_string()));
+        h
+    };
+    let cases: Vec<Case> = vec![
+        ("malformed JSON", br#"{"coinId": "x",,}"#.to_vec(), vec![], "column"),
+        ("wrong type", price(r#""usdPrice":true"#).into_bytes(), vec![], "usdPrice"),
+        ("NaN", price(r#""usdPrice":"NaN""#).into_bytes(), vec![], "usdPrice"),
+        ("Infinity", price(r#""usdPrice":"Infinity""#).into_bytes(), vec![], "usdPrice"),
+        ("negative price", price(r#""usdPrice":"-1""#).into_bytes(), vec![], "usdPrice"),
+        ("zero price", price(r#""usdPrice":0"#).into_bytes(), vec![], "usdPrice"),
+        (
+            "before 2009",
+            br#"{"coinId":"h","symbol":"H","usdPrice":1,"lastUpdated":"2008-12-31T23:59:59Z","source":"t"}"#.to_vec(),
+            vec![],
+            "lastUpdated",
+        ),
+        (
+            "ten years ahead",
+            format!(
+                r#"{{"coinId":"h","symbol":"H","usdPrice":1,"lastUpdated":{},"source":"t"}}"#,
+                now_ms + ten_years_ms
+            )
+            .into_bytes(),
+            vec![],
+            "lastUpdated",
+        ),
+        (
+            "truncated LZ4 frame",
+            lz4_json[..lz4_json.len() - 7].to_vec(),
+            lz4_headers.clone(),
+            "LZ4",
+        ),
+        ("corrupt LZ4 frame", corrupt_lz4, lz4_headers.clone(), ""),
+        (
+            "LZ4 header on plain bytes",
+            price(r#""usdPrice":"1.5""#).into_bytes(),
+            compressed.clone(),
+            "LZ4",
+        ),
+        (
+            "truncated bincode",
+            bincode[..bincode.len() - 3].to_vec(),
+            bincode_headers.clone(),
+            "byte offset",
+        ),
+        (
+            "unknown schema-version",
+            bincode.clone(),
+            with(bincode_headers.clone(), "schema-version", "7"),
+            "schema-version",
+        ),
+        (
+            "unknown dataType",
+            br#"{"messageId":"m","timestamp":1763834400000,"source":"s","dataType":"weather","payload":{}}"#.to_vec(),
+            vec![],
+            "dataType",
+        ),
+        ("5 MB message", huge, vec![], "max_value_bytes"),
+        ("invalid UTF-8", invalid_utf8, vec![], "UTF-8"),
+        ("deeply nested JSON", nested.into_bytes(), vec![], "element 0"),
+    ];
+
+    // A producer that may send the 5 MB message.
+    let producer: FutureProducer = ClientConfig::new()
+        .set("bootstrap.servers", brokers())
+        .set("message.max.bytes", "16777216")
+        .create()
+        .expect("producer");
+    let mut expected: HashMap<i64, (&str, &str)> = HashMap::new();
+    for (i, (what, value, headers, reason)) in cases.iter().enumerate() {
+        let mut h = rdkafka::message::OwnedHeaders::new();
+        for (k, v) in headers {
+            h = h.insert(rdkafka::message::Header {
+                key: k,
+                value: Some(v.as_bytes()),
+            });
+        }
+        let record: FutureRecord<'_, str, [u8]> = FutureRecord::to(&topic)
+            .payload(value.as_slice())
+            .headers(h);
+        let offset = producer
+            .send(record, Duration::from_secs(30))
+            .await
+            .map_err(|(e, _)| e)
+            .expect("produce")
+            .offset;
+        expected.insert(offset, (what, reason));
+        // A valid message after each: it must land.
+        let canary = format!(
+            r#"{{"coinId":"canary{i}","symbol":"C","usdPrice":"{i}.5","lastUpdated":1763834400000,"source":"t"}}"#
+        );
+        send(&producer, &topic, None, canary.as_bytes(), &[]).await;
+    }
+    let mut sink = SinkProcess::start(&world, &[]);
+    eventually(60, "every canary stored", || async {
+        world.count("crypto_prices").await == cases.len() as i64
+    })
+    .await;
+    let letters = read_to_end(&format!("{topic}.dlq"), 60);
+    sink.terminate(Duration::from_secs(20));
+    assert!(sink.log_text().lines().all(|l| !l.contains("panicked")));
+
+    let mut seen = HashMap::new();
+    for m in &letters {
+        let h = dlq_headers(m);
+        let offset: i64 = h["dlq.offset"].parse().expect("dlq.offset");
+        let (what, part) = expected
+            .get(&offset)
+            .unwrap_or_else(|| panic!("unexpected dead letter at {offset}: {}", h["dlq.reason"]));
+        eprintln!("{what:>28}: {}", h["dlq.reason"]);
+        assert!(
+            h["dlq.reason"].contains(part),
+            "{what}: reason {:?} should mention {part:?}",
+            h["dlq.reason"]
+        );
+        assert!(!h["dlq.reason"].contains('\n'), "one line");
+        // Byte for byte.
+        let sent = &cases.iter().find(|c| c.0 == *what).expect("case").1;
+        assert_eq!(m.payload().map(<[u8]>::len), Some(sent.len()), "{what}");
+        assert!(m.payload() == Some(sent.as_slice()), "{what}: value kept");
+        seen.insert(offset, ());
+    }
+    assert_eq!(
+        seen.len(),
+        cases.len(),
+        "every hostile message dead-lettered"
+    );
+}
