@@ -5,7 +5,7 @@
 CARGO ?= cargo
 SERVICES := scripts/services.sh
 
-.PHONY: demo test test-faults lint services stop build
+.PHONY: demo test test-faults fuzz lint services stop build
 
 ## Start PostgreSQL and the broker, create the topics, produce load in every
 ## encoding, run the sink with live progress, and print a count per table.
@@ -20,6 +20,18 @@ test: services
 ## The long fault tests (kills, rebalances, outages, slow database): tests/faults.rs.
 test-faults: services
 	$(CARGO) test --features failpoints --test faults --test broker_outage -- --ignored --test-threads=2
+
+## The fuzz targets (fuzz/: JSON, bincode, LZ4 + inner, headers), each for
+## FUZZ_RUNS executions, starting from the committed seeds in fuzz/seeds/.
+FUZZ_RUNS ?= 10000000
+FUZZ_TARGETS := json bincode lz4 headers
+fuzz:
+	@command -v cargo-fuzz >/dev/null || $(CARGO) +nightly install cargo-fuzz --version 0.13.2 --locked
+	cd fuzz && for t in $(FUZZ_TARGETS); do \
+	  mkdir -p corpus/$$t && \
+	  $(CARGO) +nightly fuzz run -O -s none $$t corpus/$$t seeds/$$t -- \
+	    -runs=$(FUZZ_RUNS) -max_len=8192 -print_final_stats=1 || exit 1; \
+	done
 
 ## Formatting and lints, as CI runs them.
 lint:
