@@ -5,7 +5,7 @@
 CARGO ?= cargo
 SERVICES := scripts/services.sh
 
-.PHONY: demo test test-faults fuzz lint services stop build
+.PHONY: demo test test-faults fuzz bench lint services stop build
 
 ## Start PostgreSQL and the broker, create the topics, produce load in every
 ## encoding, run the sink with live progress, and print a count per table.
@@ -32,6 +32,11 @@ fuzz:
 	  $(CARGO) +nightly fuzz run -O -s none $$t corpus/$$t seeds/$$t -- \
 	    -runs=$(FUZZ_RUNS) -max_len=8192 -print_final_stats=1 || exit 1; \
 	done
+
+## timesink against PostgreSQL's own COPY of the same rows, in the same run
+## (scripts/bench.py; BENCH_N, BENCH_R, BENCH_MIXES). Writes bench/results/.
+bench: services
+	python3 scripts/bench.py
 
 ## Formatting and lints, as CI runs them.
 lint:

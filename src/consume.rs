@@ -344,6 +344,9 @@ pub fn consumer_config(config: &Config) -> ClientConfig {
         .set("partition.assignment.strategy", "cooperative-sticky")
         .set("topic.metadata.refresh.interval.ms", "5000")
         .set("statistics.interval.ms", "5000")
+        // A fetch answers after this long at the latest, even with little
+        // data: low latency matters more here than fewer fetch requests.
+        .set("fetch.wait.max.ms", "100")
         .set("queued.max.messages.kbytes", "65536");
     for (k, v) in &config.kafka.properties {
         client.set(k, v);
@@ -512,7 +515,10 @@ fn run(consumer: BaseConsumer<SinkContext>, commands: Receiver<Command>, stop: &
                 tracing::debug!("pipeline full: fetching paused, polling goes on");
                 metrics::gauge!("timesink_consumer_paused").set(1.0);
             }
-        } else if paused {
+        } else if paused && context.events.capacity() * 2 >= context.events.max_capacity() {
+            // Resume only once half the queue is free: each pause drops
+            // librdkafka's prefetched messages, so flapping between pause and
+            // resume would refetch (and wait for) them over and over.
             if let Ok(assignment) = consumer.assignment() {
                 let _ = consumer.resume(&assignment);
             }

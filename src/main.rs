@@ -134,6 +134,8 @@ fn real_main() -> anyhow::Result<()> {
                 !types.is_empty() && !encodings.is_empty(),
                 "--types and --encodings need at least one value"
             );
+            // `--exchanges ''`: base topics only.
+            let exchanges: Vec<String> = exchanges.into_iter().filter(|e| !e.is_empty()).collect();
             // Ten minutes back, so that a long run stays within "5 minutes ahead".
             let start = Timestamp(chrono::Utc::now().timestamp_micros() - 600_000_000);
             let mut generator =
@@ -141,8 +143,9 @@ fn real_main() -> anyhow::Result<()> {
             let summary =
                 produce::run(&config.kafka, &mut generator, count, rate).context("producing")?;
             println!(
-                "produced {} messages in {:.1}s ({:.0} msg/s)",
+                "produced {} messages ({} value bytes) in {:.1}s ({:.0} msg/s)",
                 summary.messages,
+                summary.value_bytes,
                 summary.elapsed.as_secs_f64(),
                 summary.messages as f64 / summary.elapsed.as_secs_f64().max(1e-9)
             );

@@ -27,8 +27,10 @@ use crate::schema;
 use crate::validate::{self, Context};
 use crate::write::{Fence, Flush, Report, Writer};
 
-/// Messages the consumer thread may queue ahead of the pipeline.
-const EVENT_QUEUE: usize = 8192;
+/// Messages the consumer thread may queue ahead of the pipeline: enough to
+/// keep the writers busy while a resumed partition refetches (~64k × a few
+/// hundred bytes).
+const EVENT_QUEUE: usize = 65_536;
 /// Batches a writer may have queued besides the one it writes.
 const WRITER_QUEUE: usize = 2;
 

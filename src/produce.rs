@@ -326,6 +326,8 @@ fn bincode_record(
 #[derive(Debug, Default, Clone)]
 pub struct Summary {
     pub messages: u64,
+    /// Bytes of message values sent (what the sink will read).
+    pub value_bytes: u64,
     pub per_topic: BTreeMap<String, u64>,
     pub rows_per_table: BTreeMap<&'static str, u64>,
     pub elapsed: Duration,
@@ -381,6 +383,7 @@ pub fn run(
             }
         }
         summary.messages += 1;
+        summary.value_bytes += g.value.len() as u64;
         *summary.per_topic.entry(g.topic.clone()).or_default() += 1;
         *summary
             .rows_per_table

@@ -225,6 +225,12 @@ impl Writer {
                 Ok(Attempt::Committed { rows, rejected }) => {
                     metrics::histogram!("timesink_copy_duration_seconds", "table" => self.table)
                         .record(started.elapsed().as_secs_f64());
+                    tracing::debug!(
+                        table = self.table,
+                        rows,
+                        took = ?started.elapsed(),
+                        "batch committed"
+                    );
                     report.rows += rows;
                     report.dead_letters += rejected;
                     report.committed = flush.fences.iter().map(|f| (f.partition, f.next)).collect();

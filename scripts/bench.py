@@ -1,0 +1,239 @@
+#!/usr/bin/env python3
+"""make bench: timesink against PostgreSQL's own COPY limit, in the same run.
+
+For each mix (prices only; the four-type mix) and each of R repeats:
+  1. preload N messages (encodings json, bincode, lz4-json) into fresh topics;
+  2. drain: start the release sink on an empty database and time it until the
+     stored offsets reach the end offsets (rows/s, MB/s of values), sampling
+     the CPU of the sink, PostgreSQL and the broker and the sink's peak RSS;
+  3. the limit: export exactly the rows the sink stored to binary COPY files,
+     empty the tables, and time PostgreSQL's own `COPY … FROM file` into the
+     same tables (same keys, same indexes).
+Prints a markdown table of medians with min–max and writes it under
+bench/results/. Standard library only.
+
+Environment: BENCH_N (1000000), BENCH_R (3), BENCH_MIXES (prices,mix).
+"""
+
+import datetime
+import os
+import platform
+import statistics
+import subprocess
+import sys
+import time
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+STATE = os.path.join(ROOT, ".state", "bench")
+BIN = os.path.join(ROOT, "target", "release", "timesink")
+N = int(os.environ.get("BENCH_N", "1000000"))
+R = int(os.environ.get("BENCH_R", "3"))
+MIXES = os.environ.get("BENCH_MIXES", "prices,mix").split(",")
+ENCODINGS = "json,bincode,lz4-json"
+TABLES = ["crypto_prices", "ohlcv_data", "market_analytics", "level1_quotes"]
+TICK = os.sysconf("SC_CLK_TCK")
+
+
+def sh(*args, **kw):
+    return subprocess.run(args, check=True, text=True, capture_output=True, **kw).stdout
+
+
+def services_env():
+    env = dict(os.environ)
+    for line in sh(os.path.join(ROOT, "scripts", "services.sh"), "env").splitlines():
+        key, _, value = line.removeprefix("export ").partition("=")
+        env[key] = value
+    return env
+
+
+def psql(url, sql):
+    return sh("psql", url, "-qtAX", "-v", "ON_ERROR_STOP=1", "-c", sql).strip()
+
+
+def cpu_ticks(pids):
+    """utime+stime of each pid (those still alive)."""
+    out = {}
+    for pid in pids:
+        try:
+            with open(f"/proc/{pid}/stat") as f:
+                fields = f.read().rsplit(")", 1)[1].split()
+            out[pid] = int(fields[11]) + int(fields[12])
+        except (FileNotFoundError, ProcessLookupError, IndexError):
+            pass
+    return out
+
+
+def postgres_pids():
+    out = subprocess.run(["pgrep", "-x", "postgres"], text=True, capture_output=True).stdout
+    return [int(p) for p in out.split()]
+
+
+def cpu_delta(before, after):
+    return sum(t - before.get(p, 0) for p, t in after.items()) / TICK
+
+
+def peak_rss_mib(pid):
+    with open(f"/proc/{pid}/status") as f:
+        for line in f:
+            if line.startswith("VmHWM:"):
+                return int(line.split()[1]) / 1024
+    return 0.0
+
+
+def one_run(env, mix, run):
+    name = f"bench{os.getpid()}x{mix}x{run}"
+    topics = {t: f"{name}-crypto-{t}" for t in ["prices", "ohlcv", "analytics", "level1"]}
+    env = dict(env)
+    for t, topic in topics.items():
+        env[f"TIMESINK_TOPICS__{t.upper()}"] = topic
+    env["TIMESINK_GROUP_ID"] = f"{name}-group"
+    admin_url = env["DATABASE_URL"]
+    psql(admin_url, f"CREATE DATABASE {name}")
+    url = admin_url.rsplit("/", 1)[0] + "/" + name
+    env["DATABASE_URL"] = url
+    try:
+        # Fresh topics with the partitions and configs of topics.yaml.
+        spec = open(os.path.join(ROOT, "topics.yaml")).read()
+        for t, topic in topics.items():
+            spec = spec.replace(f"crypto-{t}:", f"{topic}:")
+        spec_path = os.path.join(STATE, f"{name}.yaml")
+        with open(spec_path, "w") as f:
+            f.write(spec)
+        sh(BIN, "topics", "create", "--file", spec_path, env=env)
+        types = "price" if mix == "prices" else "price,ohlcv,analytics,level1"
+        produced = sh(BIN, "produce", "--count", str(N), "--rate", "0", "--exchanges", "",
+                      "--types", types, "--encodings", ENCODINGS, env=env)
+        value_bytes = int(produced.split("(")[1].split()[0])
+        expected_rows = sum(int(l.split(":")[1].split()[0])
+                            for l in produced.splitlines() if l.strip().startswith("table "))
+
+        # Drain.
+        nisshi = int(open(os.path.join(ROOT, ".state", "nisshi.pid")).read())
+        pg_before = cpu_ticks(postgres_pids())
+        broker_before = cpu_ticks([nisshi])
+        log = open(os.path.join(STATE, f"{name}.log"), "w")
+        started = time.monotonic()
+        sink = subprocess.Popen([BIN, "run"], env=env, stdout=subprocess.DEVNULL, stderr=log)
+        group = env["TIMESINK_GROUP_ID"]
+        deadline = started + 1800
+        while True:
+            time.sleep(0.05)
+            if sink.poll() is not None:
+                sys.exit(f"the sink exited early; log: {log.name}")
+            if time.monotonic() > deadline:
+                sink.kill()
+                sys.exit(f"the sink did not drain {N} messages within 30 min; log: {log.name}")
+            try:
+                stored = psql(url, "SELECT coalesce(sum(next_offset), 0) FROM timesink_offsets "
+                                   f"WHERE consumer_group = '{group}'")
+            except subprocess.CalledProcessError:
+                continue  # tables not created yet
+            if int(stored or 0) >= N:
+                break
+        drain_s = time.monotonic() - started
+        sink_cpu = cpu_delta({}, cpu_ticks([sink.pid]))
+        pg_cpu = cpu_delta(pg_before, cpu_ticks(postgres_pids()))
+        broker_cpu = cpu_delta(broker_before, cpu_ticks([nisshi]))
+        rss = peak_rss_mib(sink.pid)
+        sink.terminate()
+        sink.wait(timeout=60)
+        rows = {t: int(psql(url, f"SELECT count(*) FROM {t}")) for t in TABLES}
+        total_rows = sum(rows.values())
+        if total_rows != expected_rows:
+            sys.exit(f"{name}: the sink stored {total_rows} rows, the generator sent {expected_rows}")
+
+        # The limit: PostgreSQL's own binary COPY of exactly these rows.
+        files = {}
+        for t in TABLES:
+            if rows[t]:
+                files[t] = os.path.join(STATE, f"{name}-{t}.copy")
+                # A query, not the table: a hypertable keeps its rows in chunks.
+                psql(url, f"COPY (SELECT * FROM {t}) TO '{files[t]}' (FORMAT binary)")
+        psql(url, "TRUNCATE " + ", ".join(files) + "; CHECKPOINT")
+        limit_started = time.monotonic()
+        psql(url, "BEGIN; " + " ".join(f"COPY {t} FROM '{f}' (FORMAT binary);"
+                                       for t, f in files.items()) + " COMMIT;")
+        limit_s = time.monotonic() - limit_started
+        reloaded = sum(int(psql(url, f"SELECT count(*) FROM {t}")) for t in files)
+        if reloaded != total_rows:
+            sys.exit(f"{name}: the limit COPY loaded {reloaded} rows, not {total_rows}")
+        for f in files.values():
+            os.remove(f)
+        return {
+            "rows": total_rows,
+            "drain_rows_s": total_rows / drain_s,
+            "drain_mb_s": value_bytes / drain_s / 1e6,
+            "limit_rows_s": total_rows / limit_s,
+            "ratio": (total_rows / drain_s) / (total_rows / limit_s),
+            "rss_mib": rss,
+            "cpu_sink": sink_cpu / drain_s,
+            "cpu_pg": pg_cpu / drain_s,
+            "cpu_broker": broker_cpu / drain_s,
+        }
+    finally:
+        subprocess.run(["psql", admin_url, "-qtAX", "-c",
+                        f"DROP DATABASE IF EXISTS {name} WITH (FORCE)"], capture_output=True)
+
+
+def cell(values, fmt):
+    med = statistics.median(values)
+    if len(values) == 1:
+        return fmt.format(med)
+    return f"{fmt.format(med)} ({fmt.format(min(values))}–{fmt.format(max(values))})"
+
+
+def main():
+    os.makedirs(STATE, exist_ok=True)
+    os.chmod(STATE, 0o1777)  # the server (user postgres) writes the COPY files here
+    subprocess.run([os.path.join(ROOT, "scripts", "services.sh"), "start"], check=True)
+    subprocess.run(["cargo", "build", "--release", "--quiet"], cwd=ROOT, check=True)
+    env = services_env()
+    env["RUST_LOG"] = "warn"
+    results = {}
+    for mix in MIXES:
+        for run in range(1, R + 1):
+            r = one_run(env, mix, run)
+            print(f"{mix} run {run}/{R}: drain {r['drain_rows_s']:,.0f} rows/s, "
+                  f"limit {r['limit_rows_s']:,.0f} rows/s, ratio {r['ratio']:.2f}, "
+                  f"peak RSS {r['rss_mib']:.0f} MiB", flush=True)
+            results.setdefault(mix, []).append(r)
+
+    cpus = os.cpu_count()
+    model = next((l.split(":", 1)[1].strip() for l in open("/proc/cpuinfo")
+                  if l.startswith("model name")), platform.processor())
+    mem_gib = os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES") / 2**30
+    timescale = "with TimescaleDB" if os.path.exists(
+        "/usr/lib/postgresql/15/lib/timescaledb.so") else "plain PostgreSQL 15"
+    lines = [
+        f"# timesink bench, {datetime.datetime.now(datetime.timezone.utc):%Y-%m-%d %H:%M} UTC",
+        "",
+        f"Command: `BENCH_N={N} BENCH_R={R} BENCH_MIXES={','.join(MIXES)} make bench`  ",
+        f"Machine: {cpus} CPUs ({model}), {mem_gib:.0f} GiB; {timescale}; nisshi 0.8.1 (memory)  ",
+        f"Messages: {N:,} per run, encodings {ENCODINGS}; medians of {R} runs (min–max).",
+        "",
+        "| mix | rows | drain rows/s | drain MB/s | PostgreSQL COPY rows/s | drain / COPY "
+        "| peak RSS MiB | CPU sink | CPU PostgreSQL | CPU broker |",
+        "|---|---|---|---|---|---|---|---|---|---|",
+    ]
+    for mix, rs in results.items():
+        col = lambda k: [r[k] for r in rs]  # noqa: E731
+        lines.append(
+            f"| {mix} | {rs[0]['rows']:,} | {cell(col('drain_rows_s'), '{:,.0f}')} "
+            f"| {cell(col('drain_mb_s'), '{:.1f}')} | {cell(col('limit_rows_s'), '{:,.0f}')} "
+            f"| {cell(col('ratio'), '{:.2f}')} | {cell(col('rss_mib'), '{:.0f}')} "
+            f"| {cell(col('cpu_sink'), '{:.2f}')} | {cell(col('cpu_pg'), '{:.2f}')} "
+            f"| {cell(col('cpu_broker'), '{:.2f}')} |")
+    lines += ["", "CPU is in cores (CPU seconds per second of drain)."]
+    table = "\n".join(lines)
+    print()
+    print(table)
+    out_dir = os.path.join(ROOT, "bench", "results")
+    os.makedirs(out_dir, exist_ok=True)
+    out = os.path.join(out_dir, f"{datetime.datetime.now():%Y%m%d-%H%M%S}.md")
+    with open(out, "w") as f:
+        f.write(table + "\n")
+    print(f"\nwritten to {os.path.relpath(out, ROOT)}")
+
+
+if __name__ == "__main__":
+    main()
