@@ -61,6 +61,11 @@ pub struct Batch {
 }
 
 impl Batch {
+    /// An empty batch opened now.
+    pub fn empty(topic: Arc<str>, data_type: DataType) -> Batch {
+        Batch::new(topic, data_type, Instant::now())
+    }
+
     fn new(topic: Arc<str>, data_type: DataType, now: Instant) -> Batch {
         Batch {
             topic,
@@ -94,6 +99,26 @@ impl Batch {
 
     fn is_full(&self, limits: &Limits) -> bool {
         self.rows >= limits.max_rows || self.bytes >= limits.max_bytes
+    }
+
+    /// Appends a later batch of the same topic (its offsets follow this
+    /// one's in every partition). The writer uses it to coalesce batches
+    /// that queued up behind a COPY.
+    pub fn append(&mut self, later: Batch) {
+        debug_assert_eq!(self.topic, later.topic);
+        for (partition, span) in later.spans {
+            self.spans
+                .entry(partition)
+                .and_modify(|s| {
+                    s.first = s.first.min(span.first);
+                    s.last = s.last.max(span.last);
+                })
+                .or_insert(span);
+        }
+        self.rows += later.rows;
+        self.bytes += later.bytes;
+        self.opened = self.opened.min(later.opened);
+        self.entries.extend(later.entries);
     }
 
     /// Removes every message of the given partitions (revoked, or taken by another instance).

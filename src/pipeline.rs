@@ -32,7 +32,12 @@ use crate::write::{Fence, Flush, Report, Writer};
 /// hundred bytes).
 const EVENT_QUEUE: usize = 65_536;
 /// Batches a writer may have queued besides the one it writes.
-const WRITER_QUEUE: usize = 2;
+const WRITER_QUEUE: usize = 8;
+/// How large a writer lets a transaction grow by coalescing the batches
+/// that queued up while it wrote: under a backlog, fewer and larger COPYs;
+/// with none, each batch goes alone as soon as it is due.
+const COALESCE_MAX_ROWS: usize = 50_000;
+const COALESCE_MAX_BYTES: usize = 32 * 1024 * 1024;
 
 #[derive(Debug, thiserror::Error)]
 pub enum RunError {
@@ -153,7 +158,23 @@ pub async fn run(config: Config, shutdown: CancellationToken) -> Result<(), RunE
         let stop = writers_stop.clone();
         let progress = progress.clone();
         writer_tasks.push(tokio::spawn(async move {
-            while let Some(flush) = rx.recv().await {
+            let mut carried: Option<Flush> = None;
+            loop {
+                let mut flush = match carried.take() {
+                    Some(flush) => flush,
+                    None => match rx.recv().await {
+                        Some(flush) => flush,
+                        None => break,
+                    },
+                };
+                while flush.batch.rows < COALESCE_MAX_ROWS && flush.batch.bytes < COALESCE_MAX_BYTES
+                {
+                    let Ok(next) = rx.try_recv() else { break };
+                    if let Err(next) = flush.coalesce(next) {
+                        carried = Some(*next);
+                        break;
+                    }
+                }
                 let Some(report) = writer.write(flush, &stop).await else {
                     break;
                 };

@@ -52,6 +52,34 @@ pub struct Flush {
     pub fences: Vec<Fence>,
 }
 
+impl Flush {
+    /// Adds `later` to this flush when it continues it: the same topic, and
+    /// in every partition they share, the same assignment and `later`
+    /// starting where this one ends. Otherwise hands `later` back.
+    pub fn coalesce(&mut self, later: Flush) -> Result<(), Box<Flush>> {
+        if later.batch.topic != self.batch.topic {
+            return Err(Box::new(later));
+        }
+        let continues = later.fences.iter().all(|l| {
+            self.fences
+                .iter()
+                .find(|f| f.partition == l.partition)
+                .is_none_or(|f| f.epoch == l.epoch && l.expected == Some(f.next))
+        });
+        if !continues {
+            return Err(Box::new(later));
+        }
+        for l in later.fences {
+            match self.fences.iter_mut().find(|f| f.partition == l.partition) {
+                Some(f) => f.next = l.next,
+                None => self.fences.push(l),
+            }
+        }
+        self.batch.append(later.batch);
+        Ok(())
+    }
+}
+
 /// What became of a flush.
 #[derive(Debug, Default, Clone, PartialEq, Eq)]
 pub struct Report {
@@ -497,5 +525,44 @@ mod tests {
         let steps: Vec<u64> = (0..12).map(|_| b.step().as_millis() as u64).collect();
         assert_eq!(&steps[..4], &[100, 200, 400, 800]);
         assert_eq!(*steps.last().unwrap(), 5_000);
+    }
+
+    fn flush(topic: &str, spans: &[(i32, i64, i64, u64)]) -> Flush {
+        let topic: Arc<str> = topic.into();
+        let mut batch = crate::batch::Batch::empty(topic, DataType::Level1);
+        let mut fences = Vec::new();
+        for &(partition, first, last, epoch) in spans {
+            batch
+                .spans
+                .insert(partition, crate::batch::Span { first, last });
+            fences.push(Fence {
+                partition,
+                expected: Some(first),
+                next: last + 1,
+                epoch,
+            });
+        }
+        Flush { batch, fences }
+    }
+
+    #[test]
+    fn coalesces_only_a_continuation() {
+        let mut a = flush("t", &[(0, 0, 9, 1), (1, 5, 6, 1)]);
+        // Continues partition 0, adds partition 2.
+        a.coalesce(flush("t", &[(0, 10, 19, 1), (2, 0, 3, 1)]))
+            .expect("a continuation");
+        let fence = |f: &Flush, p: i32| {
+            let x = f.fences.iter().find(|x| x.partition == p).unwrap();
+            (x.expected, x.next)
+        };
+        assert_eq!(fence(&a, 0), (Some(0), 20));
+        assert_eq!(fence(&a, 1), (Some(5), 7));
+        assert_eq!(fence(&a, 2), (Some(0), 4));
+        assert_eq!(a.batch.spans[&0].last, 19);
+        // A gap, another assignment, or another topic: handed back.
+        assert!(a.coalesce(flush("t", &[(0, 21, 22, 1)])).is_err());
+        assert!(a.coalesce(flush("t", &[(0, 20, 22, 2)])).is_err());
+        assert!(a.coalesce(flush("u", &[(0, 20, 22, 1)])).is_err());
+        assert_eq!(fence(&a, 0), (Some(0), 20));
     }
 }
