@@ -39,13 +39,7 @@ async fn broker_paused_30s_mid_run() {
         "the sink exited while the broker was frozen"
     );
     let sent = load.await.expect("load");
-    eventually(120, "stored offsets reach the end offsets", || async {
-        let stored = world.stored_offsets().await;
-        end_offsets(&topic)
-            .into_iter()
-            .all(|(p, end)| stored.get(&(topic.clone(), p)).copied().unwrap_or(0) == end)
-    })
-    .await;
+    drained(&world, &topic, 120).await;
     sink.terminate(Duration::from_secs(20));
     eprintln!(
         "{frozen_at} rows when the broker froze; all {} after it came back",

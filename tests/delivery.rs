@@ -18,13 +18,6 @@ fn terminate(sink: &mut SinkProcess, bound: Duration) -> Duration {
     sink.terminate(bound)
 }
 
-fn quote(i: u64) -> String {
-    format!(
-        r#"{{"symbol":"K{i}","exchangeId":"x","bestBid":"1.5","bestAsk":"1.6","timestamp":{},"sequence":{i},"source":"t"}}"#,
-        1_763_834_400_000u64 + i
-    )
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn sigterm_mid_stream_then_restart_loses_and_duplicates_nothing() {
     let world = World::new(4).await;
@@ -38,7 +31,7 @@ async fn sigterm_mid_stream_then_restart_loses_and_duplicates_nothing() {
             &producer,
             &topic,
             Some(&format!("K{i}")),
-            quote(i).as_bytes(),
+            quote(i, true).as_bytes(),
             &[],
         )
         .await;
@@ -54,42 +47,17 @@ async fn sigterm_mid_stream_then_restart_loses_and_duplicates_nothing() {
         world.count("level1_quotes").await >= total as i64
     })
     .await;
-    eventually(30, "stored offsets reach the end offsets", || async {
-        let stored = world.stored_offsets().await;
-        end_offsets(&topic)
-            .into_iter()
-            .all(|(p, end)| stored.get(&(topic.clone(), p)).copied().unwrap_or(0) == end)
-    })
-    .await;
+    drained(&world, &topic, 30).await;
     terminate(&mut sink, Duration::from_secs(20));
     assert_eq!(restarts, 2);
 
-    // Every key once; rows == distinct keys == messages sent.
-    let row = world
-        .db
-        .query_one(
-            "SELECT count(*), count(DISTINCT symbol) FROM level1_quotes",
-            &[],
-        )
-        .await
-        .unwrap();
-    assert_eq!(
-        (row.get::<_, i64>(0), row.get::<_, i64>(1)),
-        (total as i64, total as i64)
-    );
-    let stored = world.stored_offsets().await;
-    let ends = end_offsets(&topic);
-    assert_eq!(ends.values().sum::<i64>(), total as i64);
-    // Once the sink has stopped, the group's Kafka commits equal the stored offsets.
-    let committed = committed_offsets(&world.config.kafka.group_id, &topic);
-    for (p, end) in ends {
-        assert_eq!(
-            stored.get(&(topic.clone(), p)).copied().unwrap_or(0),
-            end,
-            "partition {p}"
-        );
-        assert_eq!(committed.get(&p).copied(), Some(end), "Kafka commit of {p}");
-    }
+    // Every key once; rows == distinct keys == messages sent; stored offsets
+    // == end offsets == the group's Kafka commits; no dead letters.
+    let sent = Sent {
+        total,
+        invalid: Default::default(),
+    };
+    assert_exactly_once(&world, &topic, &sent).await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -205,22 +173,7 @@ async fn same_key_twice_keeps_the_later_and_refused_rows_are_dead_lettered() {
         .get(0);
     assert_eq!(usd, "11.0", "the record read later wins");
     assert_eq!(letters.len(), 1);
-    let headers: HashMap<String, String> = {
-        use rdkafka::message::{Headers, Message};
-        letters[0]
-            .headers()
-            .map(|h| {
-                h.iter()
-                    .map(|h| {
-                        (
-                            h.key.to_owned(),
-                            String::from_utf8_lossy(h.value.unwrap_or_default()).into_owned(),
-                        )
-                    })
-                    .collect()
-            })
-            .unwrap_or_default()
-    };
+    let headers: HashMap<String, String> = dlq_headers(&letters[0]);
     assert_eq!(headers["dlq.offset"], sent_refused.1.to_string());
     assert!(
         headers["dlq.reason"].contains("SQLSTATE 22"),
@@ -253,13 +206,7 @@ async fn ten_thousand_with_repeats_and_one_refused_row() {
     assert_eq!(messages.len(), 10_000);
     let at = send_many(&topic, &messages).await;
     let mut sink = start_sink(&world);
-    eventually(60, "stored offsets reach the end offsets", || async {
-        let stored = world.stored_offsets().await;
-        end_offsets(&topic)
-            .into_iter()
-            .all(|(p, end)| stored.get(&(topic.clone(), p)).copied().unwrap_or(0) == end)
-    })
-    .await;
+    drained(&world, &topic, 60).await;
     sink.terminate(Duration::from_secs(20));
     let row = world
         .db

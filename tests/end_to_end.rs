@@ -8,7 +8,7 @@ use std::collections::HashMap;
 use std::time::{Duration, Instant};
 
 use common::*;
-use rdkafka::message::{Headers, Message};
+use rdkafka::message::Message;
 use timesink::pipeline;
 use timesink::produce::{Encoding, Generator};
 use timesink::record::{DataType, Timestamp};
@@ -142,19 +142,7 @@ async fn every_type_and_encoding_lands_exactly_once() {
     let letters = read_all(&format!("{prices}.dlq"), 2, 20);
     assert_eq!(letters.len(), 2, "dead letters");
     for letter in &letters {
-        let headers: HashMap<String, String> = letter
-            .headers()
-            .map(|h| {
-                h.iter()
-                    .map(|h| {
-                        (
-                            h.key.to_owned(),
-                            String::from_utf8_lossy(h.value.unwrap_or_default()).into_owned(),
-                        )
-                    })
-                    .collect()
-            })
-            .unwrap_or_default();
+        let headers = dlq_headers(letter);
         let offset: i64 = headers["dlq.offset"].parse().unwrap();
         let partition: i32 = headers["dlq.partition"].parse().unwrap();
         let i = bad_at

@@ -21,17 +21,6 @@ fn fast_group(env: &mut Vec<(&'static str, String)>) {
     env.push(("TIMESINK_RDKAFKA_HEARTBEAT_INTERVAL_MS", "500".into()));
 }
 
-/// Waits until the stored offsets of `topic` reach its end offsets.
-async fn drained(world: &World, topic: &str, secs: u64) {
-    eventually(secs, "stored offsets reach the end offsets", || async {
-        let stored = world.stored_offsets().await;
-        end_offsets(topic)
-            .into_iter()
-            .all(|(p, end)| stored.get(&(topic.to_owned(), p)).copied().unwrap_or(0) == end)
-    })
-    .await;
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 #[ignore = "long: make test-faults"]
 async fn killed_at_random_moments_and_at_crash_points() {

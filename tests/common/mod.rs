@@ -225,6 +225,17 @@ pub fn end_offsets(topic: &str) -> HashMap<i32, i64> {
     out
 }
 
+/// Waits until the stored offsets of `topic` reach its end offsets.
+pub async fn drained(world: &World, topic: &str, secs: u64) {
+    eventually(secs, "stored offsets reach the end offsets", || async {
+        let stored = world.stored_offsets().await;
+        end_offsets(topic)
+            .into_iter()
+            .all(|(p, end)| stored.get(&(topic.to_owned(), p)).copied().unwrap_or(0) == end)
+    })
+    .await;
+}
+
 /// Polls `check` until it returns true or `secs` pass.
 pub async fn eventually<F, Fut>(secs: u64, what: &str, mut check: F)
 where
