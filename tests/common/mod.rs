@@ -289,10 +289,7 @@ pub type Env<'a> = &'a [(&'a str, String)];
 impl SinkProcess {
     /// Starts the test binary against `world`'s database, topics and group.
     pub fn start(world: &World, env: Env<'_>) -> SinkProcess {
-        SinkProcess::start_with(&world.config, env)
-    }
-
-    pub fn start_with(c: &Config, env: Env<'_>) -> SinkProcess {
+        let c = &world.config;
         use std::process::{Command, Stdio};
         static N: AtomicU32 = AtomicU32::new(0);
         let log = std::env::temp_dir().join(format!(
