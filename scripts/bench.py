@@ -26,9 +26,20 @@ import time
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 STATE = os.path.join(ROOT, ".state", "bench")
 BIN = os.path.join(ROOT, "target", "release", "timesink")
-N = int(os.environ.get("BENCH_N", "1000000"))
-R = int(os.environ.get("BENCH_R", "3"))
+
+
+def env_int(name, default):
+    value = os.environ.get(name, default)
+    if not value.isdigit() or int(value) < 1:
+        sys.exit(f"{name} must be a positive integer, not {value!r}")
+    return int(value)
+
+
+N = env_int("BENCH_N", "1000000")
+R = env_int("BENCH_R", "3")
 MIXES = os.environ.get("BENCH_MIXES", "prices,mix").split(",")
+if not set(MIXES) <= {"prices", "mix"}:
+    sys.exit(f"BENCH_MIXES takes prices and/or mix, not {','.join(MIXES)!r}")
 ENCODINGS = "json,bincode,lz4-json"
 TABLES = ["crypto_prices", "ohlcv_data", "market_analytics", "level1_quotes"]
 TICK = os.sysconf("SC_CLK_TCK")
