@@ -61,6 +61,31 @@ def psql(url, sql):
     return sh("psql", url, "-qtAX", "-v", "ON_ERROR_STOP=1", "-c", sql).strip()
 
 
+class Poller:
+    """A psql session that runs one query on demand; None while it fails
+    (the sink has not created its tables yet)."""
+
+    def __init__(self, url, sql):
+        self.sql = sql
+        self.proc = subprocess.Popen(["psql", url, "-qtAX"], stdin=subprocess.PIPE,
+                                     stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+
+    def value(self):
+        # The marker line ends each answer, whether the query worked or not.
+        self.proc.stdin.write(f"{self.sql};\n\\echo @@\n")
+        self.proc.stdin.flush()
+        lines = []
+        while (line := self.proc.stdout.readline().strip()) != "@@":
+            if not line and self.proc.poll() is not None:
+                sys.exit("the polling psql session ended")
+            lines.append(line)
+        return lines[0] if len(lines) == 1 and lines[0].lstrip("-").isdigit() else None
+
+    def close(self):
+        self.proc.stdin.close()
+        self.proc.wait(timeout=10)
+
+
 def cpu_ticks(pids):
     """utime+stime of each pid (those still alive)."""
     out = {}
@@ -118,7 +143,8 @@ def one_run(env, mix, run):
         expected_rows = sum(int(l.split(":")[1].split()[0])
                             for l in produced.splitlines() if l.strip().startswith("table "))
 
-        # Drain.
+        # Drain, from the same start as the limit below: WAL checkpointed.
+        psql(url, "CHECKPOINT")
         nisshi = int(open(os.path.join(ROOT, ".state", "nisshi.pid")).read())
         pg_before = cpu_ticks(postgres_pids())
         broker_before = cpu_ticks([nisshi])
@@ -127,20 +153,22 @@ def one_run(env, mix, run):
         sink = subprocess.Popen([BIN, "run"], env=env, stdout=subprocess.DEVNULL, stderr=log)
         group = env["TIMESINK_GROUP_ID"]
         deadline = started + 1800
-        while True:
-            time.sleep(0.05)
-            if sink.poll() is not None:
-                sys.exit(f"the sink exited early; log: {log.name}")
-            if time.monotonic() > deadline:
-                sink.kill()
-                sys.exit(f"the sink did not drain {N} messages within 30 min; log: {log.name}")
-            try:
-                stored = psql(url, "SELECT coalesce(sum(next_offset), 0) FROM timesink_offsets "
-                                   f"WHERE consumer_group = '{group}'")
-            except subprocess.CalledProcessError:
-                continue  # tables not created yet
-            if int(stored or 0) >= N:
-                break
+        # One psql session polls: a process per poll would cost a backend
+        # start each time, CPU taken from the run being measured.
+        poll = Poller(url, "SELECT coalesce(sum(next_offset), 0) FROM timesink_offsets "
+                           f"WHERE consumer_group = '{group}'")
+        try:
+            while True:
+                time.sleep(0.02)
+                if sink.poll() is not None:
+                    sys.exit(f"the sink exited early; log: {log.name}")
+                if time.monotonic() > deadline:
+                    sink.kill()
+                    sys.exit(f"the sink did not drain {N} messages within 30 min; log: {log.name}")
+                if int(poll.value() or 0) >= N:
+                    break
+        finally:
+            poll.close()
         drain_s = time.monotonic() - started
         sink_cpu = cpu_delta({}, cpu_ticks([sink.pid]))
         pg_cpu = cpu_delta(pg_before, cpu_ticks(postgres_pids()))
