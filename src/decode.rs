@@ -239,6 +239,13 @@ fn decode_json(data_type: DataType, bytes: &[u8]) -> Result<Vec<Fields>, DecodeE
     let text = std::str::from_utf8(bytes).map_err(|e| {
         DecodeError::Json(format!("invalid UTF-8 at byte offset {}", e.valid_up_to()))
     })?;
+    // The common case, one object: parsed as such straight away (an error
+    // is then reported exactly as for any other top-level value).
+    if text.trim_start().starts_with('{')
+        && let Ok(probe) = serde_json::from_str::<Probe<'_>>(text)
+    {
+        return decode_object(data_type, text.trim(), probe, "record").map(|f| vec![f]);
+    }
     let top: &RawValue =
         serde_json::from_str(text).map_err(|e| DecodeError::Json(e.to_string()))?;
     let top_text = top.get();
@@ -273,8 +280,19 @@ fn decode_element(
     }
     let probe: Probe<'_> =
         serde_json::from_str(element.get()).map_err(|e| record_error(location, e))?;
+    decode_object(data_type, element.get(), probe, location)
+}
+
+/// Decodes one object, given what its probe found: an envelope (it has
+/// `payload`) or a bare record.
+fn decode_object(
+    data_type: DataType,
+    text: &str,
+    probe: Probe<'_>,
+    location: &str,
+) -> Result<Fields, DecodeError> {
     let Some(payload) = probe.payload else {
-        return parse_fields(data_type, element.get(), location);
+        return parse_fields(data_type, text, location);
     };
     let location = format!("{location} (envelope)");
     if let Some(raw) = probe.data_type {
@@ -319,6 +337,11 @@ fn decode_element(
 /// wrong type is named by its JSON path.
 fn parse_fields(data_type: DataType, text: &str, location: &str) -> Result<Fields, DecodeError> {
     fn parse<'de, T: Deserialize<'de>>(text: &'de str, location: &str) -> Result<T, DecodeError> {
+        // Tracking the path costs a third of the parse: only an error needs
+        // it, so a failed parse is simply repeated with it.
+        if let Ok(value) = serde_json::from_str(text) {
+            return Ok(value);
+        }
         let mut de = serde_json::Deserializer::from_str(text);
         serde_path_to_error::deserialize(&mut de).map_err(|e| {
             let path = e.path().to_string();
