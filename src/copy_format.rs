@@ -5,7 +5,7 @@
 //! find a row PostgreSQL refuses) without encoding anything twice.
 //! The column types of each table are listed next to its SQL in `sql/`.
 
-use std::collections::HashMap;
+use bytes::Bytes;
 
 use crate::decimal::Decimal;
 use crate::record::{Row, RowKey, Timestamp};
@@ -17,19 +17,25 @@ const TRAILER: &[u8] = &(-1i16).to_be_bytes();
 /// Encoded rows, one after another, in the binary COPY tuple format.
 #[derive(Debug, Default, Clone)]
 pub struct EncodedRows {
-    buf: Vec<u8>,
+    /// Shared, so that a COPY of any run of rows sends a slice of it, not a copy.
+    buf: Bytes,
     /// `ends[i]` is where row `i` ends in `buf`.
     ends: Vec<usize>,
 }
 
 impl EncodedRows {
     pub fn encode<'a>(rows: impl IntoIterator<Item = &'a Row>) -> EncodedRows {
-        let mut out = EncodedRows::default();
+        let rows = rows.into_iter();
+        let mut buf = Vec::with_capacity(rows.size_hint().0 * 128);
+        let mut ends = Vec::with_capacity(rows.size_hint().0);
         for row in rows {
-            encode_row(row, &mut out.buf);
-            out.ends.push(out.buf.len());
+            encode_row(row, &mut buf);
+            ends.push(buf.len());
         }
-        out
+        EncodedRows {
+            buf: buf.into(),
+            ends,
+        }
     }
 
     pub fn len(&self) -> usize {
@@ -40,8 +46,8 @@ impl EncodedRows {
         self.ends.is_empty()
     }
 
-    /// A complete COPY stream (header, rows `range`, trailer).
-    pub fn stream(&self, range: std::ops::Range<usize>) -> Vec<u8> {
+    /// A complete COPY stream in three pieces: header, rows `range`, trailer.
+    pub fn stream(&self, range: std::ops::Range<usize>) -> [Bytes; 3] {
         let start = if range.start == 0 {
             0
         } else {
@@ -52,18 +58,20 @@ impl EncodedRows {
         } else {
             self.ends[range.end - 1]
         };
-        let mut out = Vec::with_capacity(HEADER.len() + (end - start) + TRAILER.len());
-        out.extend_from_slice(HEADER);
-        out.extend_from_slice(&self.buf[start..end]);
-        out.extend_from_slice(TRAILER);
-        out
+        [
+            Bytes::from_static(HEADER),
+            self.buf.slice(start..end),
+            Bytes::from_static(TRAILER),
+        ]
     }
 }
 
 /// Keeps, for every primary key, only the row read last (offset order within a
 /// partition, array order within a message). Returns indexes into `rows`, in order.
 pub fn latest_per_key(rows: &[&Row]) -> Vec<usize> {
-    let mut last: HashMap<RowKey<'_>, usize> = HashMap::with_capacity(rows.len());
+    // foldhash: a third of SipHash's cost, still seeded per process.
+    let mut last: foldhash::HashMap<RowKey<'_>, usize> =
+        foldhash::HashMap::with_capacity_and_hasher(rows.len(), Default::default());
     for (i, row) in rows.iter().enumerate() {
         last.insert(row.key(), i);
     }
@@ -215,11 +223,12 @@ mod tests {
     fn stream_of_any_run() {
         let rows = [quote(1, "a"), quote(2, "bb")];
         let enc = EncodedRows::encode(&rows);
-        let whole = enc.stream(0..2);
+        let stream = |range| enc.stream(range).concat();
+        let whole = stream(0..2);
         assert!(whole.starts_with(b"PGCOPY\n\xff\r\n\0"));
         assert!(whole.ends_with(&[0xff, 0xff]));
-        let second = enc.stream(1..2);
-        let first = enc.stream(0..1);
+        let second = stream(1..2);
+        let first = stream(0..1);
         assert_eq!(
             first.len() + second.len() - HEADER.len() - TRAILER.len(),
             whole.len()

@@ -25,19 +25,19 @@ use crate::message::SourceMessage;
 use crate::record::{DataType, Timestamp};
 use crate::schema;
 use crate::validate::{self, Context};
-use crate::write::{Fence, Flush, Report, Writer};
+use crate::write::{Fence, Flush, Prepared, Report, Writer};
 
-/// Messages the consumer thread may queue ahead of the pipeline: enough to
-/// keep the writers busy while a resumed partition refetches (~64k × a few
-/// hundred bytes).
-const EVENT_QUEUE: usize = 65_536;
-/// Batches a writer may have queued besides the one it writes.
-const WRITER_QUEUE: usize = 8;
+/// Chunks of messages the consumer thread may queue ahead of the pipeline
+/// (64 × 256 = 16k messages, a few MiB): librdkafka prefetches behind them.
+const EVENT_QUEUE: usize = 64;
+/// Batches that may queue for a writer besides the one it writes and the
+/// one prepared next; under a backlog they are coalesced into one transaction.
+const WRITER_QUEUE: usize = 16;
 /// How large a writer lets a transaction grow by coalescing the batches
 /// that queued up while it wrote: under a backlog, fewer and larger COPYs;
 /// with none, each batch goes alone as soon as it is due.
-const COALESCE_MAX_ROWS: usize = 50_000;
-const COALESCE_MAX_BYTES: usize = 32 * 1024 * 1024;
+const COALESCE_MAX_ROWS: usize = 20_000;
+const COALESCE_MAX_BYTES: usize = 16 * 1024 * 1024;
 
 #[derive(Debug, thiserror::Error)]
 pub enum RunError {
@@ -147,16 +147,9 @@ pub async fn run(config: Config, shutdown: CancellationToken) -> Result<(), RunE
     let mut writer_tasks: Vec<JoinHandle<()>> = Vec::new();
     for t in DataType::ALL {
         let (tx, mut rx) = mpsc::channel::<Flush>(WRITER_QUEUE);
-        let mut writer = Writer::new(
-            t,
-            config.database.url.clone(),
-            config.kafka.group_id.clone(),
-            dead_letters.clone(),
-        );
-        let commands = command_tx.clone();
-        let reports = report_tx.clone();
-        let stop = writers_stop.clone();
-        let progress = progress.clone();
+        // The preparer coalesces and encodes the next flush while the writer
+        // writes this one: the connection never waits for the sink's CPU.
+        let (prepared_tx, mut prepared_rx) = mpsc::channel::<Prepared>(1);
         writer_tasks.push(tokio::spawn(async move {
             let mut carried: Option<Flush> = None;
             loop {
@@ -175,7 +168,24 @@ pub async fn run(config: Config, shutdown: CancellationToken) -> Result<(), RunE
                         break;
                     }
                 }
-                let Some(report) = writer.write(flush, &stop).await else {
+                if prepared_tx.send(Prepared::new(flush)).await.is_err() {
+                    break;
+                }
+            }
+        }));
+        let mut writer = Writer::new(
+            t,
+            config.database.url.clone(),
+            config.kafka.group_id.clone(),
+            dead_letters.clone(),
+        );
+        let commands = command_tx.clone();
+        let reports = report_tx.clone();
+        let stop = writers_stop.clone();
+        let progress = progress.clone();
+        writer_tasks.push(tokio::spawn(async move {
+            while let Some(prepared) = prepared_rx.recv().await {
+                let Some(report) = writer.write(prepared, &stop).await else {
                     break;
                 };
                 use std::sync::atomic::Ordering::Relaxed;
@@ -289,7 +299,11 @@ struct Router<'c> {
 impl Router<'_> {
     async fn handle(&mut self, event: Event) {
         match event {
-            Event::Message { message, epoch } => self.message(message, epoch).await,
+            Event::Messages(messages) => {
+                for (message, epoch) in messages {
+                    self.message(message, epoch).await;
+                }
+            }
             Event::Assigned(assigned) => {
                 for Assignment {
                     topic,

@@ -22,7 +22,7 @@ use std::time::{Duration, Instant};
 use bytes::Bytes;
 use futures::SinkExt;
 use tokio_postgres::error::SqlState;
-use tokio_postgres::{Client, NoTls};
+use tokio_postgres::{Client, NoTls, Statement};
 use tokio_util::sync::CancellationToken;
 
 use crate::batch::{Batch, Outcome};
@@ -77,6 +77,25 @@ impl Flush {
         }
         self.batch.append(later.batch);
         Ok(())
+    }
+}
+
+/// A flush made ready ahead of its write: its rows chosen (the later one
+/// per key) and encoded for COPY.
+#[derive(Debug)]
+pub struct Prepared {
+    flush: Flush,
+    /// None once the flush changed (partitions fenced off): encoded again then.
+    encoded: Option<EncodedRows>,
+}
+
+impl Prepared {
+    pub fn new(flush: Flush) -> Prepared {
+        let encoded = EncodedRows::encode(rows_to_write(&flush.batch, &BTreeMap::new()).1);
+        Prepared {
+            flush,
+            encoded: Some(encoded),
+        }
     }
 }
 
@@ -180,10 +199,18 @@ pub struct Writer {
     database_url: String,
     group_id: String,
     dead_letters: Arc<DeadLetters>,
-    /// The open connection; dropped after any error that is not a row error,
-    /// so a broken connection is never reused.
-    client: Option<Client>,
+    /// The open connection and its prepared fence; dropped after any error
+    /// that is not a row error, so a broken connection is never reused.
+    client: Option<(Client, Statement)>,
+    /// Batches left to write by the merge path straight away: set after a
+    /// COPY met keys already stored (a re-read after a crash, producers
+    /// repeating keys), so such batches do not pay a failed COPY each.
+    merge_next: u32,
 }
+
+/// How many batches go by the merge path after a COPY met an existing key,
+/// before a plain COPY is tried again.
+const MERGE_STREAK: u32 = 16;
 
 impl Writer {
     pub fn new(
@@ -200,12 +227,17 @@ impl Writer {
             group_id,
             dead_letters,
             client: None,
+            merge_next: 0,
         }
     }
 
     /// Writes a flush, retrying transient failures until it is committed or
     /// fenced, or until `stop` is cancelled (then `None`: nothing committed).
-    pub async fn write(&mut self, mut flush: Flush, stop: &CancellationToken) -> Option<Report> {
+    pub async fn write(&mut self, prepared: Prepared, stop: &CancellationToken) -> Option<Report> {
+        let Prepared {
+            mut flush,
+            mut encoded,
+        } = prepared;
         let mut report = Report {
             topic: Some(flush.batch.topic.clone()),
             ..Report::default()
@@ -249,7 +281,7 @@ impl Writer {
 
         loop {
             let started = Instant::now();
-            match self.attempt(&mut flush).await {
+            match self.attempt(&mut flush, &mut encoded).await {
                 Ok(Attempt::Committed { rows, rejected }) => {
                     metrics::histogram!("timesink_copy_duration_seconds", "table" => self.table)
                         .record(started.elapsed().as_secs_f64());
@@ -262,6 +294,9 @@ impl Writer {
                     report.rows += rows;
                     report.dead_letters += rejected;
                     report.committed = flush.fences.iter().map(|f| (f.partition, f.next)).collect();
+                    // Freeing a batch's messages and rows takes a tenth of
+                    // a write: it happens off the writer's path.
+                    tokio::task::spawn_blocking(move || drop(flush));
                     return Some(report);
                 }
                 Ok(Attempt::Fenced(partitions)) => {
@@ -277,6 +312,7 @@ impl Writer {
                     );
                     flush.fences.retain(|f| !partitions.contains(&f.partition));
                     flush.batch.remove_partitions(&partitions);
+                    encoded = None;
                     if flush.fences.is_empty() {
                         return Some(report);
                     }
@@ -296,7 +332,7 @@ impl Writer {
     }
 
     async fn connect(&mut self) -> Result<&Client, tokio_postgres::Error> {
-        if self.client.as_ref().is_none_or(Client::is_closed) {
+        if self.client.as_ref().is_none_or(|(c, _)| c.is_closed()) {
             let (client, connection) = tokio_postgres::connect(&self.database_url, NoTls).await?;
             tokio::spawn(async move {
                 if let Err(e) = connection.await {
@@ -306,20 +342,86 @@ impl Writer {
             // The staging table is created outside any transaction, so no
             // rollback can undo it while this connection lives.
             client.batch_execute(&self.statements.create_stage).await?;
-            self.client = Some(client);
+            let fence = client.prepare(FENCE_SQL).await?;
+            self.client = Some((client, fence));
         }
-        // Just set above when it was missing.
-        Ok(self.client.as_ref().expect("client present"))
+        Ok(self.client_ref())
     }
 
-    async fn attempt(&mut self, flush: &mut Flush) -> Result<Attempt, AttemptError> {
+    /// One try at a flush. The first goes straight: `BEGIN` and the fence in
+    /// one round trip, the COPY, `COMMIT`. If PostgreSQL refuses the COPY
+    /// (a key already there, a bad row), that transaction is rolled back and
+    /// the flush is tried again carefully: under savepoints, with the merge
+    /// path and the search for refused rows.
+    async fn attempt(
+        &mut self,
+        flush: &mut Flush,
+        encoded: &mut Option<EncodedRows>,
+    ) -> Result<Attempt, AttemptError> {
         self.connect().await?;
-        let client = self.client_ref();
-        client.batch_execute("BEGIN").await?;
-        let fenced =
-            advance_offsets(client, &self.group_id, &flush.batch.topic, &flush.fences).await?;
-        if !fenced.is_empty() {
-            client.batch_execute("ROLLBACK").await?;
+        if self.merge_next > 0 {
+            self.merge_next -= 1;
+            return self.attempt_carefully(flush, true).await;
+        }
+        let encoded = encoded.get_or_insert_with(|| {
+            EncodedRows::encode(rows_to_write(&flush.batch, &BTreeMap::new()).1)
+        });
+        if let Some(fenced) = self.begin(flush).await? {
+            self.client_ref().batch_execute("ROLLBACK").await?;
+            return Ok(Attempt::Fenced(fenced));
+        }
+        match copy_in(
+            self.client_ref(),
+            &self.statements.copy,
+            encoded.stream(0..encoded.len()),
+        )
+        .await
+        {
+            Ok(()) => {}
+            Err(e) if classify(&e) == ErrorClass::Transient => return Err(e.into()),
+            Err(e) => {
+                self.client_ref().batch_execute("ROLLBACK").await?;
+                let conflict = classify(&e) == ErrorClass::Conflict;
+                if conflict {
+                    self.merge_next = MERGE_STREAK;
+                }
+                return self.attempt_carefully(flush, conflict).await;
+            }
+        }
+        fail::fail_point!("commit-before", |_| std::process::abort());
+        self.client_ref().batch_execute("COMMIT").await?;
+        Ok(Attempt::Committed {
+            rows: encoded.len(),
+            rejected: 0,
+        })
+    }
+
+    /// `BEGIN` and the fence, sent together; the fenced partitions, if any.
+    async fn begin(&self, flush: &Flush) -> Result<Option<Vec<i32>>, tokio_postgres::Error> {
+        let (client, fence) = self.client.as_ref().expect("connected during an attempt");
+        let (_, fenced) = tokio::try_join!(
+            client.batch_execute("BEGIN"),
+            advance_offsets(
+                client,
+                fence,
+                &self.group_id,
+                &flush.batch.topic,
+                &flush.fences
+            ),
+        )?;
+        Ok((!fenced.is_empty()).then_some(fenced))
+    }
+
+    /// A flush in a transaction of savepoints: the merge path when a key is
+    /// already there (`merge`: straight away), and rows PostgreSQL refuses
+    /// found and dead-lettered.
+    async fn attempt_carefully(
+        &mut self,
+        flush: &mut Flush,
+        merge: bool,
+    ) -> Result<Attempt, AttemptError> {
+        if let Some(fenced) = self.begin(flush).await? {
+            self.client_ref().batch_execute("ROLLBACK").await?;
             return Ok(Attempt::Fenced(fenced));
         }
         // Entries whose rows PostgreSQL refused, with the reason.
@@ -328,14 +430,14 @@ impl Writer {
             let (owners, rows) = rows_to_write(&flush.batch, &rejected);
             let encoded = EncodedRows::encode(rows.iter().copied());
             self.client_ref().batch_execute("SAVEPOINT batch").await?;
-            match self.copy_range(&encoded, 0..encoded.len()).await {
+            match self.copy_range(&encoded, 0..encoded.len(), merge).await {
                 Ok(()) => break encoded.len(),
                 Err(e) if classify(&e) == ErrorClass::Transient => return Err(e.into()),
                 Err(first) => {
                     self.client_ref()
                         .batch_execute("ROLLBACK TO SAVEPOINT batch")
                         .await?;
-                    let culprits = self.find_rejected(&encoded).await?;
+                    let culprits = self.find_rejected(&encoded, merge).await?;
                     if culprits.is_empty() {
                         return Err(AttemptError::NoCulprit(describe(&first)));
                     }
@@ -376,19 +478,24 @@ impl Writer {
     }
 
     fn client_ref(&self) -> &Client {
-        self.client.as_ref().expect("connected during an attempt")
+        &self.client.as_ref().expect("connected during an attempt").0
     }
 
     /// Writes rows `range`: COPY into the table, or, if a key is already
-    /// there, the merge path. Leaves the transaction as before on error.
+    /// there (or `merge`), the merge path. Leaves the transaction as before
+    /// on error.
     async fn copy_range(
         &mut self,
         rows: &EncodedRows,
         range: std::ops::Range<usize>,
+        merge: bool,
     ) -> Result<(), tokio_postgres::Error> {
-        let data = Bytes::from(rows.stream(range));
+        let data = rows.stream(range);
         let client = self.client_ref();
         client.batch_execute("SAVEPOINT copy").await?;
+        if merge {
+            return self.merge(data).await;
+        }
         match copy_in(client, &self.statements.copy, data.clone()).await {
             Ok(()) => return client.batch_execute("RELEASE SAVEPOINT copy").await,
             Err(e) if classify(&e) != ErrorClass::Conflict => {
@@ -399,7 +506,14 @@ impl Writer {
             }
             Err(_) => client.batch_execute("ROLLBACK TO SAVEPOINT copy").await?,
         }
-        // Merge path: a key of this range is already in the table.
+        self.merge(data).await
+    }
+
+    /// The merge path, inside savepoint `copy`: the rows into the staging
+    /// table, then `INSERT … ON CONFLICT DO UPDATE`. Releases the savepoint,
+    /// or on a row error rolls back to it.
+    async fn merge(&self, data: [Bytes; 3]) -> Result<(), tokio_postgres::Error> {
+        let client = self.client_ref();
         let merged = async {
             client.batch_execute(&self.statements.clear_stage).await?;
             copy_in(client, &self.statements.copy_stage, data).await?;
@@ -422,12 +536,13 @@ impl Writer {
     async fn find_rejected(
         &mut self,
         rows: &EncodedRows,
+        merge: bool,
     ) -> Result<Vec<(usize, tokio_postgres::Error)>, tokio_postgres::Error> {
         let mut culprits = Vec::new();
         let mut pending: Vec<std::ops::Range<usize>> = Vec::new();
         pending.push(0..rows.len());
         while let Some(range) = pending.pop() {
-            match self.copy_range(rows, range.clone()).await {
+            match self.copy_range(rows, range.clone(), merge).await {
                 Ok(()) => {}
                 Err(e) if classify(&e) == ErrorClass::Transient => return Err(e),
                 Err(e) if range.len() == 1 => culprits.push((range.start, e)),
@@ -471,24 +586,28 @@ fn rows_to_write<'b>(
     )
 }
 
+/// Sends a COPY stream (header, rows, trailer) as it is: no copy of the rows.
 async fn copy_in(
     client: &Client,
     statement: &str,
-    data: Bytes,
+    data: [Bytes; 3],
 ) -> Result<(), tokio_postgres::Error> {
     let sink = client.copy_in::<_, Bytes>(statement).await?;
     futures::pin_mut!(sink);
-    // With the crash points compiled in, two sends, so that one can sit in
-    // the middle of a COPY; otherwise the data goes in one piece.
+    let [header, rows, trailer] = data;
+    sink.feed(header).await?;
+    // With the crash points compiled in, the rows go in two sends, so that
+    // one can sit in the middle of a COPY.
     #[cfg(feature = "failpoints")]
     {
-        let half = data.len() / 2;
-        sink.send(data.slice(..half)).await?;
+        let half = rows.len() / 2;
+        sink.send(rows.slice(..half)).await?;
         fail::fail_point!("copy-mid", |_| std::process::abort());
-        sink.send(data.slice(half..)).await?;
+        sink.feed(rows.slice(half..)).await?;
     }
     #[cfg(not(feature = "failpoints"))]
-    sink.send(data).await?;
+    sink.feed(rows).await?;
+    sink.feed(trailer).await?;
     sink.finish().await.map(|_| ())
 }
 
@@ -496,6 +615,7 @@ async fn copy_in(
 /// partitions whose stored offset was not what this instance expected.
 async fn advance_offsets(
     client: &Client,
+    statement: &Statement,
     group: &str,
     topic: &str,
     fences: &[Fence],
@@ -504,7 +624,7 @@ async fn advance_offsets(
     let expected: Vec<Option<i64>> = fences.iter().map(|f| f.expected).collect();
     let next: Vec<i64> = fences.iter().map(|f| f.next).collect();
     let advanced = client
-        .query(FENCE_SQL, &[&group, &topic, &partitions, &expected, &next])
+        .query(statement, &[&group, &topic, &partitions, &expected, &next])
         .await?;
     let advanced: Vec<i32> = advanced.iter().map(|r| r.get(0)).collect();
     Ok(partitions
