@@ -12,16 +12,23 @@ For each mix (prices only; the four-type mix) and each of R repeats:
 Prints a markdown table of medians with min–max and writes it under
 bench/results/. Standard library only.
 
-Environment: BENCH_N (1000000), BENCH_R (3), BENCH_MIXES (prices,mix).
+Then, R times, the latency: the four-type mix at a steady rate into a running
+sink, read from the sink's own produce→commit summary on its metrics endpoint.
+
+Environment: BENCH_N (1000000), BENCH_R (3), BENCH_MIXES (prices,mix),
+BENCH_LATENCY_RATE (10000 msg/s), BENCH_LATENCY_SECONDS (60).
 """
 
+import contextlib
 import datetime
 import os
 import platform
+import socket
 import statistics
 import subprocess
 import sys
 import time
+import urllib.request
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 STATE = os.path.join(ROOT, ".state", "bench")
@@ -38,6 +45,8 @@ def env_int(name, default):
 N = env_int("BENCH_N", "1000000")
 R = env_int("BENCH_R", "3")
 MIXES = os.environ.get("BENCH_MIXES", "prices,mix").split(",")
+LAT_RATE = env_int("BENCH_LATENCY_RATE", "10000")
+LAT_SECONDS = env_int("BENCH_LATENCY_SECONDS", "60")
 if not set(MIXES) <= {"prices", "mix"}:
     sys.exit(f"BENCH_MIXES takes prices and/or mix, not {','.join(MIXES)!r}")
 ENCODINGS = "json,bincode,lz4-json"
@@ -116,8 +125,10 @@ def peak_rss_mib(pid):
     return 0.0
 
 
-def one_run(env, mix, run):
-    name = f"bench{os.getpid()}x{mix}x{run}"
+@contextlib.contextmanager
+def fresh(env, name):
+    """A database and topics (as topics.yaml, renamed) of their own; the
+    sink's environment pointing at them. Dropped afterwards."""
     topics = {t: f"{name}-crypto-{t}" for t in ["prices", "ohlcv", "analytics", "level1"]}
     env = dict(env)
     for t, topic in topics.items():
@@ -125,10 +136,8 @@ def one_run(env, mix, run):
     env["TIMESINK_GROUP_ID"] = f"{name}-group"
     admin_url = env["DATABASE_URL"]
     psql(admin_url, f"CREATE DATABASE {name}")
-    url = admin_url.rsplit("/", 1)[0] + "/" + name
-    env["DATABASE_URL"] = url
+    env["DATABASE_URL"] = admin_url.rsplit("/", 1)[0] + "/" + name
     try:
-        # Fresh topics with the partitions and configs of topics.yaml.
         spec = open(os.path.join(ROOT, "topics.yaml")).read()
         for t, topic in topics.items():
             spec = spec.replace(f"crypto-{t}:", f"{topic}:")
@@ -136,82 +145,146 @@ def one_run(env, mix, run):
         with open(spec_path, "w") as f:
             f.write(spec)
         sh(BIN, "topics", "create", "--file", spec_path, env=env)
-        types = "price" if mix == "prices" else "price,ohlcv,analytics,level1"
-        produced = sh(BIN, "produce", "--count", str(N), "--rate", "0", "--exchanges", "",
-                      "--types", types, "--encodings", ENCODINGS, env=env)
-        value_bytes = int(produced.split("(")[1].split()[0])
-        expected_rows = sum(int(l.split(":")[1].split()[0])
-                            for l in produced.splitlines() if l.strip().startswith("table "))
-
-        # Drain, from the same start as the limit below: WAL checkpointed.
-        psql(url, "CHECKPOINT")
-        nisshi = int(open(os.path.join(ROOT, ".state", "nisshi.pid")).read())
-        pg_before = cpu_ticks(postgres_pids())
-        broker_before = cpu_ticks([nisshi])
-        log = open(os.path.join(STATE, f"{name}.log"), "w")
-        started = time.monotonic()
-        sink = subprocess.Popen([BIN, "run"], env=env, stdout=subprocess.DEVNULL, stderr=log)
-        group = env["TIMESINK_GROUP_ID"]
-        deadline = started + 1800
-        # One psql session polls: a process per poll would cost a backend
-        # start each time, CPU taken from the run being measured.
-        poll = Poller(url, "SELECT coalesce(sum(next_offset), 0) FROM timesink_offsets "
-                           f"WHERE consumer_group = '{group}'")
-        try:
-            while True:
-                time.sleep(0.02)
-                if sink.poll() is not None:
-                    sys.exit(f"the sink exited early; log: {log.name}")
-                if time.monotonic() > deadline:
-                    sink.kill()
-                    sys.exit(f"the sink did not drain {N} messages within 30 min; log: {log.name}")
-                if int(poll.value() or 0) >= N:
-                    break
-        finally:
-            poll.close()
-        drain_s = time.monotonic() - started
-        sink_cpu = cpu_delta({}, cpu_ticks([sink.pid]))
-        pg_cpu = cpu_delta(pg_before, cpu_ticks(postgres_pids()))
-        broker_cpu = cpu_delta(broker_before, cpu_ticks([nisshi]))
-        rss = peak_rss_mib(sink.pid)
-        sink.terminate()
-        sink.wait(timeout=60)
-        rows = {t: int(psql(url, f"SELECT count(*) FROM {t}")) for t in TABLES}
-        total_rows = sum(rows.values())
-        if total_rows != expected_rows:
-            sys.exit(f"{name}: the sink stored {total_rows} rows, the generator sent {expected_rows}")
-
-        # The limit: PostgreSQL's own binary COPY of exactly these rows.
-        files = {}
-        for t in TABLES:
-            if rows[t]:
-                files[t] = os.path.join(STATE, f"{name}-{t}.copy")
-                # A query, not the table: a hypertable keeps its rows in chunks.
-                psql(url, f"COPY (SELECT * FROM {t}) TO '{files[t]}' (FORMAT binary)")
-        psql(url, "TRUNCATE " + ", ".join(files) + "; CHECKPOINT")
-        limit_started = time.monotonic()
-        psql(url, "BEGIN; " + " ".join(f"COPY {t} FROM '{f}' (FORMAT binary);"
-                                       for t, f in files.items()) + " COMMIT;")
-        limit_s = time.monotonic() - limit_started
-        reloaded = sum(int(psql(url, f"SELECT count(*) FROM {t}")) for t in files)
-        if reloaded != total_rows:
-            sys.exit(f"{name}: the limit COPY loaded {reloaded} rows, not {total_rows}")
-        for f in files.values():
-            os.remove(f)
-        return {
-            "rows": total_rows,
-            "drain_rows_s": total_rows / drain_s,
-            "drain_mb_s": value_bytes / drain_s / 1e6,
-            "limit_rows_s": total_rows / limit_s,
-            "ratio": (total_rows / drain_s) / (total_rows / limit_s),
-            "rss_mib": rss,
-            "cpu_sink": sink_cpu / drain_s,
-            "cpu_pg": pg_cpu / drain_s,
-            "cpu_broker": broker_cpu / drain_s,
-        }
+        yield env
     finally:
         subprocess.run(["psql", admin_url, "-qtAX", "-c",
                         f"DROP DATABASE IF EXISTS {name} WITH (FORCE)"], capture_output=True)
+
+
+def stored_offsets(env):
+    return Poller(env["DATABASE_URL"],
+                  "SELECT coalesce(sum(next_offset), 0) FROM timesink_offsets "
+                  f"WHERE consumer_group = '{env['TIMESINK_GROUP_ID']}'")
+
+
+def wait_stored(sink, poll, total, log, timeout):
+    deadline = time.monotonic() + timeout
+    while True:
+        time.sleep(0.02)
+        if sink.poll() is not None:
+            sys.exit(f"the sink exited early; log: {log.name}")
+        if time.monotonic() > deadline:
+            sink.kill()
+            sys.exit(f"the sink did not store {total} offsets within {timeout} s; log: {log.name}")
+        if int(poll.value() or 0) >= total:
+            return
+
+
+def one_run(env, mix, run):
+    name = f"bench{os.getpid()}x{mix}x{run}"
+    with fresh(env, name) as env:
+        return drain_run(env, name, mix)
+
+
+def drain_run(env, name, mix):
+    url = env["DATABASE_URL"]
+    types = "price" if mix == "prices" else "price,ohlcv,analytics,level1"
+    produced = sh(BIN, "produce", "--count", str(N), "--rate", "0", "--exchanges", "",
+                  "--types", types, "--encodings", ENCODINGS, env=env)
+    value_bytes = int(produced.split("(")[1].split()[0])
+    expected_rows = sum(int(l.split(":")[1].split()[0])
+                        for l in produced.splitlines() if l.strip().startswith("table "))
+
+    # Drain, from the same start as the limit below: WAL checkpointed.
+    psql(url, "CHECKPOINT")
+    nisshi = int(open(os.path.join(ROOT, ".state", "nisshi.pid")).read())
+    pg_before = cpu_ticks(postgres_pids())
+    broker_before = cpu_ticks([nisshi])
+    log = open(os.path.join(STATE, f"{name}.log"), "w")
+    started = time.monotonic()
+    sink = subprocess.Popen([BIN, "run"], env=env, stdout=subprocess.DEVNULL, stderr=log)
+    # One psql session polls: a process per poll would cost a backend
+    # start each time, CPU taken from the run being measured.
+    poll = stored_offsets(env)
+    try:
+        wait_stored(sink, poll, N, log, 1800)
+    finally:
+        poll.close()
+    drain_s = time.monotonic() - started
+    sink_cpu = cpu_delta({}, cpu_ticks([sink.pid]))
+    pg_cpu = cpu_delta(pg_before, cpu_ticks(postgres_pids()))
+    broker_cpu = cpu_delta(broker_before, cpu_ticks([nisshi]))
+    rss = peak_rss_mib(sink.pid)
+    sink.terminate()
+    sink.wait(timeout=60)
+    rows = {t: int(psql(url, f"SELECT count(*) FROM {t}")) for t in TABLES}
+    total_rows = sum(rows.values())
+    if total_rows != expected_rows:
+        sys.exit(f"{name}: the sink stored {total_rows} rows, the generator sent {expected_rows}")
+
+    # The limit: PostgreSQL's own binary COPY of exactly these rows.
+    files = {}
+    for t in TABLES:
+        if rows[t]:
+            files[t] = os.path.join(STATE, f"{name}-{t}.copy")
+            # A query, not the table: a hypertable keeps its rows in chunks.
+            psql(url, f"COPY (SELECT * FROM {t}) TO '{files[t]}' (FORMAT binary)")
+    psql(url, "TRUNCATE " + ", ".join(files) + "; CHECKPOINT")
+    limit_started = time.monotonic()
+    psql(url, "BEGIN; " + " ".join(f"COPY {t} FROM '{f}' (FORMAT binary);"
+                                   for t, f in files.items()) + " COMMIT;")
+    limit_s = time.monotonic() - limit_started
+    reloaded = sum(int(psql(url, f"SELECT count(*) FROM {t}")) for t in files)
+    if reloaded != total_rows:
+        sys.exit(f"{name}: the limit COPY loaded {reloaded} rows, not {total_rows}")
+    for f in files.values():
+        os.remove(f)
+    return {
+        "rows": total_rows,
+        "drain_rows_s": total_rows / drain_s,
+        "drain_mb_s": value_bytes / drain_s / 1e6,
+        "limit_rows_s": total_rows / limit_s,
+        "ratio": (total_rows / drain_s) / (total_rows / limit_s),
+        "rss_mib": rss,
+        "cpu_sink": sink_cpu / drain_s,
+        "cpu_pg": pg_cpu / drain_s,
+        "cpu_broker": broker_cpu / drain_s,
+    }
+
+
+def free_port():
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+def latency_run(env, run):
+    """The four-type mix at a steady LAT_RATE msg/s for LAT_SECONDS: the
+    sink's own summary of Kafka timestamp → database commit, per table."""
+    name = f"bench{os.getpid()}xlatencyx{run}"
+    with fresh(env, name) as env:
+        port = free_port()
+        env["TIMESINK_METRICS_LISTEN"] = f"127.0.0.1:{port}"
+        log = open(os.path.join(STATE, f"{name}.log"), "w")
+        sink = subprocess.Popen([BIN, "run"], env=env, stdout=subprocess.DEVNULL, stderr=log)
+        poll = stored_offsets(env)
+        try:
+            # Warm: the group joined and a first batch of each type written.
+            args = ["--exchanges", "", "--types", "price,ohlcv,analytics,level1",
+                    "--encodings", ENCODINGS]
+            sh(BIN, "produce", "--count", "100", "--rate", "0", *args, env=env)
+            wait_stored(sink, poll, 100, log, 120)
+            total = 100 + LAT_RATE * LAT_SECONDS
+            sh(BIN, "produce", "--count", str(LAT_RATE * LAT_SECONDS),
+               "--rate", str(LAT_RATE), *args, env=env)
+            wait_stored(sink, poll, total, log, 600)
+            with urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=10) as r:
+                text = r.read().decode()
+        finally:
+            poll.close()
+            sink.terminate()
+            sink.wait(timeout=60)
+        quantiles = {}
+        for line in text.splitlines():
+            if line.startswith("timesink_produce_to_commit_seconds{"):
+                labels, value = line.rsplit(" ", 1)
+                q = labels.split('quantile="')[1].split('"')[0]
+                quantiles.setdefault(float(q), []).append(float(value) * 1000)
+        if not quantiles:
+            sys.exit(f"{name}: the sink exported no timesink_produce_to_commit_seconds")
+        # The worst table for each quantile.
+        return {"p50_ms": max(quantiles[0.5]), "p99_ms": max(quantiles[0.99]),
+                "max_ms": max(quantiles[1.0])}
 
 
 def cell(values, fmt):
@@ -236,6 +309,12 @@ def main():
                   f"limit {r['limit_rows_s']:,.0f} rows/s, ratio {r['ratio']:.2f}, "
                   f"peak RSS {r['rss_mib']:.0f} MiB", flush=True)
             results.setdefault(mix, []).append(r)
+    latency = []
+    for run in range(1, R + 1):
+        r = latency_run(env, run)
+        print(f"latency run {run}/{R}: p50 {r['p50_ms']:.0f} ms, p99 {r['p99_ms']:.0f} ms, "
+              f"max {r['max_ms']:.0f} ms", flush=True)
+        latency.append(r)
 
     cpus = os.cpu_count()
     model = next((l.split(":", 1)[1].strip() for l in open("/proc/cpuinfo")
@@ -262,7 +341,15 @@ def main():
             f"| {cell(col('ratio'), '{:.2f}')} | {cell(col('rss_mib'), '{:.0f}')} "
             f"| {cell(col('cpu_sink'), '{:.2f}')} | {cell(col('cpu_pg'), '{:.2f}')} "
             f"| {cell(col('cpu_broker'), '{:.2f}')} |")
-    lines += ["", "CPU is in cores (CPU seconds per second of drain)."]
+    lines += ["", "CPU is in cores (CPU seconds per second of drain).", "",
+              f"Latency: the four-type mix at a steady {LAT_RATE:,} msg/s for {LAT_SECONDS} s "
+              "(BENCH_LATENCY_RATE, BENCH_LATENCY_SECONDS), from each message's Kafka "
+              "timestamp (set by the producer) to its database commit, as the sink's "
+              "`timesink_produce_to_commit_seconds` summary reports it (last 40–60 s; the "
+              "worst table). Medians of {R} runs (min–max).".replace("{R}", str(R)), "",
+              "| p50 ms | p99 ms | max ms |", "|---|---|---|",
+              "| " + " | ".join(cell([r[k] for r in latency], "{:.0f}")
+                               for k in ["p50_ms", "p99_ms", "max_ms"]) + " |"]
     table = "\n".join(lines)
     print()
     print(table)

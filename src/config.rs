@@ -56,6 +56,10 @@ pub struct Config {
     /// How often a progress line (rows/s per table, lag) is logged, in
     /// milliseconds; 0 turns it off.
     pub progress_interval_ms: u64,
+    /// Where the Prometheus scrape endpoint listens (`host:port`); empty
+    /// turns it off. Off by default, so that several instances (and tests)
+    /// can share a host; the local stack sets it.
+    pub metrics_listen: String,
 }
 
 impl Default for Config {
@@ -69,6 +73,7 @@ impl Default for Config {
             shutdown_timeout_ms: 30_000,
             max_value_bytes: 4 * 1024 * 1024,
             progress_interval_ms: 0,
+            metrics_listen: String::new(),
         }
     }
 }
@@ -454,6 +459,17 @@ impl Config {
         if self.max_value_bytes == 0 {
             return Err(invalid("max_value_bytes", "must be at least 1"));
         }
+        if !self.metrics_listen.is_empty()
+            && self.metrics_listen.parse::<std::net::SocketAddr>().is_err()
+        {
+            return Err(invalid(
+                "metrics_listen",
+                format!(
+                    "{:?} is not an address such as 0.0.0.0:9464",
+                    self.metrics_listen
+                ),
+            ));
+        }
         Ok(())
     }
 
@@ -554,6 +570,7 @@ mod tests {
                 "batch.prices.max_rows",
             ),
             ("TIMESINK_DEAD_LETTER__SUFFIX", "_dlq", "dead_letter.suffix"),
+            ("TIMESINK_METRICS_LISTEN", "localhost", "metrics_listen"),
             (
                 "TIMESINK_RDKAFKA_ENABLE_AUTO_COMMIT",
                 "true",

@@ -114,6 +114,14 @@ fn real_main() -> anyhow::Result<()> {
         .context("starting the async runtime")?;
     match cli.command {
         Command::Run => runtime.block_on(async {
+            if let Ok(addr) = config.metrics_listen.parse::<std::net::SocketAddr>() {
+                metrics_exporter_prometheus::PrometheusBuilder::new()
+                    .with_http_listener(addr)
+                    .set_quantiles(&[0.0, 0.5, 0.9, 0.99, 0.999, 1.0])
+                    .context("configuring the metrics exporter")?
+                    .install()
+                    .with_context(|| format!("serving metrics on metrics_listen = {addr}"))?;
+            }
             let shutdown = CancellationToken::new();
             tokio::spawn(signals(shutdown.clone()));
             pipeline::run(config, shutdown)

@@ -294,6 +294,7 @@ impl Writer {
                     report.rows += rows;
                     report.dead_letters += rejected;
                     report.committed = flush.fences.iter().map(|f| (f.partition, f.next)).collect();
+                    record_latency(self.table, &flush);
                     // Freeing a batch's messages and rows takes a tenth of
                     // a write: it happens off the writer's path.
                     tokio::task::spawn_blocking(move || drop(flush));
@@ -631,6 +632,18 @@ async fn advance_offsets(
         .into_iter()
         .filter(|p| !advanced.contains(p))
         .collect())
+}
+
+/// Records, for each message of a committed flush, the time from its Kafka
+/// timestamp (the producer's, or the broker's with LogAppendTime) to now.
+fn record_latency(table: &'static str, flush: &Flush) {
+    let now_ms = chrono::Utc::now().timestamp_millis();
+    let histogram = metrics::histogram!("timesink_produce_to_commit_seconds", "table" => table);
+    for entry in &flush.batch.entries {
+        if let Some(t) = entry.message.timestamp_ms.filter(|&t| t > 0 && t <= now_ms) {
+            histogram.record((now_ms - t) as f64 / 1000.0);
+        }
+    }
 }
 
 /// Sleeps, or returns true at once when `stop` is cancelled.
