@@ -41,7 +41,7 @@ use crate::write::Backoff;
 /// how long a rebalance callback or commit waits.
 const PAUSE_AFTER: Duration = Duration::from_secs(1);
 /// Messages per [`Event::Messages`] at most.
-pub const CHUNK: usize = 256;
+const CHUNK: usize = 256;
 /// One wait for room in the pipeline's queue, between rounds of commands.
 const ROOM_WAIT: Duration = Duration::from_millis(50);
 

@@ -1,10 +1,11 @@
 //! The running sink: wires consume → decode → validate → batch → write → commit.
 //!
 //! One task routes the consumer's events: it decodes and validates each
-//! message, keeps the open batches, and hands full or due batches to one
-//! writer task per table (bounded queues: a slow database slows fetching,
-//! never grows memory). Writers report back; the consumer thread commits to
-//! Kafka what the database has committed.
+//! message, keeps the open batches, and hands full or due batches to the
+//! table's preparer, which coalesces and encodes them while the table's
+//! writer task writes the previous one (bounded queues: a slow database
+//! slows fetching, never grows memory). Writers report back; the consumer
+//! thread commits to Kafka what the database has committed.
 
 use std::collections::HashMap;
 use std::sync::Arc;

@@ -86,15 +86,34 @@ impl Flush {
 pub struct Prepared {
     flush: Flush,
     /// None once the flush changed (partitions fenced off): encoded again then.
-    encoded: Option<EncodedRows>,
+    encoded: Option<Encoded>,
 }
 
 impl Prepared {
     pub fn new(flush: Flush) -> Prepared {
-        let encoded = EncodedRows::encode(rows_to_write(&flush.batch, &BTreeMap::new()).1);
+        let encoded = Encoded::new(&flush.batch, &BTreeMap::new());
         Prepared {
             flush,
             encoded: Some(encoded),
+        }
+    }
+}
+
+/// A batch's rows for COPY: for each key the later row, skipping the
+/// entries PostgreSQL refused, encoded.
+#[derive(Debug)]
+struct Encoded {
+    /// Per row, the index of the entry it came from (to dead-letter it).
+    owners: Vec<usize>,
+    rows: EncodedRows,
+}
+
+impl Encoded {
+    fn new(batch: &Batch, rejected: &BTreeMap<usize, String>) -> Encoded {
+        let (owners, rows) = rows_to_write(batch, rejected);
+        Encoded {
+            owners,
+            rows: EncodedRows::encode(rows),
         }
     }
 }
@@ -294,10 +313,10 @@ impl Writer {
                     report.rows += rows;
                     report.dead_letters += rejected;
                     report.committed = flush.fences.iter().map(|f| (f.partition, f.next)).collect();
-                    record_latency(self.table, &flush);
-                    // Freeing a batch's messages and rows takes a tenth of
-                    // a write: it happens off the writer's path.
-                    tokio::task::spawn_blocking(move || drop(flush));
+                    // Recording each message's latency and freeing the batch
+                    // take a tenth of a write: both happen off the writer's path.
+                    let (table, now_ms) = (self.table, chrono::Utc::now().timestamp_millis());
+                    tokio::task::spawn_blocking(move || record_latency(table, flush, now_ms));
                     return Some(report);
                 }
                 Ok(Attempt::Fenced(partitions)) => {
@@ -357,16 +376,16 @@ impl Writer {
     async fn attempt(
         &mut self,
         flush: &mut Flush,
-        encoded: &mut Option<EncodedRows>,
+        encoded: &mut Option<Encoded>,
     ) -> Result<Attempt, AttemptError> {
         self.connect().await?;
         if self.merge_next > 0 {
             self.merge_next -= 1;
-            return self.attempt_carefully(flush, true).await;
+            return self.attempt_carefully(flush, encoded, true).await;
         }
-        let encoded = encoded.get_or_insert_with(|| {
-            EncodedRows::encode(rows_to_write(&flush.batch, &BTreeMap::new()).1)
-        });
+        let rows = &encoded
+            .get_or_insert_with(|| Encoded::new(&flush.batch, &BTreeMap::new()))
+            .rows;
         if let Some(fenced) = self.begin(flush).await? {
             self.client_ref().batch_execute("ROLLBACK").await?;
             return Ok(Attempt::Fenced(fenced));
@@ -374,7 +393,7 @@ impl Writer {
         match copy_in(
             self.client_ref(),
             &self.statements.copy,
-            encoded.stream(0..encoded.len()),
+            rows.stream(0..rows.len()),
         )
         .await
         {
@@ -386,13 +405,13 @@ impl Writer {
                 if conflict {
                     self.merge_next = MERGE_STREAK;
                 }
-                return self.attempt_carefully(flush, conflict).await;
+                return self.attempt_carefully(flush, encoded, conflict).await;
             }
         }
         fail::fail_point!("commit-before", |_| std::process::abort());
         self.client_ref().batch_execute("COMMIT").await?;
         Ok(Attempt::Committed {
-            rows: encoded.len(),
+            rows: rows.len(),
             rejected: 0,
         })
     }
@@ -419,6 +438,7 @@ impl Writer {
     async fn attempt_carefully(
         &mut self,
         flush: &mut Flush,
+        prepared: &mut Option<Encoded>,
         merge: bool,
     ) -> Result<Attempt, AttemptError> {
         if let Some(fenced) = self.begin(flush).await? {
@@ -428,17 +448,26 @@ impl Writer {
         // Entries whose rows PostgreSQL refused, with the reason.
         let mut rejected: BTreeMap<usize, String> = BTreeMap::new();
         let rows = loop {
-            let (owners, rows) = rows_to_write(&flush.batch, &rejected);
-            let encoded = EncodedRows::encode(rows.iter().copied());
+            // The prepared rows while none is refused; then without them.
+            let fresh;
+            let Encoded {
+                owners,
+                rows: encoded,
+            } = if rejected.is_empty() {
+                prepared.get_or_insert_with(|| Encoded::new(&flush.batch, &rejected))
+            } else {
+                fresh = Encoded::new(&flush.batch, &rejected);
+                &fresh
+            };
             self.client_ref().batch_execute("SAVEPOINT batch").await?;
-            match self.copy_range(&encoded, 0..encoded.len(), merge).await {
+            match self.copy_range(encoded, 0..encoded.len(), merge).await {
                 Ok(()) => break encoded.len(),
                 Err(e) if classify(&e) == ErrorClass::Transient => return Err(e.into()),
                 Err(first) => {
                     self.client_ref()
                         .batch_execute("ROLLBACK TO SAVEPOINT batch")
                         .await?;
-                    let culprits = self.find_rejected(&encoded, merge).await?;
+                    let culprits = self.find_rejected(encoded, merge).await?;
                     if culprits.is_empty() {
                         return Err(AttemptError::NoCulprit(describe(&first)));
                     }
@@ -634,10 +663,10 @@ async fn advance_offsets(
         .collect())
 }
 
-/// Records, for each message of a committed flush, the time from its Kafka
-/// timestamp (the producer's, or the broker's with LogAppendTime) to now.
-fn record_latency(table: &'static str, flush: &Flush) {
-    let now_ms = chrono::Utc::now().timestamp_millis();
+/// Records, for each message of a flush committed at `now_ms`, the time
+/// from its Kafka timestamp (the producer's, or the broker's with
+/// LogAppendTime) to the commit; then frees the flush.
+fn record_latency(table: &'static str, flush: Flush, now_ms: i64) {
     let histogram = metrics::histogram!("timesink_produce_to_commit_seconds", "table" => table);
     for entry in &flush.batch.entries {
         if let Some(t) = entry.message.timestamp_ms.filter(|&t| t > 0 && t <= now_ms) {
