@@ -34,8 +34,10 @@ fuzz:
 	done
 
 ## timesink against PostgreSQL's own COPY of the same rows, in the same run
-## (scripts/bench.py; BENCH_N, BENCH_R, BENCH_MIXES). Writes bench/results/.
+## (scripts/bench.py; BENCH_N, BENCH_R, BENCH_MIXES, ...). Writes a table and
+## a chart (gnuplot, installed when missing) to bench/results/.
 bench: services
+	@command -v gnuplot >/dev/null || (apt-get update -qq && apt-get install -y -qq gnuplot-nox >/dev/null)
 	python3 scripts/bench.py
 
 ## Formatting and lints, as CI runs them.

@@ -13,16 +13,31 @@ Prints a markdown table of medians with min–max and writes it under
 bench/results/. Standard library only.
 
 Then, R times, the latency: the four-type mix at a steady rate into a running
-sink, read from the sink's own produce→commit summary on its metrics endpoint.
+sink, read from the sink's own summaries on its metrics endpoint: produce →
+commit, and its two parts, produce → poll (producer and broker) and poll →
+commit (the sink).
+
+Then the same drain of the mix and latency with fixed batches: the defaults
+of seed 002 (`batch.adaptive = false`), R times, and one run per fixed batch
+size of BENCH_SWEEP (100,1000,10000 rows), for the chart: throughput and p99
+against batch size, adaptive as a line across (bench/results/<time>.png,
+drawn by gnuplot).
+
+Last, the stall: a backlog of the mix, PostgreSQL stopped (SIGSTOP) for
+BENCH_STALL_SECONDS (30) while the sink drains it; the sink's RSS sampled
+through the stall must stay flat, its fetching paused.
 
 Environment: BENCH_N (1000000), BENCH_R (3), BENCH_MIXES (prices,mix),
-BENCH_LATENCY_RATE (10000 msg/s), BENCH_LATENCY_SECONDS (60).
+BENCH_LATENCY_RATE (10000 msg/s), BENCH_LATENCY_SECONDS (60), BENCH_SWEEP,
+BENCH_STALL_SECONDS.
 """
 
 import contextlib
 import datetime
 import os
 import platform
+import shutil
+import signal
 import socket
 import statistics
 import subprocess
@@ -47,11 +62,27 @@ R = env_int("BENCH_R", "3")
 MIXES = os.environ.get("BENCH_MIXES", "prices,mix").split(",")
 LAT_RATE = env_int("BENCH_LATENCY_RATE", "10000")
 LAT_SECONDS = env_int("BENCH_LATENCY_SECONDS", "60")
+SWEEP = [int(b) for b in os.environ.get("BENCH_SWEEP", "100,1000,10000").split(",") if b]
+STALL_SECONDS = env_int("BENCH_STALL_SECONDS", "30")
 if not set(MIXES) <= {"prices", "mix"}:
     sys.exit(f"BENCH_MIXES takes prices and/or mix, not {','.join(MIXES)!r}")
 ENCODINGS = "json,bincode,lz4-json"
 TABLES = ["crypto_prices", "ohlcv_data", "market_analytics", "level1_quotes"]
 TICK = os.sysconf("SC_CLK_TCK")
+TYPES = ["PRICES", "OHLCV", "ANALYTICS", "LEVEL1"]
+# Seed 002's batches as they are: each waits its linger, one transaction each.
+FIXED = {"TIMESINK_BATCH__ADAPTIVE": "false"}
+
+
+def fixed_size(rows):
+    """Every type batched by `rows` exactly, the linger long enough to fill
+    it at the latency run's rate."""
+    env = dict(FIXED)
+    for t in TYPES:
+        env[f"TIMESINK_BATCH__{t}__MAX_ROWS"] = str(rows)
+        env[f"TIMESINK_BATCH__{t}__MAX_BYTES"] = str(64 * 2**20)
+        env[f"TIMESINK_BATCH__{t}__LINGER_MS"] = "10000"
+    return env
 
 
 def sh(*args, **kw):
@@ -170,20 +201,27 @@ def wait_stored(sink, poll, total, log, timeout):
             return
 
 
-def one_run(env, mix, run):
-    name = f"bench{os.getpid()}x{mix}x{run}"
+def one_run(env, mix, run, tag="", extra=None):
+    name = f"bench{os.getpid()}x{mix}{tag}x{run}"
     with fresh(env, name) as env:
+        env.update(extra or {})
         return drain_run(env, name, mix)
 
 
-def drain_run(env, name, mix):
-    url = env["DATABASE_URL"]
+def preload(env, mix):
+    """Produces N messages of the mix: (value bytes, rows the sink will store)."""
     types = "price" if mix == "prices" else "price,ohlcv,analytics,level1"
     produced = sh(BIN, "produce", "--count", str(N), "--rate", "0", "--exchanges", "",
                   "--types", types, "--encodings", ENCODINGS, env=env)
     value_bytes = int(produced.split("(")[1].split()[0])
     expected_rows = sum(int(l.split(":")[1].split()[0])
                         for l in produced.splitlines() if l.strip().startswith("table "))
+    return value_bytes, expected_rows
+
+
+def drain_run(env, name, mix):
+    url = env["DATABASE_URL"]
+    value_bytes, expected_rows = preload(env, mix)
 
     # Drain, from the same start as the limit below: WAL checkpointed.
     psql(url, "CHECKPOINT")
@@ -248,11 +286,31 @@ def free_port():
         return sock.getsockname()[1]
 
 
-def latency_run(env, run):
+def scrape(port):
+    with urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=10) as r:
+        return r.read().decode()
+
+
+def summary(text, metric):
+    """{quantile: [value in ms, one per table]} of a summary the sink exports."""
+    quantiles = {}
+    for line in text.splitlines():
+        if line.startswith(metric + "{") and "quantile=" in line:
+            labels, value = line.rsplit(" ", 1)
+            q = labels.split('quantile="')[1].split('"')[0]
+            quantiles.setdefault(float(q), []).append(float(value) * 1000)
+    if not quantiles:
+        sys.exit(f"the sink exported no {metric}")
+    return quantiles
+
+
+def latency_run(env, run, tag="", extra=None):
     """The four-type mix at a steady LAT_RATE msg/s for LAT_SECONDS: the
-    sink's own summary of Kafka timestamp → database commit, per table."""
-    name = f"bench{os.getpid()}xlatencyx{run}"
+    sink's own summaries of Kafka timestamp → database commit per table, and
+    of its two parts (before the sink polled the message, and after)."""
+    name = f"bench{os.getpid()}xlatency{tag}x{run}"
     with fresh(env, name) as env:
+        env.update(extra or {})
         port = free_port()
         env["TIMESINK_METRICS_LISTEN"] = f"127.0.0.1:{port}"
         log = open(os.path.join(STATE, f"{name}.log"), "w")
@@ -268,23 +326,104 @@ def latency_run(env, run):
             sh(BIN, "produce", "--count", str(LAT_RATE * LAT_SECONDS),
                "--rate", str(LAT_RATE), *args, env=env)
             wait_stored(sink, poll, total, log, 600)
-            with urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=10) as r:
-                text = r.read().decode()
+            text = scrape(port)
         finally:
             poll.close()
             sink.terminate()
             sink.wait(timeout=60)
-        quantiles = {}
-        for line in text.splitlines():
-            if line.startswith("timesink_produce_to_commit_seconds{"):
-                labels, value = line.rsplit(" ", 1)
-                q = labels.split('quantile="')[1].split('"')[0]
-                quantiles.setdefault(float(q), []).append(float(value) * 1000)
-        if not quantiles:
-            sys.exit(f"{name}: the sink exported no timesink_produce_to_commit_seconds")
+        total = summary(text, "timesink_produce_to_commit_seconds")
+        before = summary(text, "timesink_produce_to_poll_seconds")
+        own = summary(text, "timesink_poll_to_commit_seconds")
         # The worst table for each quantile.
-        return {"p50_ms": max(quantiles[0.5]), "p99_ms": max(quantiles[0.99]),
-                "max_ms": max(quantiles[1.0])}
+        return {"p50_ms": max(total[0.5]), "p99_ms": max(total[0.99]),
+                "max_ms": max(total[1.0]), "broker_p99_ms": max(before[0.99]),
+                "sink_p50_ms": max(own[0.5]), "sink_p99_ms": max(own[0.99])}
+
+
+def stall_run(env):
+    """A backlog of the mix; once the sink writes, PostgreSQL is stopped
+    (SIGSTOP, every server process) for STALL_SECONDS. The sink's RSS is
+    sampled through the stall; its fetching must pause and its memory stay
+    flat. Then everything must arrive."""
+    name = f"bench{os.getpid()}xstall"
+    with fresh(env, name) as env:
+        port = free_port()
+        env["TIMESINK_METRICS_LISTEN"] = f"127.0.0.1:{port}"
+        _, expected_rows = preload(env, "mix")
+        log = open(os.path.join(STATE, f"{name}.log"), "w")
+        sink = subprocess.Popen([BIN, "run"], env=env, stdout=subprocess.DEVNULL, stderr=log)
+        poll = stored_offsets(env)
+        stopped = []
+        try:
+            wait_stored(sink, poll, N // 10, log, 300)
+            stopped = postgres_pids()
+            for pid in stopped:
+                os.kill(pid, signal.SIGSTOP)
+            started = time.monotonic()
+            samples = []  # (seconds into the stall, RSS MiB)
+            while (at := time.monotonic() - started) < STALL_SECONDS:
+                with open(f"/proc/{sink.pid}/status") as f:
+                    rss = next(int(l.split()[1]) / 1024 for l in f if l.startswith("VmRSS:"))
+                samples.append((at, rss))
+                time.sleep(0.5)
+            paused = any(l.startswith("timesink_consumer_paused ") and l.split()[1] == "1"
+                         for l in scrape(port).splitlines())
+        finally:
+            for pid in stopped:
+                os.kill(pid, signal.SIGCONT)
+        try:
+            wait_stored(sink, poll, N, log, 600)
+        finally:
+            poll.close()
+            sink.terminate()
+            sink.wait(timeout=60)
+        rows = sum(int(psql(env["DATABASE_URL"], f"SELECT count(*) FROM {t}")) for t in TABLES)
+        if rows != expected_rows:
+            sys.exit(f"{name}: the sink stored {rows} rows after the stall, not {expected_rows}")
+        # The pipeline fills in the first seconds of the stall; from then on
+        # nothing may grow.
+        settled = [rss for at, rss in samples if at >= 5] or [samples[-1][1]]
+        return {"at_stop": samples[0][1], "min": min(settled), "max": max(settled),
+                "spread": (max(settled) - min(settled)) / min(settled), "paused": paused,
+                "samples": samples}
+
+
+def chart(path, sweep, adaptive_drain, limit, adaptive_p99):
+    """Throughput and p99 against the fixed batch size, adaptive across."""
+    if not shutil.which("gnuplot"):
+        print("gnuplot not found (apt-get install gnuplot-nox): no chart")
+        return False
+    data = path + ".dat"
+    with open(data, "w") as f:
+        for rows, r in sorted(sweep.items()):
+            f.write(f"{rows} {r['drain_rows_s']:.0f} {r['p99_ms']:.1f} {r['sink_p99_ms']:.1f}\n")
+    script = f"""
+set terminal pngcairo size 1100,450 font ",10"
+set output '{path}'
+set multiplot layout 1,2 title "timesink: fixed batch size against adaptive (mix, {N:,} messages; latency at {LAT_RATE:,} msg/s)"
+set logscale x
+set xlabel "fixed batch size (rows)"
+set grid
+set key bottom right
+set ylabel "drain rows/s"
+set yrange [0:*]
+plot '{data}' using 1:2 with linespoints lw 2 pt 7 title "fixed", \
+     {adaptive_drain:.0f} with lines dt 2 lw 2 title "adaptive", \\
+     {0.8 * limit:.0f} with lines dt 4 lc "black" title "0.8 × PostgreSQL COPY (target)"
+set ylabel "p99 latency ms"
+set logscale y
+set yrange [*:*]
+set key top left
+plot '{data}' using 1:3 with linespoints lw 2 pt 7 title "fixed, produce→commit", \
+     '{data}' using 1:4 with linespoints lw 2 pt 5 title "fixed, poll→commit (sink)", \
+     {adaptive_p99[0]:.1f} with lines dt 2 lw 2 title "adaptive, produce→commit", \
+     {adaptive_p99[1]:.1f} with lines dt 3 lw 2 title "adaptive, poll→commit (sink)", \\
+     50 with lines dt 4 lc "black" title "50 ms (target)"
+unset multiplot
+"""
+    subprocess.run(["gnuplot"], input=script, text=True, check=True)
+    os.remove(data)
+    return True
 
 
 def cell(values, fmt):
@@ -294,6 +433,10 @@ def cell(values, fmt):
     return f"{fmt.format(med)} ({fmt.format(min(values))}–{fmt.format(max(values))})"
 
 
+def say(text):
+    print(text, flush=True)
+
+
 def main():
     os.makedirs(STATE, exist_ok=True)
     os.chmod(STATE, 0o1777)  # the server (user postgres) writes the COPY files here
@@ -301,20 +444,47 @@ def main():
     subprocess.run(["cargo", "build", "--release", "--quiet"], cwd=ROOT, check=True)
     env = services_env()
     env["RUST_LOG"] = "warn"
+    stamp = datetime.datetime.now()
+
+    def drain_line(label, r):
+        say(f"{label}: drain {r['drain_rows_s']:,.0f} rows/s, limit {r['limit_rows_s']:,.0f} "
+            f"rows/s, ratio {r['ratio']:.2f}, peak RSS {r['rss_mib']:.0f} MiB")
+
+    def latency_line(label, r):
+        say(f"{label}: p50 {r['p50_ms']:.0f} ms, p99 {r['p99_ms']:.0f} ms, max "
+            f"{r['max_ms']:.0f} ms (before the sink p99 {r['broker_p99_ms']:.0f} ms; "
+            f"in the sink p50 {r['sink_p50_ms']:.0f}, p99 {r['sink_p99_ms']:.0f} ms)")
+
     results = {}
     for mix in MIXES:
         for run in range(1, R + 1):
             r = one_run(env, mix, run)
-            print(f"{mix} run {run}/{R}: drain {r['drain_rows_s']:,.0f} rows/s, "
-                  f"limit {r['limit_rows_s']:,.0f} rows/s, ratio {r['ratio']:.2f}, "
-                  f"peak RSS {r['rss_mib']:.0f} MiB", flush=True)
+            drain_line(f"{mix} run {run}/{R}", r)
             results.setdefault(mix, []).append(r)
-    latency = []
+    latency = {"adaptive": [], "fixed": []}
     for run in range(1, R + 1):
         r = latency_run(env, run)
-        print(f"latency run {run}/{R}: p50 {r['p50_ms']:.0f} ms, p99 {r['p99_ms']:.0f} ms, "
-              f"max {r['max_ms']:.0f} ms", flush=True)
-        latency.append(r)
+        latency_line(f"latency run {run}/{R}", r)
+        latency["adaptive"].append(r)
+    fixed_drain = []
+    for run in range(1, R + 1):
+        r = one_run(env, "mix", run, "fixed", FIXED)
+        drain_line(f"mix, fixed batches, run {run}/{R}", r)
+        fixed_drain.append(r)
+        r = latency_run(env, run, "fixed", FIXED)
+        latency_line(f"latency, fixed batches, run {run}/{R}", r)
+        latency["fixed"].append(r)
+    sweep = {}
+    for rows in SWEEP:
+        d = one_run(env, "mix", 1, f"b{rows}", fixed_size(rows))
+        r = latency_run(env, 1, f"b{rows}", fixed_size(rows))
+        sweep[rows] = {**r, "drain_rows_s": d["drain_rows_s"], "ratio": d["ratio"]}
+        say(f"fixed batch {rows} rows: drain {d['drain_rows_s']:,.0f} rows/s, "
+            f"p99 {r['p99_ms']:.0f} ms (in the sink {r['sink_p99_ms']:.0f} ms)")
+    stall = stall_run(env)
+    say(f"stall {STALL_SECONDS} s: RSS {stall['at_stop']:.0f} MiB at the stop, "
+        f"{stall['min']:.0f}–{stall['max']:.0f} MiB from 5 s on "
+        f"({stall['spread']:.1%}), fetching paused: {stall['paused']}")
 
     cpus = os.cpu_count()
     model = next((l.split(":", 1)[1].strip() for l in open("/proc/cpuinfo")
@@ -322,43 +492,88 @@ def main():
     mem_gib = os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES") / 2**30
     timescale = "with TimescaleDB" if os.path.exists(
         "/usr/lib/postgresql/15/lib/timescaledb.so") else "plain PostgreSQL 15"
+    col = lambda rs, k: [r[k] for r in rs]  # noqa: E731
     lines = [
         f"# timesink bench, {datetime.datetime.now(datetime.timezone.utc):%Y-%m-%d %H:%M} UTC",
         "",
-        f"Command: `BENCH_N={N} BENCH_R={R} BENCH_MIXES={','.join(MIXES)} make bench`  ",
+        f"Command: `BENCH_N={N} BENCH_R={R} BENCH_MIXES={','.join(MIXES)} "
+        f"BENCH_SWEEP={','.join(map(str, SWEEP))} make bench`  ",
         f"Machine: {cpus} CPUs ({model}), {mem_gib:.0f} GiB; {timescale}; nisshi 0.8.1 (memory)  ",
         f"Messages: {N:,} per run, encodings {ENCODINGS}; medians of {R} runs (min–max).",
+        "",
+        "## Drain against PostgreSQL's own COPY (adaptive batching, the default)",
         "",
         "| mix | rows | drain rows/s | drain MB/s | PostgreSQL COPY rows/s | drain / COPY "
         "| peak RSS MiB | CPU sink | CPU PostgreSQL | CPU broker |",
         "|---|---|---|---|---|---|---|---|---|---|",
     ]
     for mix, rs in results.items():
-        col = lambda k: [r[k] for r in rs]  # noqa: E731
         lines.append(
-            f"| {mix} | {rs[0]['rows']:,} | {cell(col('drain_rows_s'), '{:,.0f}')} "
-            f"| {cell(col('drain_mb_s'), '{:.1f}')} | {cell(col('limit_rows_s'), '{:,.0f}')} "
-            f"| {cell(col('ratio'), '{:.2f}')} | {cell(col('rss_mib'), '{:.0f}')} "
-            f"| {cell(col('cpu_sink'), '{:.2f}')} | {cell(col('cpu_pg'), '{:.2f}')} "
-            f"| {cell(col('cpu_broker'), '{:.2f}')} |")
-    lines += ["", "CPU is in cores (CPU seconds per second of drain).", "",
-              f"Latency: the four-type mix at a steady {LAT_RATE:,} msg/s for {LAT_SECONDS} s "
-              "(BENCH_LATENCY_RATE, BENCH_LATENCY_SECONDS), from each message's Kafka "
-              "timestamp (set by the producer) to its database commit, as the sink's "
-              "`timesink_produce_to_commit_seconds` summary reports it (last 40–60 s; the "
-              "worst table). Medians of {R} runs (min–max).".replace("{R}", str(R)), "",
-              "| p50 ms | p99 ms | max ms |", "|---|---|---|",
-              "| " + " | ".join(cell([r[k] for r in latency], "{:.0f}")
-                               for k in ["p50_ms", "p99_ms", "max_ms"]) + " |"]
+            f"| {mix} | {rs[0]['rows']:,} | {cell(col(rs, 'drain_rows_s'), '{:,.0f}')} "
+            f"| {cell(col(rs, 'drain_mb_s'), '{:.1f}')} "
+            f"| {cell(col(rs, 'limit_rows_s'), '{:,.0f}')} "
+            f"| {cell(col(rs, 'ratio'), '{:.2f}')} | {cell(col(rs, 'rss_mib'), '{:.0f}')} "
+            f"| {cell(col(rs, 'cpu_sink'), '{:.2f}')} | {cell(col(rs, 'cpu_pg'), '{:.2f}')} "
+            f"| {cell(col(rs, 'cpu_broker'), '{:.2f}')} |")
+    lines += [
+        "", "CPU is in cores (CPU seconds per second of drain).", "",
+        "## Latency, and adaptive against fixed batches", "",
+        f"Latency: the four-type mix at a steady {LAT_RATE:,} msg/s for {LAT_SECONDS} s "
+        "(BENCH_LATENCY_RATE, BENCH_LATENCY_SECONDS), from each message's Kafka timestamp "
+        "(set by the producer) to its database commit, as the sink's own summaries report "
+        "it (last 40–60 s; the worst table): `timesink_produce_to_commit_seconds`, and its "
+        "parts `timesink_produce_to_poll_seconds` (producer and broker, before the sink "
+        "has the message) and `timesink_poll_to_commit_seconds` (the sink). Fixed: "
+        "`batch.adaptive = false`, seed 002's sizes and lingers, one transaction per batch. "
+        f"Drain: the mix, as above. Medians of {R} runs (min–max).", "",
+        "| batching | drain rows/s | drain / COPY | p50 ms | p99 ms | max ms "
+        "| p99 before the sink ms | sink p50 ms | sink p99 ms |",
+        "|---|---|---|---|---|---|---|---|---|",
+    ]
+    drains = {"adaptive": results.get("mix"), "fixed": fixed_drain}
+    for mode in ["adaptive", "fixed"]:
+        lat, dr = latency[mode], drains[mode]
+        d = (f"{cell(col(dr, 'drain_rows_s'), '{:,.0f}')} | {cell(col(dr, 'ratio'), '{:.2f}')}"
+             if dr else "– | –")
+        lines.append(f"| {mode} | {d} | " + " | ".join(
+            cell(col(lat, k), "{:.0f}") for k in
+            ["p50_ms", "p99_ms", "max_ms", "broker_p99_ms", "sink_p50_ms", "sink_p99_ms"]) + " |")
+    png = os.path.join(ROOT, "bench", "results", f"{stamp:%Y%m%d-%H%M%S}.png")
+    lines += [
+        "", f"## Fixed batch size (one run each; chart: `{os.path.basename(png)}`)", "",
+        "Every type batched by exactly this many rows (linger 10 s, one transaction each).",
+        "", "| batch rows | drain rows/s | drain / COPY | p99 ms | sink p99 ms |",
+        "|---|---|---|---|---|",
+    ]
+    for rows, r in sorted(sweep.items()):
+        lines.append(f"| {rows:,} | {r['drain_rows_s']:,.0f} | {r['ratio']:.2f} "
+                     f"| {r['p99_ms']:.0f} | {r['sink_p99_ms']:.0f} |")
+    lines += [
+        "", f"## PostgreSQL stalled {STALL_SECONDS} s under a backlog", "",
+        f"The mix, {N:,} messages preloaded; once a tenth is stored every PostgreSQL "
+        f"process gets SIGSTOP for {STALL_SECONDS} s (BENCH_STALL_SECONDS), then SIGCONT; "
+        "the sink's RSS sampled every 0.5 s. All rows arrived afterwards.", "",
+        "| RSS at the stop MiB | RSS from 5 s on, min–max MiB | spread | fetching paused |",
+        "|---|---|---|---|",
+        f"| {stall['at_stop']:.0f} | {stall['min']:.0f}–{stall['max']:.0f} "
+        f"| {stall['spread']:.1%} | {'yes' if stall['paused'] else 'no'} |",
+    ]
     table = "\n".join(lines)
     print()
     print(table)
     out_dir = os.path.join(ROOT, "bench", "results")
     os.makedirs(out_dir, exist_ok=True)
-    out = os.path.join(out_dir, f"{datetime.datetime.now():%Y%m%d-%H%M%S}.md")
+    out = os.path.join(out_dir, f"{stamp:%Y%m%d-%H%M%S}.md")
     with open(out, "w") as f:
         f.write(table + "\n")
     print(f"\nwritten to {os.path.relpath(out, ROOT)}")
+    if sweep and latency["adaptive"] and results.get("mix"):
+        adaptive = latency["adaptive"]
+        if chart(png, sweep, statistics.median(col(results["mix"], "drain_rows_s")),
+                 statistics.median(col(results["mix"], "limit_rows_s")),
+                 (statistics.median(col(adaptive, "p99_ms")),
+                  statistics.median(col(adaptive, "sink_p99_ms")))):
+            print(f"chart: {os.path.relpath(png, ROOT)}")
 
 
 if __name__ == "__main__":

@@ -1,7 +1,13 @@
 //! Batch stage: decoded messages → one batch per topic, flushed on rows,
 //! bytes or age, whichever comes first.
 //!
-//! Pure: the caller passes the current instant in. A batch keeps every message
+//! The age (linger) adapts: a table's batches wait about twice as long as
+//! its recent transactions took (times the topics sharing its writer), within
+//! the configured `[min_linger, linger]`. A fast database gets small batches
+//! at once (low latency); a slow one, or a busy writer, larger and fewer (the
+//! writer keeps up). With a fixed linger the configured one is used as is.
+//!
+//! Pure: the caller passes the current instant and the observed write times in. A batch keeps every message
 //! it covers, the invalid ones too, because a dead letter repeats the original
 //! bytes and the stored offset must move past it.
 
@@ -19,9 +25,21 @@ pub struct Limits {
     pub max_rows: usize,
     /// Flush once the messages of the batch hold this many bytes.
     pub max_bytes: usize,
-    /// Flush once the oldest message of the batch has waited this long.
+    /// Flush once the oldest message of the batch has waited this long; the
+    /// upper bound of an adaptive linger.
     pub linger: Duration,
+    /// The lower bound of an adaptive linger.
+    pub min_linger: Duration,
 }
+
+/// The share of its time a table's writer is meant to spend in transactions:
+/// the rest is headroom for bursts. Adaptive lingers aim at it.
+const TARGET_BUSY: f64 = 0.5;
+/// The weight of the newest write time in the running average.
+const WRITE_TIME_WEIGHT: f64 = 0.2;
+/// Longer write times (an outage, retries) count as this long, so that the
+/// average comes back within a few transactions once the database does.
+const WRITE_TIME_CAP: Duration = Duration::from_secs(10);
 
 /// What became of one message.
 #[derive(Debug, Clone, PartialEq)]
@@ -144,15 +162,58 @@ impl Batch {
     }
 }
 
+/// An open batch and when it is due.
+#[derive(Debug)]
+struct Open {
+    batch: Batch,
+    limits: Limits,
+    deadline: Instant,
+}
+
 /// The open batches, one per topic.
 #[derive(Debug, Default)]
 pub struct Batcher {
-    open: HashMap<Arc<str>, (Batch, Limits)>,
+    open: HashMap<Arc<str>, Open>,
+    /// Whether lingers adapt to the write times (else the configured linger).
+    adaptive: bool,
+    /// Per table, the running average of its transactions' durations, in
+    /// seconds: what an adaptive linger follows.
+    write_secs: HashMap<DataType, f64>,
 }
 
 impl Batcher {
-    pub fn new() -> Batcher {
-        Batcher::default()
+    pub fn new(adaptive: bool) -> Batcher {
+        Batcher {
+            adaptive,
+            ..Batcher::default()
+        }
+    }
+
+    /// A table's writer finished a transaction that took `took`.
+    pub fn observe_write(&mut self, data_type: DataType, took: Duration) {
+        let took = took.min(WRITE_TIME_CAP).as_secs_f64();
+        let mean = self.write_secs.entry(data_type).or_insert(took);
+        *mean += WRITE_TIME_WEIGHT * (took - *mean);
+    }
+
+    /// The linger of a batch of this table opened now: fixed, or long enough
+    /// that the table's writer is busy about `TARGET_BUSY` of the time. The
+    /// topics of the table with a batch open share its writer, so each
+    /// waits for all of them.
+    pub fn linger(&self, data_type: DataType, limits: &Limits) -> Duration {
+        if !self.adaptive {
+            return limits.linger;
+        }
+        let sharing = 1 + self
+            .open
+            .values()
+            .filter(|o| o.batch.data_type == data_type)
+            .count();
+        let write = self.write_secs.get(&data_type).copied().unwrap_or(0.0);
+        let linger = Duration::from_secs_f64(write * sharing as f64 / TARGET_BUSY);
+        linger
+            .min(limits.linger)
+            .max(limits.min_linger.min(limits.linger))
     }
 
     /// Adds a message to its topic's batch; returns the batch if it is now full.
@@ -163,14 +224,24 @@ impl Batcher {
         limits: Limits,
         now: Instant,
     ) -> Option<Batch> {
-        let topic = entry.message.topic.clone();
-        let (batch, _) = self
-            .open
-            .entry(topic.clone())
-            .or_insert_with(|| (Batch::new(topic.clone(), data_type, now), limits));
-        batch.push(entry);
-        if batch.is_full(&limits) {
-            self.open.remove(&topic).map(|(b, _)| b)
+        let topic = &entry.message.topic;
+        if !self.open.contains_key(topic) {
+            let deadline = now + self.linger(data_type, &limits);
+            let batch = Batch::new(topic.clone(), data_type, now);
+            self.open.insert(
+                topic.clone(),
+                Open {
+                    batch,
+                    limits,
+                    deadline,
+                },
+            );
+        }
+        let topic = topic.clone();
+        let open = self.open.get_mut(&topic)?;
+        open.batch.push(entry);
+        if open.batch.is_full(&open.limits) {
+            self.open.remove(&topic).map(|o| o.batch)
         } else {
             None
         }
@@ -178,7 +249,7 @@ impl Batcher {
 
     /// The earliest instant at which an open batch reaches its linger.
     pub fn next_deadline(&self) -> Option<Instant> {
-        self.open.values().map(|(b, l)| b.opened + l.linger).min()
+        self.open.values().map(|o| o.deadline).min()
     }
 
     /// Takes the batches whose linger has passed.
@@ -186,25 +257,25 @@ impl Batcher {
         let due: Vec<Arc<str>> = self
             .open
             .iter()
-            .filter(|(_, (b, l))| b.opened + l.linger <= now)
+            .filter(|(_, o)| o.deadline <= now)
             .map(|(t, _)| t.clone())
             .collect();
         due.iter()
             .filter_map(|t| self.open.remove(t))
-            .map(|(b, _)| b)
+            .map(|o| o.batch)
             .collect()
     }
 
     /// Takes every open batch (at shutdown).
     pub fn take_all(&mut self) -> Vec<Batch> {
-        self.open.drain().map(|(_, (b, _))| b).collect()
+        self.open.drain().map(|(_, o)| o.batch).collect()
     }
 
     /// Drops what is buffered for these partitions of a topic.
     pub fn drop_partitions(&mut self, topic: &str, partitions: &[i32]) {
-        if let Some((batch, _)) = self.open.get_mut(topic) {
-            batch.remove_partitions(partitions);
-            if batch.is_empty() {
+        if let Some(open) = self.open.get_mut(topic) {
+            open.batch.remove_partitions(partitions);
+            if open.batch.is_empty() {
                 self.open.remove(topic);
             }
         }
@@ -212,7 +283,7 @@ impl Batcher {
 
     /// Rows buffered in all open batches.
     pub fn buffered_rows(&self) -> usize {
-        self.open.values().map(|(b, _)| b.rows).sum()
+        self.open.values().map(|o| o.batch.rows).sum()
     }
 }
 
@@ -229,6 +300,7 @@ mod tests {
             value: Some(vec![b'x'; len]),
             headers: vec![],
             timestamp_ms: None,
+            polled_ms: 0,
         }
     }
 
@@ -253,12 +325,13 @@ mod tests {
         max_rows: 3,
         max_bytes: 1000,
         linger: Duration::from_millis(10),
+        min_linger: Duration::from_millis(1),
     };
 
     #[test]
     fn flushes_on_rows() {
         let t: Arc<str> = "crypto-level1".into();
-        let mut b = Batcher::new();
+        let mut b = Batcher::new(false);
         let now = Instant::now();
         for offset in 0..2 {
             let e = Entry {
@@ -289,7 +362,7 @@ mod tests {
     #[test]
     fn flushes_on_bytes_and_on_age() {
         let t: Arc<str> = "crypto-prices".into();
-        let mut b = Batcher::new();
+        let mut b = Batcher::new(false);
         let now = Instant::now();
         let e = Entry {
             message: message(&t, 0, 0, 2000),
@@ -315,7 +388,7 @@ mod tests {
     #[test]
     fn batches_are_per_topic_and_partitions_can_be_dropped() {
         let (a, c): (Arc<str>, Arc<str>) = ("crypto-prices".into(), "crypto-prices-binance".into());
-        let mut b = Batcher::new();
+        let mut b = Batcher::new(false);
         let now = Instant::now();
         b.push(
             DataType::Price,
@@ -350,5 +423,57 @@ mod tests {
         assert_eq!(all.len(), 2);
         assert_eq!(all[0].rows, 1);
         assert_eq!(all[0].spans.keys().copied().collect::<Vec<_>>(), [0]);
+    }
+
+    #[test]
+    fn adaptive_linger_follows_write_times_within_bounds() {
+        let limits = Limits {
+            max_rows: 1000,
+            max_bytes: 1 << 20,
+            linger: Duration::from_millis(50),
+            min_linger: Duration::from_millis(1),
+        };
+        let ms = |d: Duration| d.as_secs_f64() * 1000.0;
+        let mut b = Batcher::new(true);
+        // Nothing written yet: as soon as allowed.
+        assert_eq!(b.linger(DataType::Price, &limits), limits.min_linger);
+        // Writes of 4 ms: batches wait twice that, the writer half busy.
+        b.observe_write(DataType::Price, Duration::from_millis(4));
+        assert!((ms(b.linger(DataType::Price, &limits)) - 8.0).abs() < 0.01);
+        // Another table's writes do not count.
+        assert_eq!(b.linger(DataType::Level1, &limits), limits.min_linger);
+        // Slower writes lengthen it, up to the bound.
+        for _ in 0..50 {
+            b.observe_write(DataType::Price, Duration::from_millis(20));
+        }
+        assert!((ms(b.linger(DataType::Price, &limits)) - 40.0).abs() < 0.1);
+        b.observe_write(DataType::Price, Duration::from_secs(3600));
+        assert_eq!(b.linger(DataType::Price, &limits), limits.linger);
+        // An outage counts as 10 s at most: the average comes back within
+        // a few dozen transactions.
+        for _ in 0..40 {
+            b.observe_write(DataType::Price, Duration::from_millis(2));
+        }
+        assert!(ms(b.linger(DataType::Price, &limits)) < 5.0);
+
+        // Two topics of a table with batches open share its writer: the
+        // second waits for both.
+        let (p, q): (Arc<str>, Arc<str>) = ("crypto-prices".into(), "crypto-prices-x".into());
+        let now = Instant::now();
+        let entry = |topic: &Arc<str>| Entry {
+            message: message(topic, 0, 0, 1),
+            outcome: rows(1),
+        };
+        let one = b.linger(DataType::Price, &limits);
+        b.push(DataType::Price, entry(&p), limits, now);
+        assert_eq!(b.next_deadline(), Some(now + one));
+        b.push(DataType::Price, entry(&q), limits, now);
+        let two = b.linger(DataType::Price, &limits);
+        assert!(two > one);
+
+        // Fixed: the configured linger, whatever the write times.
+        let mut fixed = Batcher::new(false);
+        fixed.observe_write(DataType::Price, Duration::from_millis(4));
+        assert_eq!(fixed.linger(DataType::Price, &limits), limits.linger);
     }
 }

@@ -207,8 +207,16 @@ pub struct BatchLimits {
     pub max_rows: usize,
     /// Flush when the batch's messages hold this many bytes.
     pub max_bytes: usize,
-    /// Flush when the oldest message has waited this many milliseconds.
+    /// Flush when the oldest message has waited this many milliseconds: the
+    /// linger when `batch.adaptive` is off, its upper bound when on.
     pub linger_ms: u64,
+    /// The lower bound of the adaptive linger, in milliseconds.
+    #[serde(default = "default_min_linger_ms")]
+    pub min_linger_ms: u64,
+}
+
+fn default_min_linger_ms() -> u64 {
+    1
 }
 
 impl BatchLimits {
@@ -217,14 +225,25 @@ impl BatchLimits {
             max_rows: self.max_rows,
             max_bytes: self.max_bytes,
             linger: Duration::from_millis(self.linger_ms),
+            min_linger: Duration::from_millis(self.min_linger_ms),
         }
     }
 }
 
-/// Flush rules per data type; the defaults are the platform's (seed 002).
+/// Flush rules per data type; the sizes and lingers are the platform's
+/// (seed 002).
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct BatchConfig {
+    /// Lingers follow the tables' write times within `[min_linger_ms,
+    /// linger_ms]`, and batches that queue behind a transaction join the
+    /// next one (up to `max_transaction_rows` / `_bytes`). Off: every batch
+    /// waits its `linger_ms` and is one transaction, as in seed 002.
+    pub adaptive: bool,
+    /// The most rows one transaction takes when queued batches join it.
+    pub max_transaction_rows: usize,
+    /// The most message bytes one transaction takes when queued batches join it.
+    pub max_transaction_bytes: usize,
     pub prices: BatchLimits,
     pub ohlcv: BatchLimits,
     pub analytics: BatchLimits,
@@ -241,8 +260,12 @@ impl Default for BatchConfig {
             max_rows,
             max_bytes: 4 * MIB,
             linger_ms,
+            min_linger_ms: default_min_linger_ms(),
         };
         BatchConfig {
+            adaptive: true,
+            max_transaction_rows: 20_000,
+            max_transaction_bytes: 16 * MIB,
             prices: limits(500, 50),
             ohlcv: limits(200, 100),
             analytics: limits(100, 1000),
@@ -254,9 +277,14 @@ impl Default for BatchConfig {
 
 impl BatchConfig {
     pub fn for_topic(&self, topic: &str, data_type: DataType) -> Limits {
-        if let Some(l) = self.topics.get(topic) {
-            return l.limits();
+        match self.topics.get(topic) {
+            Some(l) => l.limits(),
+            None => self.for_type(data_type),
         }
+    }
+
+    /// The limits of a data type's topics (those without an override).
+    pub fn for_type(&self, data_type: DataType) -> Limits {
         match data_type {
             DataType::Price => self.prices,
             DataType::Ohlcv => self.ohlcv,
@@ -443,6 +471,18 @@ impl Config {
             if l.linger_ms > 60_000 {
                 return Err(invalid(format!("{key}.linger_ms"), "must be at most 60000"));
             }
+            if l.min_linger_ms > l.linger_ms {
+                return Err(invalid(
+                    format!("{key}.min_linger_ms"),
+                    format!("must be at most linger_ms ({})", l.linger_ms),
+                ));
+            }
+        }
+        if self.batch.max_transaction_rows == 0 {
+            return Err(invalid("batch.max_transaction_rows", "must be at least 1"));
+        }
+        if self.batch.max_transaction_bytes == 0 {
+            return Err(invalid("batch.max_transaction_bytes", "must be at least 1"));
         }
         if self.dead_letter.suffix.is_empty() || !self.dead_letter.suffix.contains('.') {
             return Err(invalid(
@@ -568,6 +608,16 @@ mod tests {
                 "TIMESINK_BATCH__PRICES__MAX_ROWS",
                 "0",
                 "batch.prices.max_rows",
+            ),
+            (
+                "TIMESINK_BATCH__LEVEL1__MIN_LINGER_MS",
+                "11",
+                "batch.level1.min_linger_ms",
+            ),
+            (
+                "TIMESINK_BATCH__MAX_TRANSACTION_ROWS",
+                "0",
+                "batch.max_transaction_rows",
             ),
             ("TIMESINK_DEAD_LETTER__SUFFIX", "_dlq", "dead_letter.suffix"),
             ("TIMESINK_METRICS_LISTEN", "localhost", "metrics_listen"),

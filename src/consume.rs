@@ -450,6 +450,7 @@ fn owned(context: &SinkContext, m: &rdkafka::message::BorrowedMessage<'_>) -> So
         value: m.payload().map(<[u8]>::to_vec),
         headers,
         timestamp_ms: m.timestamp().to_millis(),
+        polled_ms: chrono::Utc::now().timestamp_millis(),
     }
 }
 

@@ -15,6 +15,9 @@ pub struct SourceMessage {
     pub headers: Vec<(String, Option<Vec<u8>>)>,
     /// The message's own timestamp (epoch ms), when the broker gave one.
     pub timestamp_ms: Option<i64>,
+    /// When the sink polled it (epoch ms): the sink's own share of the
+    /// latency starts here, the broker's and the producer's ends.
+    pub polled_ms: i64,
 }
 
 impl SourceMessage {

@@ -34,11 +34,6 @@ const EVENT_QUEUE: usize = 64;
 /// Batches that may queue for a writer besides the one it writes and the
 /// one prepared next; under a backlog they are coalesced into one transaction.
 const WRITER_QUEUE: usize = 16;
-/// How large a writer lets a transaction grow by coalescing the batches
-/// that queued up while it wrote: under a backlog, fewer and larger COPYs;
-/// with none, each batch goes alone as soon as it is due.
-const COALESCE_MAX_ROWS: usize = 20_000;
-const COALESCE_MAX_BYTES: usize = 16 * 1024 * 1024;
 
 #[derive(Debug, thiserror::Error)]
 pub enum RunError {
@@ -140,12 +135,23 @@ pub async fn run(config: Config, shutdown: CancellationToken) -> Result<(), RunE
     let progress = Arc::new(Progress::default());
     let (event_tx, mut events) = mpsc::channel::<Event>(EVENT_QUEUE);
     let (command_tx, command_rx) = std_mpsc::channel::<Command>();
-    let (report_tx, mut reports) = mpsc::unbounded_channel::<Report>();
+    let (report_tx, mut reports) = mpsc::unbounded_channel::<Written>();
 
     // Writers stop retrying only when the shutdown deadline has passed.
     let writers_stop = CancellationToken::new();
     let mut writer_queues: HashMap<DataType, mpsc::Sender<Flush>> = HashMap::new();
     let mut writer_tasks: Vec<JoinHandle<()>> = Vec::new();
+    // How large a transaction may grow by coalescing the batches that
+    // queued up while the writer wrote: under a backlog, fewer and larger
+    // COPYs; with none, each batch goes alone as soon as it is due.
+    let coalesce = if config.batch.adaptive {
+        (
+            config.batch.max_transaction_rows,
+            config.batch.max_transaction_bytes,
+        )
+    } else {
+        (0, 0)
+    };
     for t in DataType::ALL {
         let (tx, mut rx) = mpsc::channel::<Flush>(WRITER_QUEUE);
         // The preparer coalesces and encodes the next flush while the writer
@@ -161,8 +167,7 @@ pub async fn run(config: Config, shutdown: CancellationToken) -> Result<(), RunE
                         None => break,
                     },
                 };
-                while flush.batch.rows < COALESCE_MAX_ROWS && flush.batch.bytes < COALESCE_MAX_BYTES
-                {
+                while flush.batch.rows < coalesce.0 && flush.batch.bytes < coalesce.1 {
                     let Ok(next) = rx.try_recv() else { break };
                     if let Err(next) = flush.coalesce(next) {
                         carried = Some(*next);
@@ -186,9 +191,11 @@ pub async fn run(config: Config, shutdown: CancellationToken) -> Result<(), RunE
         let progress = progress.clone();
         writer_tasks.push(tokio::spawn(async move {
             while let Some(prepared) = prepared_rx.recv().await {
+                let started = Instant::now();
                 let Some(report) = writer.write(prepared, &stop).await else {
                     break;
                 };
+                let took = started.elapsed();
                 use std::sync::atomic::Ordering::Relaxed;
                 progress.rows[table_index(t)].fetch_add(report.rows as u64, Relaxed);
                 progress
@@ -204,9 +211,11 @@ pub async fn run(config: Config, shutdown: CancellationToken) -> Result<(), RunE
                         offsets: report.committed.clone(),
                     });
                 }
-                if !report.fenced.is_empty() {
-                    let _ = reports.send(report);
-                }
+                let _ = reports.send(Written {
+                    data_type: t,
+                    took,
+                    report,
+                });
             }
         }));
         writer_queues.insert(t, tx);
@@ -223,7 +232,7 @@ pub async fn run(config: Config, shutdown: CancellationToken) -> Result<(), RunE
 
     let mut router = Router {
         config: &config,
-        batcher: Batcher::new(),
+        batcher: Batcher::new(config.batch.adaptive),
         partitions: HashMap::new(),
         writers: writer_queues,
         commands: command_tx.clone(),
@@ -238,7 +247,7 @@ pub async fn run(config: Config, shutdown: CancellationToken) -> Result<(), RunE
                 Some(Event::Stopped) | None => break,
                 Some(event) => router.handle(event).await,
             },
-            Some(report) = reports.recv() => router.fenced(report),
+            Some(written) = reports.recv() => router.written(written),
             _ = sleep_until(deadline) => {
                 for batch in router.batcher.take_due(Instant::now()) {
                     router.ship(batch).await;
@@ -286,6 +295,14 @@ async fn sleep_until(deadline: Option<Instant>) {
         Some(d) => tokio::time::sleep_until(d.into()).await,
         None => std::future::pending().await,
     }
+}
+
+/// A writer's news for the router: how long a transaction took (what
+/// adaptive lingers follow), and what it committed or found fenced.
+struct Written {
+    data_type: DataType,
+    took: Duration,
+    report: Report,
 }
 
 /// Routes events: decodes, validates, batches and ships.
@@ -393,6 +410,21 @@ impl Router<'_> {
         }
         if let Some(writer) = self.writers.get(&batch.data_type) {
             let _ = writer.send(Flush { batch, fences }).await;
+        }
+    }
+
+    fn written(&mut self, written: Written) {
+        let Written {
+            data_type,
+            took,
+            report,
+        } = written;
+        self.batcher.observe_write(data_type, took);
+        let limits = self.config.batch.for_type(data_type);
+        metrics::gauge!("timesink_batch_linger_seconds", "table" => data_type.table())
+            .set(self.batcher.linger(data_type, &limits).as_secs_f64());
+        if !report.fenced.is_empty() {
+            self.fenced(report);
         }
     }
 

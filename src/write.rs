@@ -667,11 +667,19 @@ async fn advance_offsets(
 /// from its Kafka timestamp (the producer's, or the broker's with
 /// LogAppendTime) to the commit; then frees the flush.
 fn record_latency(table: &'static str, flush: Flush, now_ms: i64) {
-    let histogram = metrics::histogram!("timesink_produce_to_commit_seconds", "table" => table);
+    // End to end; the part before the sink polled the message (producer and
+    // broker); the sink's own part.
+    let total = metrics::histogram!("timesink_produce_to_commit_seconds", "table" => table);
+    let before = metrics::histogram!("timesink_produce_to_poll_seconds", "table" => table);
+    let own = metrics::histogram!("timesink_poll_to_commit_seconds", "table" => table);
+    let secs = |ms: i64| ms as f64 / 1000.0;
     for entry in &flush.batch.entries {
+        let polled = entry.message.polled_ms;
         if let Some(t) = entry.message.timestamp_ms.filter(|&t| t > 0 && t <= now_ms) {
-            histogram.record((now_ms - t) as f64 / 1000.0);
+            total.record(secs(now_ms - t));
+            before.record(secs(polled.max(t) - t));
         }
+        own.record(secs((now_ms - polled).max(0)));
     }
 }
 

@@ -23,6 +23,7 @@ pub fn run(data_type: DataType, headers: Vec<(String, Option<Vec<u8>>)>, value: 
         value: Some(value.to_vec()),
         headers,
         timestamp_ms: None,
+        polled_ms: 0,
     };
     // 2026-11-23T00:00:00Z, so that timestamps near the contract's examples validate.
     let now = Timestamp(1_795_392_000_000_000);
