@@ -6,6 +6,8 @@
 //! is stored as `42.10` and a 30-digit number keeps all 30 digits.
 
 use std::cmp::Ordering;
+
+use compact_str::CompactString;
 use std::fmt;
 
 /// PostgreSQL's own limits for `NUMERIC`: digits before the point and after it.
@@ -19,7 +21,7 @@ pub struct Decimal {
     negative: bool,
     /// The integer digits without leading zeros, then exactly `scale`
     /// fraction digits: ASCII `0`-`9` only.
-    digits: Box<str>,
+    digits: CompactString,
     /// How many of `digits` stand after the decimal point.
     scale: u32,
 }
@@ -101,7 +103,7 @@ impl Decimal {
         if scale > MAX_SCALE || pad > MAX_INTEGER_DIGITS {
             return Err(DecimalError::TooLarge);
         }
-        let mut digits = String::with_capacity(all_digits + pad + scale);
+        let mut digits = CompactString::with_capacity(all_digits + pad + scale);
         digits.push_str(int_part);
         digits.push_str(frac_part);
         digits.extend(std::iter::repeat_n('0', pad));
@@ -120,18 +122,22 @@ impl Decimal {
         let is_zero = digits.bytes().all(|b| b == b'0');
         Ok(Decimal {
             negative: negative && !is_zero,
-            digits: digits.into_boxed_str(),
+            digits,
             scale: scale as u32,
         })
     }
 
     /// Builds a decimal from an integer (used for the bounds of the rules).
     pub fn from_i64(value: i64) -> Decimal {
-        let digits = value.unsigned_abs().to_string();
-        let digits = if digits == "0" { String::new() } else { digits };
+        let digits = CompactString::from(value.unsigned_abs().to_string());
+        let digits = if digits == "0" {
+            CompactString::default()
+        } else {
+            digits
+        };
         Decimal {
             negative: value < 0,
-            digits: digits.into_boxed_str(),
+            digits,
             scale: 0,
         }
     }

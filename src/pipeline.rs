@@ -318,8 +318,11 @@ impl Router<'_> {
     async fn handle(&mut self, event: Event) {
         match event {
             Event::Messages(messages) => {
+                // One reading of the clocks for the chunk: its messages
+                // arrived together.
+                let clock = (now(), Instant::now());
                 for (message, epoch) in messages {
-                    self.message(message, epoch).await;
+                    self.message(message, epoch, clock).await;
                 }
             }
             Event::Assigned(assigned) => {
@@ -359,7 +362,7 @@ impl Router<'_> {
         }
     }
 
-    async fn message(&mut self, message: SourceMessage, epoch: u64) {
+    async fn message(&mut self, message: SourceMessage, epoch: u64, clock: (Timestamp, Instant)) {
         let key = (message.topic.clone(), message.partition);
         match self.partitions.get(&key) {
             Some(state) if state.epoch == epoch => {}
@@ -375,7 +378,7 @@ impl Router<'_> {
             exchange,
             &message,
             self.config.max_value_bytes,
-            now(),
+            clock.0,
         );
         if let Outcome::DeadLetter(reason) = &outcome {
             tracing::warn!(
@@ -385,7 +388,7 @@ impl Router<'_> {
         }
         let limits = self.config.batch.for_topic(&message.topic, data_type);
         let entry = Entry { message, outcome };
-        if let Some(batch) = self.batcher.push(data_type, entry, limits, Instant::now()) {
+        if let Some(batch) = self.batcher.push(data_type, entry, limits, clock.1) {
             self.ship(batch).await;
         }
     }

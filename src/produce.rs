@@ -258,7 +258,7 @@ fn bincode_record(
             PriceBincode {
                 coin_id: coin.0.into(),
                 symbol: coin.1.into(),
-                exchange_id: exchange.map(str::to_owned),
+                exchange_id: exchange.map(Into::into),
                 usd_price: digits(n, 8),
                 btc_price: Some("0.00001234".into()),
                 market_cap: None,
@@ -274,7 +274,7 @@ fn bincode_record(
             OhlcvBincode {
                 coin_id: coin.0.into(),
                 symbol: coin.1.into(),
-                exchange_id: exchange.map(str::to_owned),
+                exchange_id: exchange.map(Into::into),
                 timeframe: "1m".into(),
                 timestamp: time,
                 open_price: "100.5".into(),

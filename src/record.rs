@@ -6,6 +6,8 @@
 
 use std::fmt;
 
+use compact_str::CompactString;
+
 use crate::decimal::Decimal;
 
 /// The data type of a topic: which record its messages carry and which table they land in.
@@ -106,34 +108,34 @@ impl fmt::Display for Timestamp {
 #[derive(Debug, Clone, PartialEq)]
 pub struct PriceRow {
     pub time: Timestamp,
-    pub coin_id: String,
-    pub symbol: String,
-    pub exchange_id: String,
+    pub coin_id: CompactString,
+    pub symbol: CompactString,
+    pub exchange_id: CompactString,
     pub usd_price: Decimal,
     pub btc_price: Option<Decimal>,
     pub market_cap: Option<Decimal>,
     pub volume_24h: Option<Decimal>,
     pub change_24h: Option<Decimal>,
-    pub source: String,
-    pub attribution: String,
+    pub source: CompactString,
+    pub attribution: CompactString,
 }
 
 /// A row of `ohlcv_data`.
 #[derive(Debug, Clone, PartialEq)]
 pub struct OhlcvRow {
     pub time: Timestamp,
-    pub coin_id: String,
-    pub symbol: String,
-    pub exchange_id: String,
-    pub timeframe: String,
+    pub coin_id: CompactString,
+    pub symbol: CompactString,
+    pub exchange_id: CompactString,
+    pub timeframe: CompactString,
     pub open_price: Decimal,
     pub high_price: Decimal,
     pub low_price: Decimal,
     pub close_price: Decimal,
     pub volume: Decimal,
     pub trades: Option<i64>,
-    pub source: String,
-    pub attribution: String,
+    pub source: CompactString,
+    pub attribution: CompactString,
 }
 
 /// A row of `market_analytics`.
@@ -147,22 +149,22 @@ pub struct AnalyticsRow {
     pub active_cryptocurrencies: Option<i32>,
     pub active_exchanges: Option<i32>,
     pub market_cap_change_24h: Option<Decimal>,
-    pub source: String,
-    pub attribution: String,
+    pub source: CompactString,
+    pub attribution: CompactString,
 }
 
 /// A row of `level1_quotes`.
 #[derive(Debug, Clone, PartialEq)]
 pub struct Level1Row {
     pub time: Timestamp,
-    pub exchange_id: String,
-    pub symbol: String,
+    pub exchange_id: CompactString,
+    pub symbol: CompactString,
     pub best_bid: Decimal,
     pub best_ask: Decimal,
     pub bid_size: Option<Decimal>,
     pub ask_size: Option<Decimal>,
     pub sequence: i64,
-    pub source: String,
+    pub source: CompactString,
 }
 
 /// A validated row of any table.

@@ -132,9 +132,7 @@ fn validate_price(f: PriceFields, ctx: &Context<'_>) -> Result<PriceRow, Validat
         time: time("lastUpdated", f.last_updated, ctx)?,
         coin_id: required("coinId", f.coin_id)?,
         symbol: required("symbol", f.symbol)?,
-        exchange_id: f
-            .exchange_id
-            .unwrap_or_else(|| ctx.default_exchange.to_owned()),
+        exchange_id: f.exchange_id.unwrap_or_else(|| ctx.default_exchange.into()),
         usd_price: price("usdPrice", required("usdPrice", f.usd_price)?)?,
         btc_price: opt("btcPrice", f.btc_price, price)?,
         market_cap: opt("marketCap", f.market_cap, non_negative)?,
@@ -170,9 +168,7 @@ fn validate_ohlcv(f: OhlcvFields, ctx: &Context<'_>) -> Result<OhlcvRow, Validat
         time: time("timestamp", f.timestamp, ctx)?,
         coin_id: required("coinId", f.coin_id)?,
         symbol: required("symbol", f.symbol)?,
-        exchange_id: f
-            .exchange_id
-            .unwrap_or_else(|| ctx.default_exchange.to_owned()),
+        exchange_id: f.exchange_id.unwrap_or_else(|| ctx.default_exchange.into()),
         timeframe,
         open_price: open,
         high_price: high,

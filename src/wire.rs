@@ -8,6 +8,7 @@
 
 use std::borrow::Cow;
 
+use compact_str::CompactString;
 use serde::Deserialize;
 use serde::de::{self, Deserializer};
 use serde_json::value::RawValue;
@@ -100,27 +101,27 @@ fn json_kind(text: &str) -> &'static str {
 #[derive(Debug, Clone, Default, Deserialize)]
 #[serde(rename_all = "camelCase")]
 pub struct PriceFields {
-    pub coin_id: Option<String>,
-    pub symbol: Option<String>,
-    pub exchange_id: Option<String>,
+    pub coin_id: Option<CompactString>,
+    pub symbol: Option<CompactString>,
+    pub exchange_id: Option<CompactString>,
     pub usd_price: Option<JsonDecimal>,
     pub btc_price: Option<JsonDecimal>,
     pub market_cap: Option<JsonDecimal>,
     pub volume_24h: Option<JsonDecimal>,
     pub change_24h: Option<JsonDecimal>,
     pub last_updated: Option<JsonTime>,
-    pub source: Option<String>,
-    pub attribution: Option<String>,
+    pub source: Option<CompactString>,
+    pub attribution: Option<CompactString>,
 }
 
 /// The fields of an OHLCV record, as sent.
 #[derive(Debug, Clone, Default, Deserialize)]
 #[serde(rename_all = "camelCase")]
 pub struct OhlcvFields {
-    pub coin_id: Option<String>,
-    pub symbol: Option<String>,
-    pub exchange_id: Option<String>,
-    pub timeframe: Option<String>,
+    pub coin_id: Option<CompactString>,
+    pub symbol: Option<CompactString>,
+    pub exchange_id: Option<CompactString>,
+    pub timeframe: Option<CompactString>,
     pub timestamp: Option<JsonTime>,
     pub open_price: Option<JsonDecimal>,
     pub high_price: Option<JsonDecimal>,
@@ -128,8 +129,8 @@ pub struct OhlcvFields {
     pub close_price: Option<JsonDecimal>,
     pub volume: Option<JsonDecimal>,
     pub trades: Option<u64>,
-    pub source: Option<String>,
-    pub attribution: Option<String>,
+    pub source: Option<CompactString>,
+    pub attribution: Option<CompactString>,
 }
 
 /// The fields of a market analytics record, as sent.
@@ -144,23 +145,23 @@ pub struct AnalyticsFields {
     pub active_cryptocurrencies: Option<u32>,
     pub active_exchanges: Option<u32>,
     pub market_cap_change_24h: Option<JsonDecimal>,
-    pub source: Option<String>,
-    pub attribution: Option<String>,
+    pub source: Option<CompactString>,
+    pub attribution: Option<CompactString>,
 }
 
 /// The fields of a level-1 quote, as sent.
 #[derive(Debug, Clone, Default, Deserialize)]
 #[serde(rename_all = "camelCase")]
 pub struct Level1Fields {
-    pub symbol: Option<String>,
-    pub exchange_id: Option<String>,
+    pub symbol: Option<CompactString>,
+    pub exchange_id: Option<CompactString>,
     pub best_bid: Option<JsonDecimal>,
     pub best_ask: Option<JsonDecimal>,
     pub bid_size: Option<JsonDecimal>,
     pub ask_size: Option<JsonDecimal>,
     pub timestamp: Option<JsonTime>,
     pub sequence: Option<u64>,
-    pub source: Option<String>,
+    pub source: Option<CompactString>,
 }
 
 /// One decoded record of any type, not yet validated.
@@ -184,9 +185,9 @@ impl Fields {
 
     /// Fills `source` and `attribution` from an envelope where the record lacks them.
     pub fn fill_from_envelope(&mut self, source: Option<&str>, attribution: Option<&str>) {
-        let fill = |field: &mut Option<String>, value: Option<&str>| {
+        let fill = |field: &mut Option<CompactString>, value: Option<&str>| {
             if field.is_none() {
-                *field = value.map(str::to_owned);
+                *field = value.map(CompactString::from);
             }
         };
         match self {
@@ -302,17 +303,17 @@ fn micros(t: i64) -> Option<JsonTime> {
 impl PriceBincode {
     pub fn into_fields(self) -> Result<PriceFields, BincodeFieldError> {
         Ok(PriceFields {
-            coin_id: Some(self.coin_id),
-            symbol: Some(self.symbol),
-            exchange_id: self.exchange_id,
+            coin_id: Some(self.coin_id.into()),
+            symbol: Some(self.symbol.into()),
+            exchange_id: self.exchange_id.map(Into::into),
             usd_price: Some(dec("usdPrice", self.usd_price)?),
             btc_price: opt_dec("btcPrice", self.btc_price)?,
             market_cap: opt_dec("marketCap", self.market_cap)?,
             volume_24h: opt_dec("volume24h", self.volume_24h)?,
             change_24h: opt_dec("change24h", self.change_24h)?,
             last_updated: micros(self.last_updated),
-            source: Some(self.source),
-            attribution: self.attribution,
+            source: Some(self.source.into()),
+            attribution: self.attribution.map(Into::into),
         })
     }
 }
@@ -320,10 +321,10 @@ impl PriceBincode {
 impl OhlcvBincode {
     pub fn into_fields(self) -> Result<OhlcvFields, BincodeFieldError> {
         Ok(OhlcvFields {
-            coin_id: Some(self.coin_id),
-            symbol: Some(self.symbol),
-            exchange_id: self.exchange_id,
-            timeframe: Some(self.timeframe),
+            coin_id: Some(self.coin_id.into()),
+            symbol: Some(self.symbol.into()),
+            exchange_id: self.exchange_id.map(Into::into),
+            timeframe: Some(self.timeframe.into()),
             timestamp: micros(self.timestamp),
             open_price: Some(dec("openPrice", self.open_price)?),
             high_price: Some(dec("highPrice", self.high_price)?),
@@ -331,8 +332,8 @@ impl OhlcvBincode {
             close_price: Some(dec("closePrice", self.close_price)?),
             volume: Some(dec("volume", self.volume)?),
             trades: self.trades,
-            source: Some(self.source),
-            attribution: self.attribution,
+            source: Some(self.source.into()),
+            attribution: self.attribution.map(Into::into),
         })
     }
 }
@@ -348,8 +349,8 @@ impl AnalyticsBincode {
             active_cryptocurrencies: self.active_cryptocurrencies,
             active_exchanges: self.active_exchanges,
             market_cap_change_24h: opt_dec("marketCapChange24h", self.market_cap_change_24h)?,
-            source: Some(self.source),
-            attribution: self.attribution,
+            source: Some(self.source.into()),
+            attribution: self.attribution.map(Into::into),
         })
     }
 }
@@ -357,15 +358,15 @@ impl AnalyticsBincode {
 impl Level1Bincode {
     pub fn into_fields(self) -> Result<Level1Fields, BincodeFieldError> {
         Ok(Level1Fields {
-            symbol: Some(self.symbol),
-            exchange_id: Some(self.exchange_id),
+            symbol: Some(self.symbol.into()),
+            exchange_id: Some(self.exchange_id.into()),
             best_bid: Some(dec("bestBid", self.best_bid)?),
             best_ask: Some(dec("bestAsk", self.best_ask)?),
             bid_size: opt_dec("bidSize", self.bid_size)?,
             ask_size: opt_dec("askSize", self.ask_size)?,
             timestamp: micros(self.timestamp),
             sequence: self.sequence,
-            source: Some(self.source),
+            source: Some(self.source.into()),
         })
     }
 }
