@@ -244,6 +244,10 @@ pub struct BatchConfig {
     pub max_transaction_rows: usize,
     /// The most message bytes one transaction takes when queued batches join it.
     pub max_transaction_bytes: usize,
+    /// The most rows all tables together may hold between batching and
+    /// commit (queued, being encoded, being written): the bound on the
+    /// sink's memory under a backlog. Batching waits for room.
+    pub max_rows_in_flight: usize,
     pub prices: BatchLimits,
     pub ohlcv: BatchLimits,
     pub analytics: BatchLimits,
@@ -266,6 +270,7 @@ impl Default for BatchConfig {
             adaptive: true,
             max_transaction_rows: 20_000,
             max_transaction_bytes: 16 * MIB,
+            max_rows_in_flight: 30_000,
             prices: limits(500, 50),
             ohlcv: limits(200, 100),
             analytics: limits(100, 1000),
@@ -480,6 +485,12 @@ impl Config {
         }
         if self.batch.max_transaction_rows == 0 {
             return Err(invalid("batch.max_transaction_rows", "must be at least 1"));
+        }
+        if self.batch.max_rows_in_flight == 0 || self.batch.max_rows_in_flight > u32::MAX as usize {
+            return Err(invalid(
+                "batch.max_rows_in_flight",
+                format!("must be between 1 and {}", u32::MAX),
+            ));
         }
         if self.batch.max_transaction_bytes == 0 {
             return Err(invalid("batch.max_transaction_bytes", "must be at least 1"));

@@ -12,7 +12,7 @@ use std::sync::Arc;
 use std::sync::mpsc as std_mpsc;
 use std::time::{Duration, Instant};
 
-use tokio::sync::mpsc;
+use tokio::sync::{Semaphore, mpsc};
 use tokio::task::JoinHandle;
 use tokio_postgres::NoTls;
 use tokio_util::sync::CancellationToken;
@@ -29,11 +29,13 @@ use crate::validate::{self, Context};
 use crate::write::{Fence, Flush, Prepared, Report, Writer};
 
 /// Chunks of messages the consumer thread may queue ahead of the pipeline
-/// (64 × 256 = 16k messages, a few MiB): librdkafka prefetches behind them.
-const EVENT_QUEUE: usize = 64;
-/// Batches that may queue for a writer besides the one it writes and the
-/// one prepared next; under a backlog they are coalesced into one transaction.
-const WRITER_QUEUE: usize = 16;
+/// (32 × 256 = 8k messages, a few MiB): librdkafka prefetches behind them.
+const EVENT_QUEUE: usize = 32;
+/// Batches that may queue for a writer besides the one it writes and the one
+/// prepared next; under a backlog they are coalesced into one transaction.
+/// Memory is bounded by rows (`batch.max_rows_in_flight`), not by this: it
+/// only has to let small batches add up to a large transaction.
+const WRITER_QUEUE: usize = 256;
 
 #[derive(Debug, thiserror::Error)]
 pub enum RunError {
@@ -236,6 +238,7 @@ pub async fn run(config: Config, shutdown: CancellationToken) -> Result<(), RunE
         partitions: HashMap::new(),
         writers: writer_queues,
         commands: command_tx.clone(),
+        budget: Arc::new(Semaphore::new(config.batch.max_rows_in_flight)),
     };
 
     // Main loop: until shutdown, then until the consumer confirms it stopped.
@@ -312,6 +315,9 @@ struct Router<'c> {
     partitions: HashMap<(Arc<str>, i32), PartitionState>,
     writers: HashMap<DataType, mpsc::Sender<Flush>>,
     commands: std_mpsc::Sender<Command>,
+    /// Rows between batching and commit, all tables together: a batch takes
+    /// its rows' worth before it is shipped and gives it back once dropped.
+    budget: Arc<Semaphore>,
 }
 
 impl Router<'_> {
@@ -412,7 +418,16 @@ impl Router<'_> {
             return;
         }
         if let Some(writer) = self.writers.get(&batch.data_type) {
-            let _ = writer.send(Flush { batch, fences }).await;
+            // A batch larger than the whole budget takes all of it.
+            let rows = batch.rows.clamp(1, self.config.batch.max_rows_in_flight) as u32;
+            let budget = self.budget.clone().acquire_many_owned(rows).await.ok();
+            let _ = writer
+                .send(Flush {
+                    batch,
+                    fences,
+                    budget,
+                })
+                .await;
         }
     }
 

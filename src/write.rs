@@ -21,6 +21,7 @@ use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 use futures::SinkExt;
+use tokio::sync::OwnedSemaphorePermit;
 use tokio_postgres::error::SqlState;
 use tokio_postgres::{Client, NoTls, Statement};
 use tokio_util::sync::CancellationToken;
@@ -50,6 +51,10 @@ pub struct Fence {
 pub struct Flush {
     pub batch: Batch,
     pub fences: Vec<Fence>,
+    /// The share of the sink's row budget (`batch.max_rows_in_flight`) this
+    /// flush holds: given back when it is dropped, after its commit. None in
+    /// unit tests.
+    pub budget: Option<OwnedSemaphorePermit>,
 }
 
 impl Flush {
@@ -76,6 +81,11 @@ impl Flush {
             }
         }
         self.batch.append(later.batch);
+        match (&mut self.budget, later.budget) {
+            (Some(mine), Some(theirs)) => mine.merge(theirs),
+            (mine @ None, theirs) => *mine = theirs,
+            (Some(_), None) => {}
+        }
         Ok(())
     }
 }
@@ -718,7 +728,11 @@ mod tests {
                 epoch,
             });
         }
-        Flush { batch, fences }
+        Flush {
+            batch,
+            fences,
+            budget: None,
+        }
     }
 
     #[test]

@@ -246,3 +246,37 @@ async fn ten_thousand_with_repeats_and_one_refused_row() {
         .count();
     assert_eq!(refusals, 1);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn fixed_batches_deliver_exactly_once_too() {
+    // `batch.adaptive = false`: every batch waits its own linger or fills
+    // max_rows and is one transaction; no batches join. Small batches, so
+    // that there are many transactions while a restart cuts through them.
+    let world = World::new(4).await;
+    let topic = world.topic(DataType::Level1);
+    let env = [
+        ("TIMESINK_BATCH__ADAPTIVE", "false".to_string()),
+        ("TIMESINK_BATCH__LEVEL1__MAX_ROWS", "37".to_string()),
+        ("TIMESINK_BATCH__LEVEL1__LINGER_MS", "20".to_string()),
+    ];
+    let total = 3000u64;
+    let messages: Vec<(String, String)> = (0..total)
+        .map(|i| (format!("K{i}"), quote(i, true)))
+        .collect();
+    send_many(&topic, &messages[..1500]).await;
+    let mut sink = SinkProcess::start(&world, &env);
+    eventually(60, "some rows stored", || async {
+        world.count("level1_quotes").await > 0
+    })
+    .await;
+    terminate(&mut sink, Duration::from_secs(20));
+    send_many(&topic, &messages[1500..]).await;
+    let mut sink = SinkProcess::start(&world, &env);
+    drained(&world, &topic, 60).await;
+    terminate(&mut sink, Duration::from_secs(20));
+    let sent = Sent {
+        total,
+        invalid: Default::default(),
+    };
+    assert_exactly_once(&world, &topic, &sent).await;
+}
