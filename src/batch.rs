@@ -224,27 +224,31 @@ impl Batcher {
         limits: Limits,
         now: Instant,
     ) -> Option<Batch> {
-        let topic = &entry.message.topic;
-        if !self.open.contains_key(topic) {
-            let deadline = now + self.linger(data_type, &limits);
-            let batch = Batch::new(topic.clone(), data_type, now);
-            self.open.insert(
-                topic.clone(),
-                Open {
-                    batch,
-                    limits,
-                    deadline,
-                },
-            );
+        let topic = entry.message.topic.clone();
+        if let Some(open) = self.open.get_mut(&topic) {
+            open.batch.push(entry);
+            return if open.batch.is_full(&open.limits) {
+                self.open.remove(&topic).map(|o| o.batch)
+            } else {
+                None
+            };
         }
-        let topic = topic.clone();
-        let open = self.open.get_mut(&topic)?;
-        open.batch.push(entry);
-        if open.batch.is_full(&open.limits) {
-            self.open.remove(&topic).map(|o| o.batch)
-        } else {
-            None
+        // A new batch: its deadline is set now, from the current linger.
+        let mut batch = Batch::new(topic.clone(), data_type, now);
+        batch.push(entry);
+        if batch.is_full(&limits) {
+            return Some(batch);
         }
+        let deadline = now + self.linger(data_type, &limits);
+        self.open.insert(
+            topic,
+            Open {
+                batch,
+                limits,
+                deadline,
+            },
+        );
+        None
     }
 
     /// The earliest instant at which an open batch reaches its linger.

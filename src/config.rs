@@ -486,14 +486,15 @@ impl Config {
         if self.batch.max_transaction_rows == 0 {
             return Err(invalid("batch.max_transaction_rows", "must be at least 1"));
         }
+        if self.batch.max_transaction_bytes == 0 {
+            return Err(invalid("batch.max_transaction_bytes", "must be at least 1"));
+        }
+        // Rows are taken from a semaphore in u32 counts.
         if self.batch.max_rows_in_flight == 0 || self.batch.max_rows_in_flight > u32::MAX as usize {
             return Err(invalid(
                 "batch.max_rows_in_flight",
                 format!("must be between 1 and {}", u32::MAX),
             ));
-        }
-        if self.batch.max_transaction_bytes == 0 {
-            return Err(invalid("batch.max_transaction_bytes", "must be at least 1"));
         }
         if self.dead_letter.suffix.is_empty() || !self.dead_letter.suffix.contains('.') {
             return Err(invalid(

@@ -6,9 +6,9 @@
 //! is stored as `42.10` and a 30-digit number keeps all 30 digits.
 
 use std::cmp::Ordering;
-
-use compact_str::CompactString;
 use std::fmt;
+
+use compact_str::{CompactString, ToCompactString};
 
 /// PostgreSQL's own limits for `NUMERIC`: digits before the point and after it.
 const MAX_INTEGER_DIGITS: usize = 131_072;
@@ -129,7 +129,7 @@ impl Decimal {
 
     /// Builds a decimal from an integer (used for the bounds of the rules).
     pub fn from_i64(value: i64) -> Decimal {
-        let digits = CompactString::from(value.unsigned_abs().to_string());
+        let digits = value.unsigned_abs().to_compact_string();
         let digits = if digits == "0" {
             CompactString::default()
         } else {
