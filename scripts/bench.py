@@ -62,7 +62,10 @@ R = env_int("BENCH_R", "3")
 MIXES = os.environ.get("BENCH_MIXES", "prices,mix").split(",")
 LAT_RATE = env_int("BENCH_LATENCY_RATE", "10000")
 LAT_SECONDS = env_int("BENCH_LATENCY_SECONDS", "60")
-SWEEP = [int(b) for b in os.environ.get("BENCH_SWEEP", "100,1000,10000").split(",") if b]
+SWEEP_TEXT = os.environ.get("BENCH_SWEEP", "100,1000,10000")
+if not all(b.isdigit() and int(b) > 0 for b in SWEEP_TEXT.split(",") if b):
+    sys.exit(f"BENCH_SWEEP takes positive batch sizes separated by commas, not {SWEEP_TEXT!r}")
+SWEEP = [int(b) for b in SWEEP_TEXT.split(",") if b]
 STALL_SECONDS = env_int("BENCH_STALL_SECONDS", "30")
 if not set(MIXES) <= {"prices", "mix"}:
     sys.exit(f"BENCH_MIXES takes prices and/or mix, not {','.join(MIXES)!r}")
