@@ -2,9 +2,9 @@
 //!
 //! One task routes the consumer's events: it decodes and validates each
 //! message, keeps the open batches, and hands full or due batches to the
-//! table's preparer, which coalesces and encodes them while the table's
-//! writer task writes the previous one (bounded queues: a slow database
-//! slows fetching, never grows memory). Writers report back; the consumer
+//! table's writer task, which encodes them as they arrive and joins them
+//! into its next transaction while PostgreSQL takes the current one
+//! (bounded: a slow database slows fetching, never grows memory). Writers report back; the consumer
 //! thread commits to Kafka what the database has committed.
 
 use std::collections::HashMap;
@@ -32,7 +32,7 @@ use crate::write::{Fence, Flush, Prepared, Report, Writer};
 /// (32 × 256 = 8k messages, a few MiB): librdkafka prefetches behind them.
 const EVENT_QUEUE: usize = 32;
 /// Batches that may queue for a writer besides the one it writes and the one
-/// prepared next; under a backlog they are coalesced into one transaction.
+/// it prepares next (full, or of another topic).
 /// Memory is bounded by rows (`batch.max_rows_in_flight`), not by this: it
 /// only has to let small batches add up to a large transaction.
 const WRITER_QUEUE: usize = 256;
@@ -144,7 +144,7 @@ pub async fn run(config: Config, shutdown: CancellationToken) -> Result<(), RunE
     let mut writer_queues: HashMap<DataType, mpsc::Sender<Flush>> = HashMap::new();
     let mut writer_tasks: Vec<JoinHandle<()>> = Vec::new();
     // How large a transaction may grow by coalescing the batches that
-    // queued up while the writer wrote: under a backlog, fewer and larger
+    // arrive while the writer writes: under a backlog, fewer and larger
     // COPYs; with none, each batch goes alone as soon as it is due.
     let coalesce = if config.batch.adaptive {
         (
@@ -156,31 +156,6 @@ pub async fn run(config: Config, shutdown: CancellationToken) -> Result<(), RunE
     };
     for t in DataType::ALL {
         let (tx, mut rx) = mpsc::channel::<Flush>(WRITER_QUEUE);
-        // The preparer coalesces and encodes the next flush while the writer
-        // writes this one: the connection never waits for the sink's CPU.
-        let (prepared_tx, mut prepared_rx) = mpsc::channel::<Prepared>(1);
-        writer_tasks.push(tokio::spawn(async move {
-            let mut carried: Option<Flush> = None;
-            loop {
-                let mut flush = match carried.take() {
-                    Some(flush) => flush,
-                    None => match rx.recv().await {
-                        Some(flush) => flush,
-                        None => break,
-                    },
-                };
-                while flush.batch.rows < coalesce.0 && flush.batch.bytes < coalesce.1 {
-                    let Ok(next) = rx.try_recv() else { break };
-                    if let Err(next) = flush.coalesce(next) {
-                        carried = Some(*next);
-                        break;
-                    }
-                }
-                if prepared_tx.send(Prepared::new(flush)).await.is_err() {
-                    break;
-                }
-            }
-        }));
         let mut writer = Writer::new(
             t,
             config.database.url.clone(),
@@ -192,11 +167,42 @@ pub async fn run(config: Config, shutdown: CancellationToken) -> Result<(), RunE
         let stop = writers_stop.clone();
         let progress = progress.clone();
         writer_tasks.push(tokio::spawn(async move {
-            while let Some(prepared) = prepared_rx.recv().await {
-                let started = Instant::now();
-                let Some(report) = writer.write(prepared, &stop).await else {
-                    break;
+            // The next transaction, growing while the current one is written.
+            let mut next: Option<Prepared> = None;
+            // A batch that could not join `next` (another topic, or no room).
+            let mut carried: Option<Flush> = None;
+            let mut closed = false;
+            loop {
+                let current = match next.take().or_else(|| carried.take().map(Prepared::new)) {
+                    Some(prepared) => prepared,
+                    None => match rx.recv().await {
+                        Some(flush) => Prepared::new(flush),
+                        None => break,
+                    },
                 };
+                // A batch that could not join `current` starts the next one.
+                next = carried.take().map(Prepared::new);
+                let started = Instant::now();
+                let write = writer.write(current, &stop);
+                tokio::pin!(write);
+                // While PostgreSQL takes this transaction, the batches that
+                // arrive are encoded and join the next one.
+                let report = loop {
+                    let room = next.as_ref().is_none_or(|p| p.has_room(coalesce.0, coalesce.1));
+                    tokio::select! {
+                        report = &mut write => break report,
+                        flush = rx.recv(), if !closed && carried.is_none() && room => match (flush, &mut next) {
+                            (None, _) => closed = true,
+                            (Some(flush), None) => next = Some(Prepared::new(flush)),
+                            (Some(flush), Some(prepared)) => {
+                                if let Err(flush) = prepared.coalesce(flush) {
+                                    carried = Some(*flush);
+                                }
+                            }
+                        },
+                    }
+                };
+                let Some(report) = report else { break };
                 let took = started.elapsed();
                 use std::sync::atomic::Ordering::Relaxed;
                 progress.rows[table_index(t)].fetch_add(report.rows as u64, Relaxed);

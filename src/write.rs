@@ -27,7 +27,7 @@ use tokio_postgres::{Client, NoTls, Statement};
 use tokio_util::sync::CancellationToken;
 
 use crate::batch::{Batch, Outcome};
-use crate::copy_format::{EncodedRows, latest_per_key};
+use crate::copy_format::{EncodedRows, latest_per_key, stream_all};
 use crate::dead_letter::{DeadLetter, DeadLetters};
 use crate::record::{DataType, Row};
 use crate::schema::{self, TableStatements};
@@ -58,20 +58,22 @@ pub struct Flush {
 }
 
 impl Flush {
-    /// Adds `later` to this flush when it continues it: the same topic, and
-    /// in every partition they share, the same assignment and `later`
-    /// starting where this one ends. Otherwise hands `later` back.
+    /// Whether `later` continues this flush: the same topic, and in every
+    /// partition they share, the same assignment and `later` starting where
+    /// this one ends.
+    fn continued_by(&self, later: &Flush) -> bool {
+        later.batch.topic == self.batch.topic
+            && later.fences.iter().all(|l| {
+                self.fences
+                    .iter()
+                    .find(|f| f.partition == l.partition)
+                    .is_none_or(|f| f.epoch == l.epoch && l.expected == Some(f.next))
+            })
+    }
+
+    /// Adds `later` to this flush when it continues it; otherwise hands it back.
     pub fn coalesce(&mut self, later: Flush) -> Result<(), Box<Flush>> {
-        if later.batch.topic != self.batch.topic {
-            return Err(Box::new(later));
-        }
-        let continues = later.fences.iter().all(|l| {
-            self.fences
-                .iter()
-                .find(|f| f.partition == l.partition)
-                .is_none_or(|f| f.epoch == l.epoch && l.expected == Some(f.next))
-        });
-        if !continues {
+        if !self.continued_by(&later) {
             return Err(Box::new(later));
         }
         for l in later.fences {
@@ -90,27 +92,57 @@ impl Flush {
     }
 }
 
-/// A flush made ready ahead of its write: its rows chosen (the later one
-/// per key) and encoded for COPY.
+/// A flush made ready for its write: its rows encoded for COPY, as they
+/// came. Batches that queue up while the table's writer is busy join it
+/// (each encoded as it arrives), so under a backlog transactions grow and
+/// the encoding overlaps the COPY before them.
 #[derive(Debug)]
 pub struct Prepared {
     flush: Flush,
-    /// None once the flush changed (partitions fenced off): encoded again then.
-    encoded: Option<Encoded>,
+    /// The encoded rows of each joined batch, in order; None once the flush
+    /// changed (partitions fenced off): encoded again then.
+    straight: Option<Vec<EncodedRows>>,
 }
 
 impl Prepared {
     pub fn new(flush: Flush) -> Prepared {
-        let encoded = Encoded::new(&flush.batch, &BTreeMap::new());
-        Prepared {
-            flush,
-            encoded: Some(encoded),
+        let straight = Some(vec![encode_all(&flush.batch)]);
+        Prepared { flush, straight }
+    }
+
+    /// Adds `later` when it continues this flush; otherwise hands it back.
+    pub fn coalesce(&mut self, later: Flush) -> Result<(), Box<Flush>> {
+        if !self.flush.continued_by(&later) {
+            return Err(Box::new(later));
         }
+        let encoded = encode_all(&later.batch);
+        self.flush.coalesce(later)?;
+        if let Some(parts) = &mut self.straight {
+            parts.push(encoded);
+        }
+        Ok(())
+    }
+
+    /// Whether batches may still join: fewer than `rows` rows and `bytes`
+    /// message bytes so far.
+    pub fn has_room(&self, rows: usize, bytes: usize) -> bool {
+        self.flush.batch.rows < rows && self.flush.batch.bytes < bytes
     }
 }
 
-/// A batch's rows for COPY: for each key the later row, skipping the
-/// entries PostgreSQL refused, encoded.
+/// Every row of a batch, in order, encoded for the straight COPY. No row is
+/// dropped for a later one of the same key: if the batch repeats a key,
+/// PostgreSQL refuses the COPY and the careful path keeps the later row.
+fn encode_all(batch: &Batch) -> EncodedRows {
+    let rows = batch.entries.iter().flat_map(|e| match &e.outcome {
+        Outcome::Rows(rows) => rows.as_slice(),
+        Outcome::DeadLetter(_) => &[],
+    });
+    EncodedRows::encode(rows, batch.rows)
+}
+
+/// A batch's rows for the careful path: for each key the later row,
+/// skipping the entries PostgreSQL refused, encoded.
 #[derive(Debug)]
 struct Encoded {
     /// Per row, the index of the entry it came from (to dead-letter it).
@@ -122,8 +154,8 @@ impl Encoded {
     fn new(batch: &Batch, rejected: &BTreeMap<usize, String>) -> Encoded {
         let (owners, rows) = rows_to_write(batch, rejected);
         Encoded {
+            rows: EncodedRows::encode(rows.iter().copied(), rows.len()),
             owners,
-            rows: EncodedRows::encode(rows),
         }
     }
 }
@@ -265,7 +297,7 @@ impl Writer {
     pub async fn write(&mut self, prepared: Prepared, stop: &CancellationToken) -> Option<Report> {
         let Prepared {
             mut flush,
-            mut encoded,
+            mut straight,
         } = prepared;
         let mut report = Report {
             topic: Some(flush.batch.topic.clone()),
@@ -310,7 +342,7 @@ impl Writer {
 
         loop {
             let started = Instant::now();
-            match self.attempt(&mut flush, &mut encoded).await {
+            match self.attempt(&mut flush, &mut straight).await {
                 Ok(Attempt::Committed { rows, rejected }) => {
                     metrics::histogram!("timesink_copy_duration_seconds", "table" => self.table)
                         .record(started.elapsed().as_secs_f64());
@@ -342,7 +374,7 @@ impl Writer {
                     );
                     flush.fences.retain(|f| !partitions.contains(&f.partition));
                     flush.batch.remove_partitions(&partitions);
-                    encoded = None;
+                    straight = None;
                     if flush.fences.is_empty() {
                         return Some(report);
                     }
@@ -386,27 +418,19 @@ impl Writer {
     async fn attempt(
         &mut self,
         flush: &mut Flush,
-        encoded: &mut Option<Encoded>,
+        straight: &mut Option<Vec<EncodedRows>>,
     ) -> Result<Attempt, AttemptError> {
         self.connect().await?;
         if self.merge_next > 0 {
             self.merge_next -= 1;
-            return self.attempt_carefully(flush, encoded, true).await;
+            return self.attempt_carefully(flush, true).await;
         }
-        let rows = &encoded
-            .get_or_insert_with(|| Encoded::new(&flush.batch, &BTreeMap::new()))
-            .rows;
+        let parts = straight.get_or_insert_with(|| vec![encode_all(&flush.batch)]);
         if let Some(fenced) = self.begin(flush).await? {
             self.client_ref().batch_execute("ROLLBACK").await?;
             return Ok(Attempt::Fenced(fenced));
         }
-        match copy_in(
-            self.client_ref(),
-            &self.statements.copy,
-            rows.stream(0..rows.len()),
-        )
-        .await
-        {
+        match copy_in(self.client_ref(), &self.statements.copy, stream_all(parts)).await {
             Ok(()) => {}
             Err(e) if classify(&e) == ErrorClass::Transient => return Err(e.into()),
             Err(e) => {
@@ -415,13 +439,13 @@ impl Writer {
                 if conflict {
                     self.merge_next = MERGE_STREAK;
                 }
-                return self.attempt_carefully(flush, encoded, conflict).await;
+                return self.attempt_carefully(flush, conflict).await;
             }
         }
         fail::fail_point!("commit-before", |_| std::process::abort());
         self.client_ref().batch_execute("COMMIT").await?;
         Ok(Attempt::Committed {
-            rows: rows.len(),
+            rows: parts.iter().map(EncodedRows::len).sum(),
             rejected: 0,
         })
     }
@@ -448,7 +472,6 @@ impl Writer {
     async fn attempt_carefully(
         &mut self,
         flush: &mut Flush,
-        prepared: &mut Option<Encoded>,
         merge: bool,
     ) -> Result<Attempt, AttemptError> {
         if let Some(fenced) = self.begin(flush).await? {
@@ -458,17 +481,10 @@ impl Writer {
         // Entries whose rows PostgreSQL refused, with the reason.
         let mut rejected: BTreeMap<usize, String> = BTreeMap::new();
         let rows = loop {
-            // The prepared rows while none is refused; then without them.
-            let fresh;
             let Encoded {
                 owners,
                 rows: encoded,
-            } = if rejected.is_empty() {
-                prepared.get_or_insert_with(|| Encoded::new(&flush.batch, &rejected))
-            } else {
-                fresh = Encoded::new(&flush.batch, &rejected);
-                &fresh
-            };
+            } = &Encoded::new(&flush.batch, &rejected);
             self.client_ref().batch_execute("SAVEPOINT batch").await?;
             match self.copy_range(encoded, 0..encoded.len(), merge).await {
                 Ok(()) => break encoded.len(),
@@ -626,28 +642,31 @@ fn rows_to_write<'b>(
     )
 }
 
-/// Sends a COPY stream (header, rows, trailer) as it is: no copy of the rows.
+/// Sends a COPY stream (header, runs of rows, trailer) as it is: no copy of
+/// the rows.
 async fn copy_in(
     client: &Client,
     statement: &str,
-    data: [Bytes; 3],
+    data: impl IntoIterator<Item = Bytes>,
 ) -> Result<(), tokio_postgres::Error> {
     let sink = client.copy_in::<_, Bytes>(statement).await?;
     futures::pin_mut!(sink);
-    let [header, rows, trailer] = data;
-    sink.feed(header).await?;
-    // With the crash points compiled in, the rows go in two sends, so that
-    // one can sit in the middle of a COPY.
+    let mut data = data.into_iter();
+    if let Some(header) = data.next() {
+        sink.feed(header).await?;
+    }
+    // With the crash points compiled in, the first rows go in two sends, so
+    // that one can sit in the middle of a COPY.
     #[cfg(feature = "failpoints")]
-    {
+    if let Some(rows) = data.next() {
         let half = rows.len() / 2;
         sink.send(rows.slice(..half)).await?;
         fail::fail_point!("copy-mid", |_| std::process::abort());
         sink.feed(rows.slice(half..)).await?;
     }
-    #[cfg(not(feature = "failpoints"))]
-    sink.feed(rows).await?;
-    sink.feed(trailer).await?;
+    for piece in data {
+        sink.feed(piece).await?;
+    }
     sink.finish().await.map(|_| ())
 }
 
@@ -754,5 +773,74 @@ mod tests {
         assert!(a.coalesce(flush("t", &[(0, 20, 22, 2)])).is_err());
         assert!(a.coalesce(flush("u", &[(0, 20, 22, 1)])).is_err());
         assert_eq!(fence(&a, 0), (Some(0), 20));
+    }
+
+    /// A flush of one partition whose entries hold one Level1 row each,
+    /// with sequence numbers `offsets`.
+    fn flush_of_rows(offsets: std::ops::Range<i64>) -> Flush {
+        use crate::batch::{Entry, Span};
+        use crate::decimal::Decimal;
+        use crate::message::SourceMessage;
+        use crate::record::{Level1Row, Timestamp};
+        let mut f = flush("t", &[(0, offsets.start, offsets.end - 1, 1)]);
+        for offset in offsets {
+            let row = Row::Level1(Level1Row {
+                time: Timestamp(offset),
+                exchange_id: "e".into(),
+                symbol: "s".into(),
+                best_bid: Decimal::from_i64(1),
+                best_ask: Decimal::from_i64(2),
+                bid_size: None,
+                ask_size: None,
+                sequence: offset,
+                source: "src".into(),
+            });
+            f.batch.entries.push(Entry {
+                message: SourceMessage {
+                    topic: f.batch.topic.clone(),
+                    partition: 0,
+                    offset,
+                    key: None,
+                    value: Some(vec![b'x'; 10]),
+                    headers: vec![],
+                    timestamp_ms: None,
+                    polled_ms: 0,
+                },
+                outcome: Outcome::Rows(vec![row]),
+            });
+            f.batch.rows += 1;
+            f.batch.bytes += 10;
+        }
+        f.batch.spans.insert(
+            0,
+            Span {
+                first: f.fences[0].expected.unwrap_or(0),
+                last: f.fences[0].next - 1,
+            },
+        );
+        f
+    }
+
+    #[test]
+    fn joined_batches_are_one_copy_of_every_row_in_order() {
+        let mut prepared = Prepared::new(flush_of_rows(0..2));
+        prepared
+            .coalesce(flush_of_rows(2..5))
+            .expect("a continuation");
+        // Not a continuation: handed back, nothing added.
+        assert!(prepared.coalesce(flush_of_rows(7..8)).is_err());
+        let parts = prepared.straight.as_ref().expect("encoded");
+        assert_eq!(
+            parts.iter().map(EncodedRows::len).collect::<Vec<_>>(),
+            [2, 3]
+        );
+        let whole = flush_of_rows(0..5);
+        assert_eq!(
+            stream_all(parts).concat(),
+            stream_all(&[encode_all(&whole.batch)]).concat()
+        );
+        assert!(prepared.has_room(6, 1000));
+        assert!(!prepared.has_room(5, 1000));
+        assert!(!prepared.has_room(6, 50));
     }
 }
