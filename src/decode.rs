@@ -5,7 +5,7 @@
 //! version. A JSON value is a bare record, an envelope, or an array of either.
 //! Every failure names where it happened (header, array element, field, byte).
 
-use std::io::Read;
+use std::io::BufRead;
 
 use serde::Deserialize;
 use serde_json::value::RawValue;
@@ -169,14 +169,23 @@ pub fn inflate_lz4(frame: &[u8], limit: usize) -> Result<Vec<u8>, DecodeError> {
     }
     check_frame_complete(frame)?;
     let mut out = Vec::with_capacity(frame.len().saturating_mul(4).min(limit));
-    let mut decoder = lz4_flex::frame::FrameDecoder::new(frame).take(limit as u64 + 1);
-    decoder
-        .read_to_end(&mut out)
-        .map_err(|e| DecodeError::Lz4(e.to_string()))?;
-    if out.len() > limit {
-        return Err(DecodeError::TooLarge { limit });
+    // Block by block, straight from the decoder's buffer: `read_to_end`
+    // through `take` would zero the spare capacity of `out` first.
+    let mut decoder = lz4_flex::frame::FrameDecoder::new(frame);
+    loop {
+        let block = decoder
+            .fill_buf()
+            .map_err(|e| DecodeError::Lz4(e.to_string()))?;
+        if block.is_empty() {
+            return Ok(out);
+        }
+        if out.len() + block.len() > limit {
+            return Err(DecodeError::TooLarge { limit });
+        }
+        out.extend_from_slice(block);
+        let taken = block.len();
+        decoder.consume(taken);
     }
-    Ok(out)
 }
 
 /// Walks an LZ4 frame's block headers to check that it ends with its end
