@@ -175,6 +175,9 @@ pub struct SinkContext {
     /// The current epoch of each assigned partition.
     epochs: Mutex<HashMap<(Arc<str>, i32), u64>>,
     next_epoch: AtomicU64,
+    /// Bumped whenever `epochs` changes, so the consumer loop may keep the
+    /// epoch of the partition it is reading without a lookup per message.
+    epochs_changed: AtomicU64,
     /// Set when the sink is stopping: callbacks must not block on the pipeline any more.
     stopping: AtomicBool,
     /// Messages behind the high watermark per topic, from librdkafka statistics.
@@ -199,8 +202,20 @@ impl SinkContext {
         t
     }
 
-    fn new_epoch(&self) -> u64 {
-        self.next_epoch.fetch_add(1, Ordering::Relaxed)
+    /// Gives a partition a new epoch (assigned, or moved to its stored offset).
+    fn new_epoch(&self, topic: &Arc<str>, partition: i32) -> u64 {
+        let epoch = self.next_epoch.fetch_add(1, Ordering::Relaxed);
+        lock(&self.epochs).insert((topic.clone(), partition), epoch);
+        self.epochs_changed.fetch_add(1, Ordering::Relaxed);
+        epoch
+    }
+
+    fn revoke(&self, partitions: &[(Arc<str>, i32)]) {
+        let mut epochs = lock(&self.epochs);
+        for key in partitions {
+            epochs.remove(key);
+        }
+        self.epochs_changed.fetch_add(1, Ordering::Relaxed);
     }
 
     fn epoch_of(&self, topic: &Arc<str>, partition: i32) -> Option<u64> {
@@ -244,8 +259,7 @@ impl SinkContext {
                 {
                     tracing::error!(topic, partition = p, error = %e, "could not set the start offset");
                 }
-                let epoch = self.new_epoch();
-                lock(&self.epochs).insert((name.clone(), p), epoch);
+                let epoch = self.new_epoch(&name, p);
                 assigned.push(Assignment {
                     topic: name.clone(),
                     partition: p,
@@ -313,12 +327,7 @@ impl ConsumerContext for SinkContext {
                     .iter()
                     .map(|e| (self.topic(e.topic()), e.partition()))
                     .collect();
-                {
-                    let mut epochs = lock(&self.epochs);
-                    for key in &revoked {
-                        epochs.remove(key);
-                    }
-                }
+                self.revoke(&revoked);
                 tracing::info!(
                     partitions = revoked.len(),
                     lost = consumer.assignment_lost(),
@@ -399,6 +408,7 @@ pub fn start(
             client: None,
         }),
         epochs: Mutex::new(HashMap::new()),
+        epochs_changed: AtomicU64::new(0),
         next_epoch: AtomicU64::new(1),
         stopping: AtomicBool::new(false),
         lag: Mutex::new(HashMap::new()),
@@ -434,7 +444,7 @@ pub fn start(
 }
 
 fn owned(
-    context: &SinkContext,
+    topic: Arc<str>,
     m: &rdkafka::message::BorrowedMessage<'_>,
     polled_ms: i64,
 ) -> SourceMessage {
@@ -447,7 +457,7 @@ fn owned(
         })
         .unwrap_or_default();
     SourceMessage {
-        topic: context.topic(m.topic()),
+        topic,
         partition: m.partition(),
         offset: m.offset(),
         key: m.key().map(<[u8]>::to_vec),
@@ -455,6 +465,39 @@ fn owned(
         headers,
         timestamp_ms: m.timestamp().to_millis(),
         polled_ms,
+    }
+}
+
+/// The partition the consumer loop is reading, with its interned topic and
+/// epoch: messages come in runs from one partition, and two locked lookups
+/// per message showed in profiles.
+#[derive(Default)]
+struct Reading {
+    last: Option<(Arc<str>, i32, Option<u64>)>,
+    /// `SinkContext::epochs_changed` when `last` was looked up.
+    seen: u64,
+}
+
+impl Reading {
+    fn of(
+        &mut self,
+        context: &SinkContext,
+        topic: &str,
+        partition: i32,
+    ) -> (Arc<str>, Option<u64>) {
+        let changed = context.epochs_changed.load(Ordering::Relaxed);
+        match &self.last {
+            Some((t, p, epoch)) if self.seen == changed && *p == partition && **t == *topic => {
+                (t.clone(), *epoch)
+            }
+            _ => {
+                let t = context.topic(topic);
+                let epoch = context.epoch_of(&t, partition);
+                self.last = Some((t.clone(), partition, epoch));
+                self.seen = changed;
+                (t, epoch)
+            }
+        }
     }
 }
 
@@ -477,6 +520,7 @@ fn run(
     let mut paused = false;
     let mut stopped = false;
     let mut resyncs: Vec<(Arc<str>, i32)> = Vec::new();
+    let mut reading = Reading::default();
     loop {
         // Commands first: commits must not wait behind fetching.
         let mut pending = TopicPartitionList::new();
@@ -604,9 +648,9 @@ fn run(
                 if chunk.is_empty() {
                     chunk_polled_ms = chrono::Utc::now().timestamp_millis();
                 }
-                let message = owned(&context, &m, chunk_polled_ms);
-                if let Some(epoch) = context.epoch_of(&message.topic, message.partition) {
-                    chunk.push((message, epoch));
+                let (topic, epoch) = reading.of(&context, m.topic(), m.partition());
+                if let Some(epoch) = epoch {
+                    chunk.push((owned(topic, &m, chunk_polled_ms), epoch));
                 }
                 if chunk.len() >= CHUNK {
                     held.push_back(Event::Messages(std::mem::take(&mut chunk)));
@@ -648,8 +692,7 @@ fn resync(
         };
         match consumer.seek(&topic, partition, offset, Duration::from_secs(5)) {
             Ok(()) => {
-                let epoch = context.new_epoch();
-                lock(&context.epochs).insert((topic.clone(), partition), epoch);
+                let epoch = context.new_epoch(&topic, partition);
                 tracing::info!(%topic, partition, ?offset, "re-read the stored offset and moved there");
                 context.send_event(Event::Assigned(vec![Assignment {
                     topic,
