@@ -105,8 +105,9 @@ def psql(url, sql):
 
 
 class Poller:
-    """A psql session that runs one query on demand; None while it fails
-    (the sink has not created its tables yet)."""
+    """A psql session kept open: runs a statement on demand and returns its
+    one number, None when it has none or fails (the sink has not created its
+    tables yet)."""
 
     def __init__(self, url, sql):
         self.sql = sql
@@ -114,8 +115,12 @@ class Poller:
                                      stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
 
     def value(self):
+        return self.run(self.sql)
+
+    def run(self, sql):
+        """Runs `sql`; its one number, or None."""
         # The marker line ends each answer, whether the query worked or not.
-        self.proc.stdin.write(f"{self.sql};\n\\echo @@\n")
+        self.proc.stdin.write(f"{sql};\n\\echo @@\n")
         self.proc.stdin.flush()
         lines = []
         while (line := self.proc.stdout.readline().strip()) != "@@":
@@ -140,6 +145,15 @@ def cpu_ticks(pids):
         except (FileNotFoundError, ProcessLookupError, IndexError):
             pass
     return out
+
+
+def machine_ticks():
+    """(busy, total) jiffies of all CPUs together, from /proc/stat."""
+    with open("/proc/stat") as f:
+        fields = [int(v) for v in f.readline().split()[1:]]
+    idle = fields[3] + fields[4]  # idle + iowait
+    total = sum(fields[:8])  # guest time is already in user
+    return total - idle, total
 
 
 def postgres_pids():
@@ -231,6 +245,7 @@ def drain_run(env, name, mix):
     nisshi = int(open(os.path.join(ROOT, ".state", "nisshi.pid")).read())
     pg_before = cpu_ticks(postgres_pids())
     broker_before = cpu_ticks([nisshi])
+    machine_before = machine_ticks()
     log = open(os.path.join(STATE, f"{name}.log"), "w")
     started = time.monotonic()
     sink = subprocess.Popen([BIN, "run"], env=env, stdout=subprocess.DEVNULL, stderr=log)
@@ -245,6 +260,7 @@ def drain_run(env, name, mix):
     sink_cpu = cpu_delta({}, cpu_ticks([sink.pid]))
     pg_cpu = cpu_delta(pg_before, cpu_ticks(postgres_pids()))
     broker_cpu = cpu_delta(broker_before, cpu_ticks([nisshi]))
+    machine_after = machine_ticks()
     rss = peak_rss_mib(sink.pid)
     sink.terminate()
     sink.wait(timeout=60)
@@ -261,10 +277,19 @@ def drain_run(env, name, mix):
             # A query, not the table: a hypertable keeps its rows in chunks.
             psql(url, f"COPY (SELECT * FROM {t}) TO '{files[t]}' (FORMAT binary)")
     psql(url, "TRUNCATE " + ", ".join(files) + "; CHECKPOINT")
+    # In a session of its own whose server process is measured before it
+    # ends (a psql per statement would take the process's CPU with it).
+    session = Poller(url, "SELECT pg_backend_pid()")
+    backend = int(session.value())
+    limit_pg_before = cpu_ticks(postgres_pids())
     limit_started = time.monotonic()
-    psql(url, "BEGIN; " + " ".join(f"COPY {t} FROM '{f}' (FORMAT binary);"
-                                   for t, f in files.items()) + " COMMIT;")
+    session.run("BEGIN; " + " ".join(f"COPY {t} FROM '{f}' (FORMAT binary);"
+                                     for t, f in files.items()) + " COMMIT;")
     limit_s = time.monotonic() - limit_started
+    limit_pg_cpu = cpu_delta(limit_pg_before, cpu_ticks(postgres_pids()))
+    session.close()
+    if backend not in limit_pg_before:
+        sys.exit(f"{name}: the limit's server process {backend} was not measured")
     reloaded = sum(int(psql(url, f"SELECT count(*) FROM {t}")) for t in files)
     if reloaded != total_rows:
         sys.exit(f"{name}: the limit COPY loaded {reloaded} rows, not {total_rows}")
@@ -280,6 +305,13 @@ def drain_run(env, name, mix):
         "cpu_sink": sink_cpu / drain_s,
         "cpu_pg": pg_cpu / drain_s,
         "cpu_broker": broker_cpu / drain_s,
+        # How busy the whole machine was during the drain (0–1), and the CPU
+        # seconds per million rows: what says whether the drain is CPU-bound.
+        "machine_busy": (machine_after[0] - machine_before[0])
+        / max(1, machine_after[1] - machine_before[1]),
+        "sink_s_per_m": sink_cpu / total_rows * 1e6,
+        "pg_s_per_m": pg_cpu / total_rows * 1e6,
+        "limit_pg_s_per_m": limit_pg_cpu / total_rows * 1e6,
     }
 
 
@@ -507,8 +539,9 @@ def main():
         "## Drain against PostgreSQL's own COPY (adaptive batching, the default)",
         "",
         "| mix | rows | drain rows/s | drain MB/s | PostgreSQL COPY rows/s | drain / COPY "
-        "| peak RSS MiB | CPU sink | CPU PostgreSQL | CPU broker |",
-        "|---|---|---|---|---|---|---|---|---|---|",
+        "| peak RSS MiB | CPU sink | CPU PostgreSQL | CPU broker | machine busy "
+        "| sink CPU s / 1M rows | PostgreSQL CPU s / 1M rows | the same in its own COPY |",
+        "|---|---|---|---|---|---|---|---|---|---|---|---|---|---|",
     ]
     for mix, rs in results.items():
         lines.append(
@@ -517,9 +550,15 @@ def main():
             f"| {cell(col(rs, 'limit_rows_s'), '{:,.0f}')} "
             f"| {cell(col(rs, 'ratio'), '{:.2f}')} | {cell(col(rs, 'rss_mib'), '{:.0f}')} "
             f"| {cell(col(rs, 'cpu_sink'), '{:.2f}')} | {cell(col(rs, 'cpu_pg'), '{:.2f}')} "
-            f"| {cell(col(rs, 'cpu_broker'), '{:.2f}')} |")
+            f"| {cell(col(rs, 'cpu_broker'), '{:.2f}')} "
+            f"| {cell([100 * v for v in col(rs, 'machine_busy')], '{:.0f}')} % "
+            f"| {cell(col(rs, 'sink_s_per_m'), '{:.2f}')} "
+            f"| {cell(col(rs, 'pg_s_per_m'), '{:.2f}')} "
+            f"| {cell(col(rs, 'limit_pg_s_per_m'), '{:.2f}')} |")
     lines += [
-        "", "CPU is in cores (CPU seconds per second of drain).", "",
+        "", "CPU is in cores (CPU seconds per second of drain). Machine busy: all CPUs "
+        "together, from /proc/stat, over the drain (its start included: the sink "
+        "connects and joins the group first).", "",
         "## Latency, and adaptive against fixed batches", "",
         f"Latency: the four-type mix at a steady {LAT_RATE:,} msg/s for {LAT_SECONDS} s "
         "(BENCH_LATENCY_RATE, BENCH_LATENCY_SECONDS), from each message's Kafka timestamp "
