@@ -296,16 +296,14 @@ mod tests {
     use super::*;
 
     fn message(topic: &Arc<str>, partition: i32, offset: i64, len: usize) -> SourceMessage {
-        SourceMessage {
-            topic: topic.clone(),
+        SourceMessage::new(
+            topic.clone(),
             partition,
             offset,
-            key: None,
-            value: Some(vec![b'x'; len]),
-            headers: vec![],
-            timestamp_ms: None,
-            polled_ms: 0,
-        }
+            None,
+            Some(&vec![b'x'; len]),
+            [],
+        )
     }
 
     fn rows(n: usize) -> Outcome {

@@ -448,24 +448,23 @@ fn owned(
     m: &rdkafka::message::BorrowedMessage<'_>,
     polled_ms: i64,
 ) -> SourceMessage {
-    let headers = m
-        .headers()
-        .map(|h| {
-            h.iter()
-                .map(|h| (h.key.to_owned(), h.value.map(<[u8]>::to_vec)))
-                .collect()
-        })
-        .unwrap_or_default();
-    SourceMessage {
-        topic,
-        partition: m.partition(),
-        offset: m.offset(),
-        key: m.key().map(<[u8]>::to_vec),
-        value: m.payload().map(<[u8]>::to_vec),
-        headers,
-        timestamp_ms: m.timestamp().to_millis(),
-        polled_ms,
-    }
+    let mut message = match m.headers() {
+        Some(h) => SourceMessage::new(
+            topic,
+            m.partition(),
+            m.offset(),
+            m.key(),
+            m.payload(),
+            (0..h.count()).map(|i| {
+                let header = h.get(i);
+                (header.key, header.value)
+            }),
+        ),
+        None => SourceMessage::new(topic, m.partition(), m.offset(), m.key(), m.payload(), []),
+    };
+    message.timestamp_ms = m.timestamp().to_millis();
+    message.polled_ms = polled_ms;
+    message
 }
 
 /// The partition the consumer loop is reading, with its interned topic and

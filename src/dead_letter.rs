@@ -125,12 +125,9 @@ impl DeadLetters {
     ) -> Result<(), DeadLetterError> {
         let m = letter.message;
         let topic = self.topic_for(&m.topic);
-        let mut headers = OwnedHeaders::new_with_capacity(m.headers.len() + 6);
-        for (key, value) in &m.headers {
-            headers = headers.insert(Header {
-                key,
-                value: value.as_deref(),
-            });
+        let mut headers = OwnedHeaders::new_with_capacity(m.header_count() + 6);
+        for (key, value) in m.header_pairs() {
+            headers = headers.insert(Header { key, value });
         }
         // One line, human readable.
         let reason: String = letter
@@ -161,11 +158,11 @@ impl DeadLetters {
         if m.partition < dlq_partitions {
             record = record.partition(m.partition);
         }
-        if let Some(key) = &m.key {
-            record = record.key(key.as_slice());
+        if let Some(key) = m.key() {
+            record = record.key(key);
         }
-        if let Some(value) = &m.value {
-            record = record.payload(value.as_slice());
+        if let Some(value) = m.value() {
+            record = record.payload(value);
         }
         if let Some(t) = m.timestamp_ms {
             record = record.timestamp(t);

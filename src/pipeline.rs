@@ -485,24 +485,14 @@ pub fn process(
     max_value_bytes: usize,
     now: Timestamp,
 ) -> Outcome {
-    if message
-        .value
-        .as_ref()
-        .is_some_and(|v| v.len() > max_value_bytes)
-    {
+    if let Some(value) = message.value().filter(|v| v.len() > max_value_bytes) {
         return Outcome::DeadLetter(format!(
             "value of {} bytes exceeds max_value_bytes ({max_value_bytes})",
-            message.value.as_ref().map_or(0, Vec::len)
+            value.len()
         ));
     }
-    let decoded = Encoding::from_headers(message.header_pairs()).and_then(|encoding| {
-        decode::decode(
-            data_type,
-            encoding,
-            message.value.as_deref(),
-            max_value_bytes,
-        )
-    });
+    let decoded = Encoding::from_headers(message.header_pairs())
+        .and_then(|encoding| decode::decode(data_type, encoding, message.value(), max_value_bytes));
     let fields = match decoded {
         Ok(fields) => fields,
         Err(e) => return Outcome::DeadLetter(e.to_string()),

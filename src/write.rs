@@ -796,16 +796,14 @@ mod tests {
                 source: "src".into(),
             });
             f.batch.entries.push(Entry {
-                message: SourceMessage {
-                    topic: f.batch.topic.clone(),
-                    partition: 0,
+                message: SourceMessage::new(
+                    f.batch.topic.clone(),
+                    0,
                     offset,
-                    key: None,
-                    value: Some(vec![b'x'; 10]),
-                    headers: vec![],
-                    timestamp_ms: None,
-                    polled_ms: 0,
-                },
+                    None,
+                    Some(&[b'x'; 10]),
+                    [],
+                ),
                 outcome: Outcome::Rows(vec![row]),
             });
             f.batch.rows += 1;

@@ -15,16 +15,14 @@ pub fn data_type(selector: u8) -> DataType {
 }
 
 pub fn run(data_type: DataType, headers: Vec<(String, Option<Vec<u8>>)>, value: &[u8]) {
-    let message = SourceMessage {
-        topic: Arc::from("crypto-fuzz"),
-        partition: 0,
-        offset: 0,
-        key: None,
-        value: Some(value.to_vec()),
-        headers,
-        timestamp_ms: None,
-        polled_ms: 0,
-    };
+    let message = SourceMessage::new(
+        Arc::from("crypto-fuzz"),
+        0,
+        0,
+        None,
+        Some(value),
+        headers.iter().map(|(k, v)| (k.as_str(), v.as_deref())),
+    );
     // 2026-11-23T00:00:00Z, so that timestamps near the contract's examples validate.
     let now = Timestamp(1_795_392_000_000_000);
     match process(data_type, Some("binance"), &message, 1 << 20, now) {
