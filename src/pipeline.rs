@@ -169,7 +169,8 @@ pub async fn run(config: Config, shutdown: CancellationToken) -> Result<(), RunE
         writer_tasks.push(tokio::spawn(async move {
             // The next transaction, growing while the current one is written.
             let mut next: Option<Prepared> = None;
-            // A batch that could not join `next` (another topic, or no room).
+            // A batch that does not continue `next` (another topic of the
+            // table, or another assignment): it starts the one after.
             let mut carried: Option<Flush> = None;
             let mut closed = false;
             loop {
