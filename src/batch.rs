@@ -307,20 +307,7 @@ mod tests {
     }
 
     fn rows(n: usize) -> Outcome {
-        use crate::decimal::Decimal;
-        use crate::record::{Level1Row, Timestamp};
-        let row = Row::Level1(Level1Row {
-            time: Timestamp(1),
-            exchange_id: "e".into(),
-            symbol: "s".into(),
-            best_bid: Decimal::from_i64(1),
-            best_ask: Decimal::from_i64(1),
-            bid_size: None,
-            ask_size: None,
-            sequence: 0,
-            source: "s".into(),
-        });
-        Outcome::Rows(vec![row; n])
+        Outcome::Rows(vec![Row::test_quote(1, 0, "s"); n])
     }
 
     const LIMITS: Limits = Limits {

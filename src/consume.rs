@@ -448,20 +448,20 @@ fn owned(
     m: &rdkafka::message::BorrowedMessage<'_>,
     polled_ms: i64,
 ) -> SourceMessage {
-    let mut message = match m.headers() {
-        Some(h) => SourceMessage::new(
-            topic,
-            m.partition(),
-            m.offset(),
-            m.key(),
-            m.payload(),
-            (0..h.count()).map(|i| {
-                let header = h.get(i);
-                (header.key, header.value)
-            }),
-        ),
-        None => SourceMessage::new(topic, m.partition(), m.offset(), m.key(), m.payload(), []),
-    };
+    let headers = m.headers().into_iter().flat_map(|h| {
+        (0..h.count()).map(move |i| {
+            let header = h.get(i);
+            (header.key, header.value)
+        })
+    });
+    let mut message = SourceMessage::new(
+        topic,
+        m.partition(),
+        m.offset(),
+        m.key(),
+        m.payload(),
+        headers,
+    );
     message.timestamp_ms = m.timestamp().to_millis();
     message.polled_ms = polled_ms;
     message

@@ -213,20 +213,10 @@ fn encode_row(row: &Row, buf: &mut Vec<u8>) {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::record::Level1Row;
 
     fn quote(seq: i64, source: &str) -> Row {
-        Row::Level1(Level1Row {
-            time: Timestamp(946_684_800_000_000),
-            exchange_id: "e".into(),
-            symbol: "s".into(),
-            best_bid: Decimal::from_i64(1),
-            best_ask: Decimal::from_i64(2),
-            bid_size: None,
-            ask_size: None,
-            sequence: seq,
-            source: source.into(),
-        })
+        // The PostgreSQL epoch, 2000-01-01.
+        Row::test_quote(946_684_800_000_000, seq, source)
     }
 
     #[test]

@@ -4,8 +4,9 @@
 //! message, keeps the open batches, and hands full or due batches to the
 //! table's writer task, which encodes them as they arrive and joins them
 //! into its next transaction while PostgreSQL takes the current one
-//! (bounded: a slow database slows fetching, never grows memory). Writers report back; the consumer
-//! thread commits to Kafka what the database has committed.
+//! (bounded: a slow database slows fetching, never grows memory). Writers
+//! report back; the consumer thread commits to Kafka what the database has
+//! committed.
 
 use std::collections::HashMap;
 use std::sync::Arc;

@@ -215,3 +215,22 @@ impl Row {
         }
     }
 }
+
+#[cfg(test)]
+impl Row {
+    /// A level-1 quote for tests: `time` in microseconds since the Unix
+    /// epoch, bid 1, ask 2.
+    pub fn test_quote(time: i64, sequence: i64, source: &str) -> Row {
+        Row::Level1(Level1Row {
+            time: Timestamp(time),
+            exchange_id: "e".into(),
+            symbol: "s".into(),
+            best_bid: Decimal::from_i64(1),
+            best_ask: Decimal::from_i64(2),
+            bid_size: None,
+            ask_size: None,
+            sequence,
+            source: source.into(),
+        })
+    }
+}

@@ -76,6 +76,12 @@ impl Flush {
         if !self.continued_by(&later) {
             return Err(Box::new(later));
         }
+        self.append(later);
+        Ok(())
+    }
+
+    /// Adds `later`, which continues this flush.
+    fn append(&mut self, later: Flush) {
         for l in later.fences {
             match self.fences.iter_mut().find(|f| f.partition == l.partition) {
                 Some(f) => f.next = l.next,
@@ -88,7 +94,6 @@ impl Flush {
             (mine @ None, theirs) => *mine = theirs,
             (Some(_), None) => {}
         }
-        Ok(())
     }
 }
 
@@ -116,7 +121,7 @@ impl Prepared {
             return Err(Box::new(later));
         }
         let encoded = encode_all(&later.batch);
-        self.flush.coalesce(later)?;
+        self.flush.append(later);
         if let Some(parts) = &mut self.straight {
             parts.push(encoded);
         }
@@ -779,22 +784,10 @@ mod tests {
     /// with sequence numbers `offsets`.
     fn flush_of_rows(offsets: std::ops::Range<i64>) -> Flush {
         use crate::batch::{Entry, Span};
-        use crate::decimal::Decimal;
         use crate::message::SourceMessage;
-        use crate::record::{Level1Row, Timestamp};
         let mut f = flush("t", &[(0, offsets.start, offsets.end - 1, 1)]);
         for offset in offsets {
-            let row = Row::Level1(Level1Row {
-                time: Timestamp(offset),
-                exchange_id: "e".into(),
-                symbol: "s".into(),
-                best_bid: Decimal::from_i64(1),
-                best_ask: Decimal::from_i64(2),
-                bid_size: None,
-                ask_size: None,
-                sequence: offset,
-                source: "src".into(),
-            });
+            let row = Row::test_quote(offset, offset, "src");
             f.batch.entries.push(Entry {
                 message: SourceMessage::new(
                     f.batch.topic.clone(),
