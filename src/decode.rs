@@ -74,51 +74,57 @@ impl Encoding {
         let mut compressed = None;
         let mut schema_version = None;
         for (name, value) in headers {
-            let slot = match name.to_ascii_lowercase().as_str() {
-                "content-type" => &mut content_type,
-                "compressed" => &mut compressed,
-                "schema-version" => &mut schema_version,
-                _ => continue,
+            let slot = if name.eq_ignore_ascii_case("content-type") {
+                &mut content_type
+            } else if name.eq_ignore_ascii_case("compressed") {
+                &mut compressed
+            } else if name.eq_ignore_ascii_case("schema-version") {
+                &mut schema_version
+            } else {
+                continue;
             };
             *slot = Some(value.unwrap_or_default());
         }
-        let text = |header: &'static str, bytes: &[u8]| -> Result<String, DecodeError> {
+        // Compared without allocating: this runs for every message.
+        let text = |header: &'static str, bytes: &'a [u8]| -> Result<&'a str, DecodeError> {
             std::str::from_utf8(bytes)
-                .map(|s| s.trim().to_ascii_lowercase())
+                .map(str::trim)
                 .map_err(|_| DecodeError::Header {
                     header,
                     value: String::from_utf8_lossy(bytes).into_owned(),
                 })
+        };
+        let refuse = |header: &'static str, value: &str| DecodeError::Header {
+            header,
+            value: value.to_ascii_lowercase(),
         };
         let content_type = match content_type {
             None => ContentType::Json,
             Some(bytes) => {
                 let value = text("content-type", bytes)?;
                 // Parameters such as `; charset=utf-8` do not change the encoding.
-                match value.split(';').next().map(str::trim) {
-                    Some("application/json") => ContentType::Json,
-                    Some("application/x-bincode") => ContentType::Bincode,
-                    _ => {
-                        return Err(DecodeError::Header {
-                            header: "content-type",
-                            value,
-                        });
-                    }
+                let media = value.split(';').next().map_or("", str::trim);
+                if media.eq_ignore_ascii_case("application/json") {
+                    ContentType::Json
+                } else if media.eq_ignore_ascii_case("application/x-bincode") {
+                    ContentType::Bincode
+                } else {
+                    return Err(refuse("content-type", value));
                 }
             }
         };
         let compressed = match compressed {
             None => false,
-            Some(bytes) => match text("compressed", bytes)?.as_str() {
-                "true" => true,
-                "false" => false,
-                other => {
-                    return Err(DecodeError::Header {
-                        header: "compressed",
-                        value: other.to_owned(),
-                    });
+            Some(bytes) => {
+                let value = text("compressed", bytes)?;
+                if value.eq_ignore_ascii_case("true") {
+                    true
+                } else if value.eq_ignore_ascii_case("false") {
+                    false
+                } else {
+                    return Err(refuse("compressed", value));
                 }
-            },
+            }
         };
         // schema-version only governs bincode; JSON ignores it.
         if content_type == ContentType::Bincode
@@ -126,10 +132,7 @@ impl Encoding {
         {
             let version = text("schema-version", bytes)?;
             if version != "1" {
-                return Err(DecodeError::Header {
-                    header: "schema-version",
-                    value: version,
-                });
+                return Err(refuse("schema-version", version));
             }
         }
         Ok(Encoding {
