@@ -347,7 +347,7 @@ def latency_run(env, run, tag="", extra=None):
     with fresh(env, name) as env:
         env.update(extra or {})
         port = free_port()
-        env["TIMESINK_METRICS_LISTEN"] = f"127.0.0.1:{port}"
+        env["TIMESINK_HTTP__LISTEN"] = f"127.0.0.1:{port}"
         log = open(os.path.join(STATE, f"{name}.log"), "w")
         sink = subprocess.Popen([BIN, "run"], env=env, stdout=subprocess.DEVNULL, stderr=log)
         poll = stored_offsets(env)
@@ -383,7 +383,7 @@ def stall_run(env):
     name = f"bench{os.getpid()}xstall"
     with fresh(env, name) as env:
         port = free_port()
-        env["TIMESINK_METRICS_LISTEN"] = f"127.0.0.1:{port}"
+        env["TIMESINK_HTTP__LISTEN"] = f"127.0.0.1:{port}"
         _, expected_rows = preload(env, "mix")
         log = open(os.path.join(STATE, f"{name}.log"), "w")
         sink = subprocess.Popen([BIN, "run"], env=env, stdout=subprocess.DEVNULL, stderr=log)

@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Installs (when missing), starts and stops the real services the tests, the
 # demo and the benchmarks use: PostgreSQL 15 and the nisshi Kafka-protocol
-# broker, on loopback ports of their own, with state under .state/ (ignored).
+# broker (and Prometheus, which tests start themselves), on loopback ports of their own, with state under .state/ (ignored).
 #
 #   scripts/services.sh install | start | stop | status | env
 #
@@ -30,6 +30,12 @@ install() {
     export DEBIAN_FRONTEND=noninteractive
     apt-get update -qq
     apt-get install -y -qq postgresql-15 postgresql-client-15 >/dev/null
+  fi
+  if ! command -v prometheus >/dev/null; then
+    # For tests/operate.rs, which has a real Prometheus scrape the sink.
+    log "installing Prometheus (apt-get)"
+    export DEBIAN_FRONTEND=noninteractive
+    apt-get install -y -qq prometheus >/dev/null || { apt-get update -qq && apt-get install -y -qq prometheus >/dev/null; }
   fi
   if ! "$nisshi" --version 2>/dev/null | grep -q "$nisshi_version"; then
     log "installing nisshi $nisshi_version (cargo +nightly install; about 13 minutes)"

@@ -46,8 +46,63 @@ const WRITE_TIME_CAP: Duration = Duration::from_secs(10);
 pub enum Outcome {
     /// The message decoded and validated into these rows (an array may hold several, or none).
     Rows(Vec<Row>),
-    /// The message goes to the dead-letter topic with this reason.
-    DeadLetter(String),
+    /// The message goes to the dead-letter topic.
+    DeadLetter(Rejection),
+}
+
+/// Why a message is dead-lettered.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Rejection {
+    /// The kind of problem: the `reason` label of `timesink_dead_letters_total`.
+    pub class: RejectClass,
+    /// One human-readable line: the `dlq.reason` header.
+    pub reason: String,
+}
+
+impl Rejection {
+    pub fn new(class: RejectClass, reason: impl Into<String>) -> Rejection {
+        Rejection {
+            class,
+            reason: reason.into(),
+        }
+    }
+}
+
+/// The kinds of problem that dead-letter a message.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub enum RejectClass {
+    /// The value is larger than `max_value_bytes`, as sent or inflated.
+    TooLarge,
+    /// A `content-type`, `compressed` or `schema-version` header the sink does not know.
+    Encoding,
+    /// The value is not what its encoding says (JSON, bincode, LZ4), or the
+    /// envelope names another data type.
+    Decode,
+    /// The record breaks a rule of the contract.
+    Validation,
+    /// PostgreSQL refused the row (a constraint or value the tables reject).
+    Database,
+}
+
+impl RejectClass {
+    pub const ALL: [RejectClass; 5] = [
+        RejectClass::TooLarge,
+        RejectClass::Encoding,
+        RejectClass::Decode,
+        RejectClass::Validation,
+        RejectClass::Database,
+    ];
+
+    /// The metric label.
+    pub fn label(self) -> &'static str {
+        match self {
+            RejectClass::TooLarge => "too_large",
+            RejectClass::Encoding => "encoding",
+            RejectClass::Decode => "decode",
+            RejectClass::Validation => "validation",
+            RejectClass::Database => "database",
+        }
+    }
 }
 
 /// One message and what became of it.
@@ -62,6 +117,9 @@ pub struct Entry {
 pub struct Span {
     pub first: i64,
     pub last: i64,
+    /// The Kafka timestamp of the message at `last`: once committed, how
+    /// far behind the partition's lag in seconds is measured from.
+    pub last_timestamp_ms: Option<i64>,
 }
 
 /// Messages of one topic, ready to be written together.
@@ -102,11 +160,15 @@ impl Batch {
             .entry(m.partition)
             .and_modify(|s| {
                 s.first = s.first.min(m.offset);
-                s.last = s.last.max(m.offset);
+                if m.offset > s.last {
+                    s.last = m.offset;
+                    s.last_timestamp_ms = m.timestamp_ms;
+                }
             })
             .or_insert(Span {
                 first: m.offset,
                 last: m.offset,
+                last_timestamp_ms: m.timestamp_ms,
             });
         if let Outcome::Rows(rows) = &entry.outcome {
             self.rows += rows.len();
@@ -129,7 +191,10 @@ impl Batch {
                 .entry(partition)
                 .and_modify(|s| {
                     s.first = s.first.min(span.first);
-                    s.last = s.last.max(span.last);
+                    if span.last > s.last {
+                        s.last = span.last;
+                        s.last_timestamp_ms = span.last_timestamp_ms;
+                    }
                 })
                 .or_insert(span);
         }
@@ -296,14 +361,16 @@ mod tests {
     use super::*;
 
     fn message(topic: &Arc<str>, partition: i32, offset: i64, len: usize) -> SourceMessage {
-        SourceMessage::new(
+        let mut m = SourceMessage::new(
             topic.clone(),
             partition,
             offset,
             None,
             Some(&vec![b'x'; len]),
             [],
-        )
+        );
+        m.timestamp_ms = Some(1_000 + offset);
+        m
     }
 
     fn rows(n: usize) -> Outcome {
@@ -332,7 +399,7 @@ mod tests {
         // A dead letter adds no row.
         let e = Entry {
             message: message(&t, 1, 7, 1),
-            outcome: Outcome::DeadLetter("bad".into()),
+            outcome: Outcome::DeadLetter(Rejection::new(RejectClass::Decode, "bad")),
         };
         assert!(b.push(DataType::Level1, e, LIMITS, now).is_none());
         let e = Entry {
@@ -343,8 +410,13 @@ mod tests {
             .push(DataType::Level1, e, LIMITS, now)
             .expect("full at 3 rows");
         assert_eq!(batch.rows, 3);
-        assert_eq!(batch.spans[&0], Span { first: 0, last: 2 });
-        assert_eq!(batch.spans[&1], Span { first: 7, last: 7 });
+        let span = |first, last| Span {
+            first,
+            last,
+            last_timestamp_ms: Some(1_000 + last),
+        };
+        assert_eq!(batch.spans[&0], span(0, 2));
+        assert_eq!(batch.spans[&1], span(7, 7));
         assert_eq!(b.buffered_rows(), 0);
     }
 

@@ -56,10 +56,10 @@ pub struct Config {
     /// How often a progress line (rows/s per table, lag) is logged, in
     /// milliseconds; 0 turns it off.
     pub progress_interval_ms: u64,
-    /// Where the Prometheus scrape endpoint listens (`host:port`); empty
-    /// turns it off. Off by default, so that several instances (and tests)
-    /// can share a host; the local stack sets it.
-    pub metrics_listen: String,
+    /// The HTTP endpoints: `/metrics`, `/health`, `/ready`, `/status`.
+    pub http: HttpConfig,
+    /// How `/status` judges the lag.
+    pub health: HealthConfig,
 }
 
 impl Default for Config {
@@ -73,7 +73,38 @@ impl Default for Config {
             shutdown_timeout_ms: 30_000,
             max_value_bytes: 4 * 1024 * 1024,
             progress_interval_ms: 0,
-            metrics_listen: String::new(),
+            http: HttpConfig::default(),
+            health: HealthConfig::default(),
+        }
+    }
+}
+
+/// The HTTP server.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct HttpConfig {
+    /// Where `/metrics` (Prometheus), `/health`, `/ready` and `/status`
+    /// listen (`host:port`); empty turns them off. Off by default, so that
+    /// several instances (and tests) can share a host; the local stack sets it.
+    pub listen: String,
+}
+
+/// Lag thresholds of the state in `/status` (total messages behind, all
+/// assigned partitions together).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct HealthConfig {
+    /// From this lag on, the state is `degraded`.
+    pub degraded_lag_messages: i64,
+    /// From this lag on, the state is `unhealthy`.
+    pub unhealthy_lag_messages: i64,
+}
+
+impl Default for HealthConfig {
+    fn default() -> Self {
+        HealthConfig {
+            degraded_lag_messages: 1_000,
+            unhealthy_lag_messages: 10_000,
         }
     }
 }
@@ -511,14 +542,28 @@ impl Config {
         if self.max_value_bytes == 0 {
             return Err(invalid("max_value_bytes", "must be at least 1"));
         }
-        if !self.metrics_listen.is_empty()
-            && self.metrics_listen.parse::<std::net::SocketAddr>().is_err()
+        if !self.http.listen.is_empty() && self.http.listen.parse::<std::net::SocketAddr>().is_err()
         {
             return Err(invalid(
-                "metrics_listen",
+                "http.listen",
                 format!(
                     "{:?} is not an address such as 0.0.0.0:9464",
-                    self.metrics_listen
+                    self.http.listen
+                ),
+            ));
+        }
+        if self.health.degraded_lag_messages < 1 {
+            return Err(invalid(
+                "health.degraded_lag_messages",
+                "must be at least 1",
+            ));
+        }
+        if self.health.unhealthy_lag_messages < self.health.degraded_lag_messages {
+            return Err(invalid(
+                "health.unhealthy_lag_messages",
+                format!(
+                    "must be at least degraded_lag_messages ({})",
+                    self.health.degraded_lag_messages
                 ),
             ));
         }
@@ -632,7 +677,12 @@ mod tests {
                 "batch.max_transaction_rows",
             ),
             ("TIMESINK_DEAD_LETTER__SUFFIX", "_dlq", "dead_letter.suffix"),
-            ("TIMESINK_METRICS_LISTEN", "localhost", "metrics_listen"),
+            ("TIMESINK_HTTP__LISTEN", "localhost", "http.listen"),
+            (
+                "TIMESINK_HEALTH__UNHEALTHY_LAG_MESSAGES",
+                "10",
+                "health.unhealthy_lag_messages",
+            ),
             (
                 "TIMESINK_RDKAFKA_ENABLE_AUTO_COMMIT",
                 "true",

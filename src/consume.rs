@@ -32,6 +32,7 @@ use tokio::sync::mpsc::error::TrySendError;
 use tokio_postgres::NoTls;
 
 use crate::config::Config;
+use crate::health::Health;
 use crate::message::SourceMessage;
 use crate::record::DataType;
 use crate::write::Backoff;
@@ -180,8 +181,8 @@ pub struct SinkContext {
     epochs_changed: AtomicU64,
     /// Set when the sink is stopping: callbacks must not block on the pipeline any more.
     stopping: AtomicBool,
-    /// Messages behind the high watermark per topic, from librdkafka statistics.
-    lag: Mutex<HashMap<String, i64>>,
+    /// Where librdkafka's statistics (brokers up, lag) go.
+    health: Arc<Health>,
     /// Interned topic names.
     topics: Mutex<HashMap<String, Arc<str>>>,
 }
@@ -220,11 +221,6 @@ impl SinkContext {
 
     fn epoch_of(&self, topic: &Arc<str>, partition: i32) -> Option<u64> {
         lock(&self.epochs).get(&(topic.clone(), partition)).copied()
-    }
-
-    /// Consumer lag per topic, as last reported by librdkafka.
-    pub fn lag(&self) -> HashMap<String, i64> {
-        lock(&self.lag).clone()
     }
 
     fn send_event(&self, event: Event) {
@@ -274,20 +270,25 @@ impl SinkContext {
 
 impl ClientContext for SinkContext {
     fn stats(&self, statistics: Statistics) {
-        let lag = statistics
+        // Brokers learned from metadata: not the bootstrap entries (no node
+        // id) nor the logical group coordinator (a second view of one).
+        let brokers_up = statistics
+            .brokers
+            .values()
+            .filter(|b| b.nodeid >= 0 && b.source == "learned" && b.state == "UP")
+            .count() as i64;
+        let lags: Vec<(&str, i32, i64)> = statistics
             .topics
             .iter()
-            .map(|(name, t)| {
-                let lag: i64 = t
-                    .partitions
+            .flat_map(|(name, t)| {
+                t.partitions
                     .values()
                     .filter(|p| p.partition >= 0 && p.consumer_lag >= 0)
-                    .map(|p| p.consumer_lag)
-                    .sum();
-                (name.clone(), lag)
+                    .map(move |p| (name.as_str(), p.partition, p.consumer_lag))
             })
             .collect();
-        *lock(&self.lag) = lag;
+        let now_ms = chrono::Utc::now().timestamp_millis();
+        self.health.kafka_statistics(brokers_up, &lags, now_ms);
     }
 }
 
@@ -397,6 +398,7 @@ pub fn start(
     runtime: Handle,
     events: Sender<Event>,
     commands: Receiver<Command>,
+    health: Arc<Health>,
 ) -> Result<ConsumerHandle, ConsumeError> {
     let stop = Arc::new(AtomicBool::new(false));
     let context = SinkContext {
@@ -411,7 +413,7 @@ pub fn start(
         epochs_changed: AtomicU64::new(0),
         next_epoch: AtomicU64::new(1),
         stopping: AtomicBool::new(false),
-        lag: Mutex::new(HashMap::new()),
+        health,
         topics: Mutex::new(HashMap::new()),
     };
     let consumer: BaseConsumer<SinkContext> = consumer_config(config)
@@ -517,6 +519,7 @@ fn run(
     // When the chunk's first message was polled (epoch ms).
     let mut chunk_polled_ms = 0;
     let mut paused = false;
+    metrics::gauge!("timesink_consumer_paused").set(0.0);
     let mut stopped = false;
     let mut resyncs: Vec<(Arc<str>, i32)> = Vec::new();
     let mut reading = Reading::default();

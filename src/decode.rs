@@ -10,6 +10,7 @@ use std::io::BufRead;
 use serde::Deserialize;
 use serde_json::value::RawValue;
 
+use crate::batch::RejectClass;
 use crate::record::DataType;
 use crate::wire::{
     AnalyticsBincode, AnalyticsFields, Fields, Level1Bincode, Level1Fields, OhlcvBincode,
@@ -48,6 +49,17 @@ pub enum DecodeError {
     Bincode(String),
     #[error("bincode: {trailing} trailing bytes after the record (at byte offset {at})")]
     BincodeTrailing { trailing: usize, at: usize },
+}
+
+impl DecodeError {
+    /// The kind of problem, for the dead-letter metric.
+    pub fn class(&self) -> RejectClass {
+        match self {
+            DecodeError::Header { .. } => RejectClass::Encoding,
+            DecodeError::TooLarge { .. } => RejectClass::TooLarge,
+            _ => RejectClass::Decode,
+        }
+    }
 }
 
 /// How a message's value is encoded, read from its headers.

@@ -19,6 +19,9 @@
 //! - [`dead_letter`]: invalid messages to `<topic>.dlq`, byte for byte, acknowledged
 //!   before their offset is stored.
 //! - [`pipeline`]: wires the stages together and runs them until shutdown.
+//! - [`health`]: what `/ready` and `/status` report (lag, connections,
+//!   per-topic counters), kept up to date by the stages; [`http`] serves it
+//!   with `/metrics`, whose series [`telemetry`] catalogues.
 //! - [`produce`]: the load generator behind `timesink produce`; [`topics`]:
 //!   `topics.yaml` and topic creation.
 //!
@@ -32,11 +35,14 @@ pub mod copy_format;
 pub mod dead_letter;
 pub mod decimal;
 pub mod decode;
+pub mod health;
+pub mod http;
 pub mod message;
 pub mod pipeline;
 pub mod produce;
 pub mod record;
 pub mod schema;
+pub mod telemetry;
 pub mod topics;
 pub mod validate;
 pub mod wire;

@@ -7,15 +7,17 @@ static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
 use std::path::PathBuf;
 use std::process::ExitCode;
+use std::sync::Arc;
 
 use anyhow::Context as _;
 use clap::{Parser, Subcommand};
 use tokio_util::sync::CancellationToken;
 
 use timesink::config::Config;
+use timesink::health::Health;
 use timesink::produce::{self, Encoding, Generator};
 use timesink::record::{DataType, Timestamp};
-use timesink::{pipeline, topics};
+use timesink::{http, pipeline, telemetry, topics};
 
 #[derive(Parser)]
 #[command(
@@ -114,19 +116,28 @@ fn real_main() -> anyhow::Result<()> {
         .context("starting the async runtime")?;
     match cli.command {
         Command::Run => runtime.block_on(async {
-            if let Ok(addr) = config.metrics_listen.parse::<std::net::SocketAddr>() {
-                metrics_exporter_prometheus::PrometheusBuilder::new()
-                    .with_http_listener(addr)
-                    .set_quantiles(&[0.0, 0.5, 0.9, 0.99, 0.999, 1.0])
-                    .context("configuring the metrics exporter")?
-                    .install()
-                    .with_context(|| format!("serving metrics on metrics_listen = {addr}"))?;
-            }
+            let health = Arc::new(Health::new(config.health.clone()));
             let shutdown = CancellationToken::new();
             tokio::spawn(signals(shutdown.clone()));
-            pipeline::run(config, shutdown)
-                .await
-                .map_err(anyhow::Error::from)
+            // The endpoints outlive the signal: they answer while the sink
+            // writes what it has batched.
+            let http_stop = CancellationToken::new();
+            if let Ok(addr) = config.http.listen.parse::<std::net::SocketAddr>() {
+                let metrics = telemetry::install().context("installing the metrics recorder")?;
+                let listener = tokio::net::TcpListener::bind(addr)
+                    .await
+                    .with_context(|| format!("http.listen = {addr}: cannot listen there"))?;
+                tracing::info!(%addr, "serving /metrics, /health, /ready and /status");
+                let (health, stop) = (health.clone(), http_stop.clone());
+                tokio::spawn(async move {
+                    if let Err(e) = http::serve(listener, health, metrics, stop).await {
+                        tracing::error!(error = %e, "the HTTP server stopped");
+                    }
+                });
+            }
+            let result = pipeline::run(config, health, shutdown).await;
+            http_stop.cancel();
+            result.map_err(anyhow::Error::from)
         }),
         Command::Produce {
             count,

@@ -10,6 +10,7 @@
 
 use std::collections::HashMap;
 use std::sync::Arc;
+use std::sync::atomic::Ordering::Relaxed;
 use std::sync::mpsc as std_mpsc;
 use std::time::{Duration, Instant};
 
@@ -18,11 +19,12 @@ use tokio::task::JoinHandle;
 use tokio_postgres::NoTls;
 use tokio_util::sync::CancellationToken;
 
-use crate::batch::{Batch, Batcher, Entry, Outcome};
+use crate::batch::{Batch, Batcher, Entry, Outcome, RejectClass, Rejection};
 use crate::config::Config;
 use crate::consume::{self, Assignment, Command, Event};
 use crate::dead_letter::DeadLetters;
 use crate::decode::{self, Encoding};
+use crate::health::{Health, TopicCounters};
 use crate::message::SourceMessage;
 use crate::record::{DataType, Timestamp};
 use crate::schema;
@@ -53,12 +55,14 @@ pub enum RunError {
 }
 
 /// The state of one assigned partition, as the pipeline sees it.
-#[derive(Debug, Clone, Copy)]
+#[derive(Debug, Clone)]
 struct PartitionState {
     epoch: u64,
     /// The `next_offset` the database will hold once every batch handed out
     /// so far is committed; the fence of the next batch.
     expected: Option<i64>,
+    /// Its topic's counters, at hand for every message.
+    counters: Arc<TopicCounters>,
 }
 
 /// Rows written per table since start, for the progress line.
@@ -128,7 +132,16 @@ impl RunError {
 
 /// Creates the schema and runs the sink until `shutdown` is cancelled; then
 /// stops fetching, writes what is batched, commits, and returns.
-pub async fn run(config: Config, shutdown: CancellationToken) -> Result<(), RunError> {
+pub async fn run(
+    config: Config,
+    health: Arc<Health>,
+    shutdown: CancellationToken,
+) -> Result<(), RunError> {
+    tokio::spawn(crate::health::probe_database(
+        health.clone(),
+        config.database.url.clone(),
+        shutdown.clone(),
+    ));
     let Some(report) = prepare_schema(&config, &shutdown).await? else {
         return Ok(()); // shut down while waiting for the database
     };
@@ -156,6 +169,8 @@ pub async fn run(config: Config, shutdown: CancellationToken) -> Result<(), RunE
         (0, 0)
     };
     for t in DataType::ALL {
+        // Exported from the start, so that dashboards show 0, not "no data".
+        metrics::counter!("timesink_write_retries_total", "table" => t.table()).absolute(0);
         let (tx, mut rx) = mpsc::channel::<Flush>(WRITER_QUEUE);
         let mut writer = Writer::new(
             t,
@@ -167,6 +182,7 @@ pub async fn run(config: Config, shutdown: CancellationToken) -> Result<(), RunE
         let reports = report_tx.clone();
         let stop = writers_stop.clone();
         let progress = progress.clone();
+        let health = health.clone();
         writer_tasks.push(tokio::spawn(async move {
             // The next transaction, growing while the current one is written.
             let mut next: Option<Prepared> = None;
@@ -206,13 +222,13 @@ pub async fn run(config: Config, shutdown: CancellationToken) -> Result<(), RunE
                 };
                 let Some(report) = report else { break };
                 let took = started.elapsed();
-                use std::sync::atomic::Ordering::Relaxed;
                 progress.rows[table_index(t)].fetch_add(report.rows as u64, Relaxed);
                 progress
                     .dead_letters
-                    .fetch_add(report.dead_letters as u64, Relaxed);
-                metrics::counter!("timesink_rows_written_total", "table" => t.table())
-                    .increment(report.rows as u64);
+                    .fetch_add(report.dead_letters.len() as u64, Relaxed);
+                if let Some(topic) = &report.topic {
+                    account(&health, t, topic, &report);
+                }
                 // Between the database commit and the Kafka commit.
                 fail::fail_point!("commit-after", |_| std::process::abort());
                 if let (Some(topic), false) = (&report.topic, report.committed.is_empty()) {
@@ -237,8 +253,9 @@ pub async fn run(config: Config, shutdown: CancellationToken) -> Result<(), RunE
         tokio::runtime::Handle::current(),
         event_tx,
         command_rx,
+        health.clone(),
     )?;
-    let progress_task = spawn_progress(&config, progress.clone(), consumer.context.clone());
+    let progress_task = spawn_progress(&config, progress.clone(), health.clone());
 
     let mut router = Router {
         config: &config,
@@ -247,6 +264,7 @@ pub async fn run(config: Config, shutdown: CancellationToken) -> Result<(), RunE
         writers: writer_queues,
         commands: command_tx.clone(),
         budget: Arc::new(Semaphore::new(config.batch.max_rows_in_flight)),
+        health: health.clone(),
     };
 
     // Main loop: until shutdown, then until the consumer confirms it stopped.
@@ -326,6 +344,7 @@ struct Router<'c> {
     /// Rows between batching and commit, all tables together: a batch takes
     /// its rows' worth before it is shipped and gives it back once dropped.
     budget: Arc<Semaphore>,
+    health: Arc<Health>,
 }
 
 impl Router<'_> {
@@ -357,17 +376,21 @@ impl Router<'_> {
                             offsets: vec![(partition, next)],
                         });
                     }
+                    self.health.assigned(&topic, partition);
+                    let counters = self.health.topic(&topic);
                     self.partitions.insert(
                         (topic, partition),
                         PartitionState {
                             epoch,
                             expected: stored,
+                            counters,
                         },
                     );
                 }
             }
             Event::Revoked(revoked) => {
                 for (topic, partition) in revoked {
+                    self.health.revoked(&topic, partition);
                     self.batcher.drop_partitions(&topic, &[partition]);
                     self.partitions.remove(&(topic, partition));
                 }
@@ -379,7 +402,10 @@ impl Router<'_> {
     async fn message(&mut self, message: SourceMessage, epoch: u64, clock: (Timestamp, Instant)) {
         let key = (message.topic.clone(), message.partition);
         match self.partitions.get(&key) {
-            Some(state) if state.epoch == epoch => {}
+            Some(state) if state.epoch == epoch => {
+                state.counters.consumed.fetch_add(1, Relaxed);
+                state.counters.consumed_metric.increment(1);
+            }
             // Read under an earlier assignment: it will be read again.
             _ => return,
         }
@@ -394,9 +420,10 @@ impl Router<'_> {
             self.config.max_value_bytes,
             clock.0,
         );
-        if let Outcome::DeadLetter(reason) = &outcome {
+        if let Outcome::DeadLetter(rejection) = &outcome {
             tracing::warn!(
-                topic = %message.topic, partition = message.partition, offset = message.offset, %reason,
+                topic = %message.topic, partition = message.partition, offset = message.offset,
+                reason = %rejection.reason, class = rejection.class.label(),
                 "invalid message goes to the dead-letter topic"
             );
         }
@@ -425,6 +452,9 @@ impl Router<'_> {
         if fences.is_empty() {
             return;
         }
+        let table = batch.data_type.table();
+        metrics::histogram!("timesink_batch_rows", "table" => table).record(batch.rows as f64);
+        metrics::histogram!("timesink_batch_bytes", "table" => table).record(batch.bytes as f64);
         if let Some(writer) = self.writers.get(&batch.data_type) {
             // A batch larger than the whole budget takes all of it.
             let rows = batch.rows.clamp(1, self.config.batch.max_rows_in_flight) as u32;
@@ -475,6 +505,31 @@ impl Router<'_> {
     }
 }
 
+/// Counts what a writer committed and dead-lettered, in the metrics and in `/status`.
+fn account(health: &Health, data_type: DataType, topic: &Arc<str>, report: &Report) {
+    metrics::counter!(
+        "timesink_rows_written_total",
+        "table" => data_type.table(),
+        "topic" => topic.to_string()
+    )
+    .increment(report.rows as u64);
+    health.committed(topic, report.rows as u64, &report.committed_timestamps);
+    if !report.dead_letters.is_empty() {
+        health.dead_lettered(topic, report.dead_letters.len() as u64);
+        for class in RejectClass::ALL {
+            let n = report.dead_letters.iter().filter(|&&c| c == class).count();
+            if n > 0 {
+                metrics::counter!(
+                    "timesink_dead_letters_total",
+                    "topic" => topic.to_string(),
+                    "reason" => class.label()
+                )
+                .increment(n as u64);
+            }
+        }
+    }
+}
+
 fn now() -> Timestamp {
     Timestamp(chrono::Utc::now().timestamp_micros())
 }
@@ -488,16 +543,19 @@ pub fn process(
     now: Timestamp,
 ) -> Outcome {
     if let Some(value) = message.value().filter(|v| v.len() > max_value_bytes) {
-        return Outcome::DeadLetter(format!(
-            "value of {} bytes exceeds max_value_bytes ({max_value_bytes})",
-            value.len()
+        return Outcome::DeadLetter(Rejection::new(
+            RejectClass::TooLarge,
+            format!(
+                "value of {} bytes exceeds max_value_bytes ({max_value_bytes})",
+                value.len()
+            ),
         ));
     }
     let decoded = Encoding::from_headers(message.header_pairs())
         .and_then(|encoding| decode::decode(data_type, encoding, message.value(), max_value_bytes));
     let fields = match decoded {
         Ok(fields) => fields,
-        Err(e) => return Outcome::DeadLetter(e.to_string()),
+        Err(e) => return Outcome::DeadLetter(Rejection::new(e.class(), e.to_string())),
     };
     let ctx = Context {
         default_exchange: exchange.unwrap_or("aggregate"),
@@ -508,8 +566,14 @@ pub fn process(
     for (i, f) in fields.into_iter().enumerate() {
         match validate::validate(f, &ctx) {
             Ok(row) => rows.push(row),
-            Err(e) if many => return Outcome::DeadLetter(format!("element {i}: {e}")),
-            Err(e) => return Outcome::DeadLetter(e.to_string()),
+            Err(e) => {
+                let reason = if many {
+                    format!("element {i}: {e}")
+                } else {
+                    e.to_string()
+                };
+                return Outcome::DeadLetter(Rejection::new(RejectClass::Validation, reason));
+            }
         }
     }
     Outcome::Rows(rows)
@@ -519,14 +583,13 @@ pub fn process(
 fn spawn_progress(
     config: &Config,
     progress: Arc<Progress>,
-    context: Arc<consume::SinkContext>,
+    health: Arc<Health>,
 ) -> Option<JoinHandle<()>> {
     if config.progress_interval_ms == 0 {
         return None;
     }
     let interval = Duration::from_millis(config.progress_interval_ms);
     Some(tokio::spawn(async move {
-        use std::sync::atomic::Ordering::Relaxed;
         let mut last = [0u64; 4];
         let mut ticker = tokio::time::interval(interval);
         ticker.tick().await;
@@ -540,7 +603,7 @@ fn spawn_progress(
                 last[table_index(t)] = now;
                 parts.push(format!("{} {:.0}/s ({now})", t.table(), rate));
             }
-            let lag: i64 = context.lag().values().sum();
+            let lag = health.status().lag_messages;
             tracing::info!(
                 "progress: {} | dead letters {} | lag {lag} messages",
                 parts.join(", "),

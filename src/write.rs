@@ -26,7 +26,7 @@ use tokio_postgres::error::SqlState;
 use tokio_postgres::{Client, NoTls, Statement};
 use tokio_util::sync::CancellationToken;
 
-use crate::batch::{Batch, Outcome};
+use crate::batch::{Batch, Outcome, RejectClass, Rejection};
 use crate::copy_format::{EncodedRows, latest_per_key, stream_all};
 use crate::dead_letter::{DeadLetter, DeadLetters};
 use crate::record::{DataType, Row};
@@ -174,7 +174,10 @@ pub struct Report {
     /// Partitions another instance had moved on: not written, to be re-read.
     pub fenced: Vec<Fence>,
     pub rows: usize,
-    pub dead_letters: usize,
+    /// The class of each message dead-lettered (and acknowledged) on the way.
+    pub dead_letters: Vec<RejectClass>,
+    /// The Kafka timestamp of the last message committed per partition.
+    pub committed_timestamps: Vec<(i32, i64)>,
 }
 
 /// How an error from PostgreSQL is handled.
@@ -311,13 +314,13 @@ impl Writer {
         let mut backoff = Backoff::new();
 
         // Dead letters from decoding and validation: acknowledged first.
-        let invalid: Vec<(String, usize)> = flush
+        let invalid: Vec<(Rejection, usize)> = flush
             .batch
             .entries
             .iter()
             .enumerate()
             .filter_map(|(i, e)| match &e.outcome {
-                Outcome::DeadLetter(reason) => Some((reason.clone(), i)),
+                Outcome::DeadLetter(rejection) => Some((rejection.clone(), i)),
                 Outcome::Rows(_) => None,
             })
             .collect();
@@ -325,9 +328,9 @@ impl Writer {
             loop {
                 let letters: Vec<DeadLetter<'_>> = invalid
                     .iter()
-                    .map(|(reason, i)| DeadLetter {
+                    .map(|(rejection, i)| DeadLetter {
                         message: &flush.batch.entries[*i].message,
-                        reason,
+                        reason: &rejection.reason,
                     })
                     .collect();
                 match self.dead_letters.send_all(&letters).await {
@@ -341,7 +344,9 @@ impl Writer {
                     }
                 }
             }
-            report.dead_letters += invalid.len();
+            report
+                .dead_letters
+                .extend(invalid.iter().map(|(r, _)| r.class));
             backoff = Backoff::new();
         }
 
@@ -358,8 +363,16 @@ impl Writer {
                         "batch committed"
                     );
                     report.rows += rows;
-                    report.dead_letters += rejected;
+                    report
+                        .dead_letters
+                        .extend(std::iter::repeat_n(RejectClass::Database, rejected));
                     report.committed = flush.fences.iter().map(|f| (f.partition, f.next)).collect();
+                    report.committed_timestamps = flush
+                        .batch
+                        .spans
+                        .iter()
+                        .filter_map(|(&p, s)| s.last_timestamp_ms.map(|t| (p, t)))
+                        .collect();
                     // Recording each message's latency and freeing the batch
                     // take a tenth of a write: both happen off the writer's path.
                     let (table, now_ms) = (self.table, chrono::Utc::now().timestamp_millis());
@@ -742,9 +755,14 @@ mod tests {
         let mut batch = crate::batch::Batch::empty(topic, DataType::Level1);
         let mut fences = Vec::new();
         for &(partition, first, last, epoch) in spans {
-            batch
-                .spans
-                .insert(partition, crate::batch::Span { first, last });
+            batch.spans.insert(
+                partition,
+                crate::batch::Span {
+                    first,
+                    last,
+                    last_timestamp_ms: None,
+                },
+            );
             fences.push(Fence {
                 partition,
                 expected: Some(first),
@@ -807,6 +825,7 @@ mod tests {
             Span {
                 first: f.fences[0].expected.unwrap_or(0),
                 last: f.fences[0].next - 1,
+                last_timestamp_ms: None,
             },
         );
         f

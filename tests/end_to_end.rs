@@ -9,6 +9,8 @@ use std::time::{Duration, Instant};
 
 use common::*;
 use rdkafka::message::Message;
+use std::sync::Arc;
+use timesink::health::Health;
 use timesink::pipeline;
 use timesink::produce::{Encoding, Generator};
 use timesink::record::{DataType, Timestamp};
@@ -77,7 +79,11 @@ async fn every_type_and_encoding_lands_exactly_once() {
     }
 
     let shutdown = CancellationToken::new();
-    let sink = tokio::spawn(pipeline::run(world.config.clone(), shutdown.clone()));
+    let sink = tokio::spawn(pipeline::run(
+        world.config.clone(),
+        Arc::new(Health::new(world.config.health.clone())),
+        shutdown.clone(),
+    ));
 
     let mut all_topics: Vec<String> = DataType::ALL.iter().map(|&t| world.topic(t)).collect();
     all_topics.extend(exchange_topics.clone());

@@ -8,7 +8,9 @@
 mod common;
 
 use common::*;
+use std::sync::Arc;
 use timesink::config::TimescaleMode;
+use timesink::health::Health;
 use timesink::pipeline;
 use timesink::record::DataType;
 use timesink::schema;
@@ -145,7 +147,11 @@ async fn the_sink_writes_into_hypertables_and_merges_duplicates() {
         .await;
     }
     let shutdown = CancellationToken::new();
-    let sink = tokio::spawn(pipeline::run(config, shutdown.clone()));
+    let sink = tokio::spawn(pipeline::run(
+        config.clone(),
+        Arc::new(Health::new(config.health.clone())),
+        shutdown.clone(),
+    ));
     eventually(60, "first rows", || async {
         world.count("crypto_prices").await == 20
     })

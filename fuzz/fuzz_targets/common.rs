@@ -28,7 +28,8 @@ pub fn run(data_type: DataType, headers: Vec<(String, Option<Vec<u8>>)>, value: 
     match process(data_type, Some("binance"), &message, 1 << 20, now) {
         // An empty JSON array is valid and carries no rows.
         Outcome::Rows(_) => {}
-        Outcome::DeadLetter(reason) => {
+        Outcome::DeadLetter(rejection) => {
+            let reason = &rejection.reason;
             assert!(!reason.is_empty());
             assert!(!reason.contains('\n'), "dlq.reason is one line: {reason:?}");
         }

@@ -1,0 +1,352 @@
+//! What an operator asks of a running sink: is it alive, is it ready, does
+//! it keep up? The stages report here; [`crate::http`] answers from here.
+//!
+//! - **Ready**: a broker is up, the database answers its probe, and at least
+//!   one partition is assigned (an instance beyond the partition count idles).
+//! - **State** (`/status`): `unhealthy` when the database or every broker is
+//!   unreachable, or the lag reaches `health.unhealthy_lag_messages`;
+//!   `degraded` from `health.degraded_lag_messages`; else `healthy`.
+
+use std::collections::BTreeMap;
+use std::sync::atomic::{AtomicBool, AtomicI64, AtomicU64, Ordering::Relaxed};
+use std::sync::{Arc, Mutex, MutexGuard};
+use std::time::{Duration, Instant};
+
+use serde::Serialize;
+use tokio_util::sync::CancellationToken;
+
+use crate::config::HealthConfig;
+
+/// How often the database is probed, and how long a probe may take.
+const PROBE_INTERVAL: Duration = Duration::from_secs(5);
+const PROBE_TIMEOUT: Duration = Duration::from_secs(3);
+
+/// The counters of one topic, kept by the stages that move its messages.
+#[derive(Debug)]
+pub struct TopicCounters {
+    pub consumed: AtomicU64,
+    pub rows_written: AtomicU64,
+    pub dead_letters: AtomicU64,
+    /// `timesink_messages_consumed_total` of this topic, looked up once:
+    /// it is counted per message.
+    pub consumed_metric: metrics::Counter,
+}
+
+/// What librdkafka last said about one assigned partition.
+#[derive(Debug, Clone, Copy, Default)]
+struct PartitionLag {
+    messages: i64,
+    seconds: f64,
+}
+
+/// Shared by the stages and the HTTP endpoints.
+#[derive(Debug)]
+pub struct Health {
+    thresholds: HealthConfig,
+    started: Instant,
+    /// Brokers in state UP at the last statistics report; -1 before the first.
+    kafka_brokers_up: AtomicI64,
+    database_up: AtomicBool,
+    topics: Mutex<BTreeMap<Arc<str>, Arc<TopicCounters>>>,
+    /// Assigned partitions and their lag.
+    partitions: Mutex<BTreeMap<(Arc<str>, i32), PartitionLag>>,
+    /// The Kafka timestamp of the last committed message per partition,
+    /// which lag in seconds is measured from.
+    committed_timestamps: Mutex<BTreeMap<(Arc<str>, i32), i64>>,
+}
+
+fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
+    // Counters and maps stay consistent across a panic elsewhere.
+    m.lock().unwrap_or_else(|p| p.into_inner())
+}
+
+/// `healthy`, `degraded` or `unhealthy`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum State {
+    Healthy,
+    Degraded,
+    Unhealthy,
+}
+
+/// Judges the state from the lag and the connections.
+pub fn judge(lag: i64, brokers_up: bool, database_up: bool, thresholds: &HealthConfig) -> State {
+    if !brokers_up || !database_up || lag >= thresholds.unhealthy_lag_messages {
+        State::Unhealthy
+    } else if lag >= thresholds.degraded_lag_messages {
+        State::Degraded
+    } else {
+        State::Healthy
+    }
+}
+
+/// The body of `/status`.
+#[derive(Debug, Serialize)]
+pub struct Status {
+    pub state: State,
+    pub ready: bool,
+    /// Why it is not ready (empty when it is).
+    pub not_ready: Vec<&'static str>,
+    pub lag_messages: i64,
+    pub lag_seconds: f64,
+    pub degraded_lag_messages: i64,
+    pub unhealthy_lag_messages: i64,
+    pub kafka_brokers_up: i64,
+    pub database_up: bool,
+    pub assigned_partitions: usize,
+    pub uptime_seconds: u64,
+    pub topics: BTreeMap<String, TopicStatus>,
+}
+
+/// One topic in `/status`.
+#[derive(Debug, Default, Serialize)]
+pub struct TopicStatus {
+    pub messages_consumed: u64,
+    pub rows_written: u64,
+    pub dead_letters: u64,
+    pub assigned_partitions: usize,
+    pub lag_messages: i64,
+    pub lag_seconds: f64,
+}
+
+impl Health {
+    pub fn new(thresholds: HealthConfig) -> Health {
+        Health {
+            thresholds,
+            started: Instant::now(),
+            kafka_brokers_up: AtomicI64::new(-1),
+            database_up: AtomicBool::new(false),
+            topics: Mutex::new(BTreeMap::new()),
+            partitions: Mutex::new(BTreeMap::new()),
+            committed_timestamps: Mutex::new(BTreeMap::new()),
+        }
+    }
+
+    /// The counters of a topic, created on first use.
+    pub fn topic(&self, topic: &Arc<str>) -> Arc<TopicCounters> {
+        lock(&self.topics)
+            .entry(topic.clone())
+            .or_insert_with(|| {
+                Arc::new(TopicCounters {
+                    consumed: AtomicU64::new(0),
+                    rows_written: AtomicU64::new(0),
+                    dead_letters: AtomicU64::new(0),
+                    consumed_metric: metrics::counter!(
+                        "timesink_messages_consumed_total", "topic" => topic.to_string()
+                    ),
+                })
+            })
+            .clone()
+    }
+
+    pub fn assigned(&self, topic: &Arc<str>, partition: i32) {
+        let mut partitions = lock(&self.partitions);
+        partitions.insert((topic.clone(), partition), PartitionLag::default());
+        metrics::gauge!("timesink_assigned_partitions").set(partitions.len() as f64);
+    }
+
+    /// A partition left this instance: its lag is now another's to report.
+    pub fn revoked(&self, topic: &Arc<str>, partition: i32) {
+        let mut partitions = lock(&self.partitions);
+        partitions.remove(&(topic.clone(), partition));
+        metrics::gauge!("timesink_assigned_partitions").set(partitions.len() as f64);
+        let labels = [
+            ("topic", topic.to_string()),
+            ("partition", partition.to_string()),
+        ];
+        metrics::gauge!("timesink_consumer_lag_messages", &labels).set(0.0);
+        metrics::gauge!("timesink_consumer_lag_seconds", &labels).set(0.0);
+    }
+
+    /// Rows and offsets of a topic committed.
+    pub fn committed(&self, topic: &Arc<str>, rows: u64, timestamps: &[(i32, i64)]) {
+        self.topic(topic).rows_written.fetch_add(rows, Relaxed);
+        let mut committed = lock(&self.committed_timestamps);
+        for &(partition, ts) in timestamps {
+            committed.insert((topic.clone(), partition), ts);
+        }
+    }
+
+    pub fn dead_lettered(&self, topic: &Arc<str>, n: u64) {
+        self.topic(topic).dead_letters.fetch_add(n, Relaxed);
+    }
+
+    /// librdkafka's statistics: brokers up, and per assigned partition the
+    /// messages after the committed offset (`consumer_lag`).
+    pub fn kafka_statistics(&self, brokers_up: i64, lags: &[(&str, i32, i64)], now_ms: i64) {
+        self.kafka_brokers_up.store(brokers_up, Relaxed);
+        metrics::gauge!("timesink_kafka_brokers_up").set(brokers_up as f64);
+        let committed = lock(&self.committed_timestamps);
+        let mut partitions = lock(&self.partitions);
+        for ((topic, partition), lag) in partitions.iter_mut() {
+            let Some(&(_, _, messages)) = lags
+                .iter()
+                .find(|(t, p, _)| *t == &**topic && p == partition)
+            else {
+                continue;
+            };
+            let seconds = match committed.get(&(topic.clone(), *partition)) {
+                Some(&ts) if messages > 0 => ((now_ms - ts).max(0) as f64) / 1000.0,
+                _ => 0.0,
+            };
+            *lag = PartitionLag { messages, seconds };
+            let labels = [
+                ("topic", topic.to_string()),
+                ("partition", partition.to_string()),
+            ];
+            metrics::gauge!("timesink_consumer_lag_messages", &labels).set(messages as f64);
+            metrics::gauge!("timesink_consumer_lag_seconds", &labels).set(seconds);
+        }
+    }
+
+    pub fn set_database_up(&self, up: bool) {
+        self.database_up.store(up, Relaxed);
+        metrics::gauge!("timesink_database_up").set(if up { 1.0 } else { 0.0 });
+    }
+
+    /// The whole picture, for `/status` and `/ready`.
+    pub fn status(&self) -> Status {
+        let mut topics: BTreeMap<String, TopicStatus> = lock(&self.topics)
+            .iter()
+            .map(|(name, c)| {
+                (
+                    name.to_string(),
+                    TopicStatus {
+                        messages_consumed: c.consumed.load(Relaxed),
+                        rows_written: c.rows_written.load(Relaxed),
+                        dead_letters: c.dead_letters.load(Relaxed),
+                        ..TopicStatus::default()
+                    },
+                )
+            })
+            .collect();
+        let partitions = lock(&self.partitions);
+        let (mut lag_messages, mut lag_seconds) = (0, 0.0f64);
+        for ((topic, _), lag) in partitions.iter() {
+            let t = topics.entry(topic.to_string()).or_default();
+            t.assigned_partitions += 1;
+            t.lag_messages += lag.messages;
+            t.lag_seconds = t.lag_seconds.max(lag.seconds);
+            lag_messages += lag.messages;
+            lag_seconds = lag_seconds.max(lag.seconds);
+        }
+        let brokers = self.kafka_brokers_up.load(Relaxed);
+        let database_up = self.database_up.load(Relaxed);
+        let mut not_ready = Vec::new();
+        if brokers <= 0 {
+            not_ready.push("no Kafka broker is up");
+        }
+        if !database_up {
+            not_ready.push("the database does not answer");
+        }
+        if partitions.is_empty() {
+            not_ready.push("no partition is assigned");
+        }
+        Status {
+            state: judge(lag_messages, brokers > 0, database_up, &self.thresholds),
+            ready: not_ready.is_empty(),
+            not_ready,
+            lag_messages,
+            lag_seconds,
+            degraded_lag_messages: self.thresholds.degraded_lag_messages,
+            unhealthy_lag_messages: self.thresholds.unhealthy_lag_messages,
+            kafka_brokers_up: brokers.max(0),
+            database_up,
+            assigned_partitions: partitions.len(),
+            uptime_seconds: self.started.elapsed().as_secs(),
+            topics,
+        }
+    }
+}
+
+/// Probes the database every few seconds until `shutdown`, keeping one
+/// connection (opened again after a failure).
+pub async fn probe_database(health: Arc<Health>, url: String, shutdown: CancellationToken) {
+    let mut client: Option<tokio_postgres::Client> = None;
+    let mut ticker = tokio::time::interval(PROBE_INTERVAL);
+    loop {
+        tokio::select! {
+            _ = ticker.tick() => {}
+            _ = shutdown.cancelled() => return,
+        }
+        let probe = async {
+            if client.as_ref().is_none_or(|c| c.is_closed()) {
+                let (c, connection) = tokio_postgres::connect(&url, tokio_postgres::NoTls).await?;
+                tokio::spawn(connection);
+                client = Some(c);
+            }
+            match &client {
+                Some(c) => c.simple_query("SELECT 1").await.map(|_| ()),
+                None => Ok(()),
+            }
+        };
+        let up = matches!(tokio::time::timeout(PROBE_TIMEOUT, probe).await, Ok(Ok(())));
+        if !up {
+            client = None;
+        }
+        health.set_database_up(up);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn thresholds() -> HealthConfig {
+        HealthConfig {
+            degraded_lag_messages: 1_000,
+            unhealthy_lag_messages: 10_000,
+        }
+    }
+
+    #[test]
+    fn state_follows_the_lag_thresholds() {
+        let t = thresholds();
+        assert_eq!(judge(0, true, true, &t), State::Healthy);
+        assert_eq!(judge(999, true, true, &t), State::Healthy);
+        assert_eq!(judge(1_000, true, true, &t), State::Degraded);
+        assert_eq!(judge(9_999, true, true, &t), State::Degraded);
+        assert_eq!(judge(10_000, true, true, &t), State::Unhealthy);
+    }
+
+    #[test]
+    fn an_unreachable_database_or_broker_is_unhealthy() {
+        let t = thresholds();
+        assert_eq!(judge(0, false, true, &t), State::Unhealthy);
+        assert_eq!(judge(0, true, false, &t), State::Unhealthy);
+    }
+
+    #[test]
+    fn status_sums_lag_per_topic_and_names_what_is_missing() {
+        let h = Health::new(thresholds());
+        let status = h.status();
+        assert!(!status.ready);
+        assert_eq!(status.not_ready.len(), 3);
+        assert_eq!(status.state, State::Unhealthy);
+
+        let topic: Arc<str> = "crypto-prices".into();
+        h.assigned(&topic, 0);
+        h.assigned(&topic, 1);
+        h.set_database_up(true);
+        h.committed(&topic, 10, &[(0, 1_000)]);
+        h.kafka_statistics(
+            1,
+            &[("crypto-prices", 0, 700), ("crypto-prices", 1, 600)],
+            4_000,
+        );
+        let status = h.status();
+        assert!(status.ready, "{:?}", status.not_ready);
+        assert_eq!(status.lag_messages, 1_300);
+        assert_eq!(status.state, State::Degraded);
+        let t = &status.topics["crypto-prices"];
+        assert_eq!((t.rows_written, t.assigned_partitions), (10, 2));
+        // Partition 0 committed a message stamped 1 s, 3 s ago; partition 1
+        // has committed nothing yet, so it has no age to report.
+        assert_eq!(t.lag_seconds, 3.0);
+
+        h.revoked(&topic, 0);
+        h.revoked(&topic, 1);
+        assert_eq!(h.status().lag_messages, 0);
+        assert!(!h.status().ready);
+    }
+}

@@ -1,0 +1,270 @@
+//! The Prometheus metrics the sink exports: one catalogue, so that the
+//! exporter's help texts, the README's table, the Grafana dashboard and the
+//! tests all name the same series.
+//!
+//! Latencies and sizes are summaries (quantiles 0, 0.5, 0.9, 0.99, 0.999 and 1
+//! over a sliding window), so `{quantile="0.99"}` is a p99 without PromQL
+//! arithmetic; with several instances, take the `max` across them.
+
+use std::time::Duration;
+
+use metrics_exporter_prometheus::{PrometheusBuilder, PrometheusHandle};
+
+/// What a series is, as Prometheus types it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Kind {
+    Counter,
+    Gauge,
+    /// A histogram as the sink records it, exported as a summary.
+    Summary,
+}
+
+/// One exported metric.
+#[derive(Debug, Clone, Copy)]
+pub struct Metric {
+    pub name: &'static str,
+    pub kind: Kind,
+    pub labels: &'static [&'static str],
+    pub help: &'static str,
+}
+
+const fn metric(
+    name: &'static str,
+    kind: Kind,
+    labels: &'static [&'static str],
+    help: &'static str,
+) -> Metric {
+    Metric {
+        name,
+        kind,
+        labels,
+        help,
+    }
+}
+
+/// Every metric the sink exports.
+pub const METRICS: &[Metric] = &[
+    metric(
+        "timesink_messages_consumed_total",
+        Kind::Counter,
+        &["topic"],
+        "Messages read from Kafka and decoded (valid or not).",
+    ),
+    metric(
+        "timesink_rows_written_total",
+        Kind::Counter,
+        &["table", "topic"],
+        "Rows committed to PostgreSQL.",
+    ),
+    metric(
+        "timesink_dead_letters_total",
+        Kind::Counter,
+        &["topic", "reason"],
+        "Messages sent to the dead-letter topic and acknowledged, by reason class: too_large, encoding, decode, validation, database.",
+    ),
+    metric(
+        "timesink_batch_rows",
+        Kind::Summary,
+        &["table"],
+        "Rows per batch handed to a writer.",
+    ),
+    metric(
+        "timesink_batch_bytes",
+        Kind::Summary,
+        &["table"],
+        "Message bytes per batch handed to a writer.",
+    ),
+    metric(
+        "timesink_batch_linger_seconds",
+        Kind::Gauge,
+        &["table"],
+        "How long a batch may wait for more rows now (adaptive).",
+    ),
+    metric(
+        "timesink_copy_duration_seconds",
+        Kind::Summary,
+        &["table"],
+        "One committed transaction: offsets, COPY (and merge), commit.",
+    ),
+    metric(
+        "timesink_produce_to_commit_seconds",
+        Kind::Summary,
+        &["table"],
+        "End-to-end latency: a message's event time (its Kafka timestamp) to the commit of its rows.",
+    ),
+    metric(
+        "timesink_produce_to_poll_seconds",
+        Kind::Summary,
+        &["table"],
+        "The part of the latency before the sink polled the message (producer and broker).",
+    ),
+    metric(
+        "timesink_poll_to_commit_seconds",
+        Kind::Summary,
+        &["table"],
+        "The sink's own part of the latency: polled to committed.",
+    ),
+    metric(
+        "timesink_consumer_lag_messages",
+        Kind::Gauge,
+        &["topic", "partition"],
+        "Messages in the partition after the last committed one (high watermark minus committed offset).",
+    ),
+    metric(
+        "timesink_consumer_lag_seconds",
+        Kind::Gauge,
+        &["topic", "partition"],
+        "While the partition lags: the age of the last committed message (now minus its Kafka timestamp); 0 when caught up.",
+    ),
+    metric(
+        "timesink_assigned_partitions",
+        Kind::Gauge,
+        &[],
+        "Partitions assigned to this instance.",
+    ),
+    metric(
+        "timesink_rebalances_total",
+        Kind::Counter,
+        &["kind"],
+        "Partition assignments (kind=assign) and revocations (kind=revoke).",
+    ),
+    metric(
+        "timesink_write_retries_total",
+        Kind::Counter,
+        &["table"],
+        "Transactions retried after a transient failure (connection lost, server restarting).",
+    ),
+    metric(
+        "timesink_consumer_paused",
+        Kind::Gauge,
+        &[],
+        "1 while fetching is paused because the writers are behind (backpressure).",
+    ),
+    metric(
+        "timesink_kafka_brokers_up",
+        Kind::Gauge,
+        &[],
+        "Brokers the consumer is connected to (state UP in librdkafka's statistics).",
+    ),
+    metric(
+        "timesink_database_up",
+        Kind::Gauge,
+        &[],
+        "1 when the last database probe (SELECT 1 every few seconds) succeeded.",
+    ),
+];
+
+/// Looks a metric up in the catalogue.
+pub fn find(name: &str) -> Option<&'static Metric> {
+    METRICS.iter().find(|m| m.name == name)
+}
+
+/// How often histograms are drained into their summaries.
+const UPKEEP_INTERVAL: Duration = Duration::from_secs(5);
+
+/// Installs the Prometheus recorder and describes every metric; the handle
+/// renders the scrape text. Its upkeep task runs on the current runtime.
+pub fn install() -> Result<PrometheusHandle, metrics_exporter_prometheus::BuildError> {
+    let handle = PrometheusBuilder::new()
+        .set_quantiles(&[0.0, 0.5, 0.9, 0.99, 0.999, 1.0])?
+        .install_recorder()?;
+    for m in METRICS {
+        match m.kind {
+            Kind::Counter => metrics::describe_counter!(m.name, m.help),
+            Kind::Gauge => metrics::describe_gauge!(m.name, m.help),
+            Kind::Summary => metrics::describe_histogram!(m.name, m.help),
+        }
+    }
+    let upkeep = handle.clone();
+    tokio::spawn(async move {
+        let mut ticker = tokio::time::interval(UPKEEP_INTERVAL);
+        loop {
+            ticker.tick().await;
+            upkeep.run_upkeep();
+        }
+    });
+    Ok(handle)
+}
+
+/// The README's table of metrics, one row per catalogued metric.
+pub fn markdown_rows() -> String {
+    METRICS
+        .iter()
+        .map(|m| {
+            let kind = match m.kind {
+                Kind::Counter => "counter",
+                Kind::Gauge => "gauge",
+                Kind::Summary => "summary",
+            };
+            let labels: Vec<String> = m.labels.iter().map(|l| format!("`{l}`")).collect();
+            format!(
+                "| `{}` | {kind} | {} | {} |\n",
+                m.name,
+                labels.join(", "),
+                m.help
+            )
+        })
+        .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_readme_lists_every_metric() {
+        let readme = include_str!("../README.md");
+        let rows = markdown_rows();
+        assert!(
+            readme.contains(&rows),
+            "README.md's metrics table differs from telemetry::METRICS; it should read:\n{rows}"
+        );
+    }
+
+    /// Every metric the sources set (`counter!`, `gauge!`, `histogram!`) is
+    /// in the catalogue, and every catalogued one is set somewhere.
+    #[test]
+    fn the_catalogue_matches_the_sources() {
+        let dir = concat!(env!("CARGO_MANIFEST_DIR"), "/src");
+        let mut used = std::collections::BTreeSet::new();
+        for entry in std::fs::read_dir(dir).unwrap() {
+            let path = entry.unwrap().path();
+            if path.ends_with("telemetry.rs") {
+                continue; // this test's own patterns
+            }
+            let text = std::fs::read_to_string(&path).unwrap();
+            for mac in ["counter!(", "gauge!(", "histogram!("] {
+                for (i, _) in text.match_indices(mac) {
+                    let rest = text[i + mac.len()..].trim_start();
+                    if let Some(rest) = rest.strip_prefix('"') {
+                        used.insert(rest[..rest.find('"').unwrap()].to_owned());
+                    }
+                }
+            }
+        }
+        for name in &used {
+            assert!(find(name).is_some(), "{name} is not in telemetry::METRICS");
+        }
+        for m in METRICS {
+            assert!(
+                used.contains(m.name),
+                "{} is catalogued but never set",
+                m.name
+            );
+        }
+    }
+
+    #[test]
+    fn names_follow_prometheus_conventions() {
+        for m in METRICS {
+            assert!(m.name.starts_with("timesink_"), "{}", m.name);
+            assert_eq!(
+                m.kind == Kind::Counter,
+                m.name.ends_with("_total"),
+                "{}: counters and only counters end in _total",
+                m.name
+            );
+            assert!(!m.help.is_empty());
+        }
+    }
+}

@@ -1,0 +1,214 @@
+//! What an operator sees: the HTTP endpoints of a running sink, and its
+//! metrics as a real Prometheus scrapes them.
+//!
+//! Prometheus is the Debian package (`apt-get install prometheus`, which
+//! `.ci/run` does). Without it the Prometheus part prints SKIPPED, unless
+//! `REQUIRE_PROMETHEUS=1` (CI) makes that a failure.
+
+mod common;
+
+use std::time::Duration;
+
+use common::{SinkProcess, World, drained, eventually, quote, send_many, unique};
+use timesink::record::DataType;
+use timesink::telemetry::METRICS;
+
+fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .map(|a| a.port())
+        .expect("a free loopback port")
+}
+
+/// GET `url`: the status code and body, or None when nothing answers.
+fn get(url: &str) -> Option<(u16, String)> {
+    let agent: ureq::Agent = ureq::Agent::config_builder()
+        .http_status_as_error(false)
+        .timeout_global(Some(Duration::from_secs(5)))
+        .build()
+        .into();
+    let mut response = agent.get(url).call().ok()?;
+    let code = response.status().as_u16();
+    let body = response.body_mut().read_to_string().ok()?;
+    Some((code, body))
+}
+
+fn json(body: &str) -> serde_json::Value {
+    serde_json::from_str(body).unwrap_or_else(|e| panic!("not JSON ({e}): {body}"))
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn endpoints_and_prometheus_report_a_real_run() {
+    let world = World::new(2).await;
+    let topic = world.topic(DataType::Level1);
+    let messages: Vec<(String, String)> = (0..300u64)
+        .map(|i| (format!("K{i}"), quote(i, i % 10 != 0)))
+        .collect();
+    send_many(&topic, &messages).await;
+
+    let port = free_port();
+    let base = format!("http://127.0.0.1:{port}");
+    let mut sink = SinkProcess::start(
+        &world,
+        &[("TIMESINK_HTTP__LISTEN", format!("127.0.0.1:{port}"))],
+    );
+    eventually(30, "/health answers 200", || async {
+        get(&format!("{base}/health")).is_some_and(|(code, _)| code == 200)
+    })
+    .await;
+    drained(&world, &topic, 60).await;
+
+    // Ready once librdkafka's statistics (every 5 s) saw the broker and the
+    // database probe answered.
+    eventually(30, "/ready answers 200", || async {
+        get(&format!("{base}/ready")).is_some_and(|(code, _)| code == 200)
+    })
+    .await;
+    // Lag 0 once the Kafka commit and the next statistics report are in.
+    eventually(
+        30,
+        "/status: healthy, every message counted, no lag",
+        || async {
+            let Some((200, body)) = get(&format!("{base}/status")) else {
+                return false;
+            };
+            let s = json(&body);
+            let t = &s["topics"][&topic];
+            s["state"] == "healthy"
+                && s["lag_messages"] == 0
+                && t["messages_consumed"] == 300
+                && t["rows_written"] == 270
+                && t["dead_letters"] == 30
+                && t["assigned_partitions"] == 2
+        },
+    )
+    .await;
+
+    let (code, text) = get(&format!("{base}/metrics")).expect("/metrics answers");
+    assert_eq!(code, 200);
+    for line in [
+        format!("timesink_rows_written_total{{table=\"level1_quotes\",topic=\"{topic}\"}} 270"),
+        format!("timesink_dead_letters_total{{topic=\"{topic}\",reason=\"validation\"}} 30"),
+        format!("timesink_messages_consumed_total{{topic=\"{topic}\"}} 300"),
+        "timesink_database_up 1".to_owned(),
+        "timesink_kafka_brokers_up 1".to_owned(),
+    ] {
+        assert!(
+            text.lines().any(|l| l == line),
+            "/metrics lacks {line:?}:\n{text}"
+        );
+    }
+    for m in METRICS {
+        assert!(
+            text.contains(&format!("# HELP {} ", m.name)),
+            "/metrics has no HELP for {}",
+            m.name
+        );
+    }
+
+    scraped_by_prometheus(port, &topic).await;
+    let took = sink.terminate(Duration::from_secs(30));
+    assert!(took < Duration::from_secs(30));
+}
+
+/// A real Prometheus scrapes the sink; every catalogued metric arrives.
+async fn scraped_by_prometheus(sink_port: u16, topic: &str) {
+    if std::process::Command::new("prometheus")
+        .arg("--version")
+        .output()
+        .is_err()
+    {
+        assert!(
+            std::env::var("REQUIRE_PROMETHEUS").is_err(),
+            "REQUIRE_PROMETHEUS is set but `prometheus` is not installed"
+        );
+        println!(
+            "SKIPPED: the Prometheus scrape (no `prometheus` binary; apt-get install prometheus)"
+        );
+        return;
+    }
+    let dir = tempfile::tempdir().expect("temp dir");
+    let config = dir.path().join("prometheus.yml");
+    std::fs::write(
+        &config,
+        format!(
+            "global:\n  scrape_interval: 1s\nscrape_configs:\n  - job_name: timesink\n    static_configs:\n      - targets: ['127.0.0.1:{sink_port}']\n"
+        ),
+    )
+    .expect("write prometheus.yml");
+    let port = free_port();
+    let log = std::fs::File::create(dir.path().join("prometheus.log")).expect("log file");
+    let mut prometheus = std::process::Command::new("prometheus")
+        .arg(format!("--config.file={}", config.display()))
+        .arg(format!(
+            "--storage.tsdb.path={}",
+            dir.path().join("data").display()
+        ))
+        .arg(format!("--web.listen-address=127.0.0.1:{port}"))
+        .stdout(std::process::Stdio::null())
+        .stderr(log)
+        .spawn()
+        .expect("start prometheus");
+    let api = format!("http://127.0.0.1:{port}/api/v1/query?query=");
+    let result = |query: String| {
+        let (code, body) = get(&format!("{api}{query}"))?;
+        (code == 200).then(|| json(&body)["data"]["result"].clone())
+    };
+    for m in METRICS {
+        eventually(60, &format!("Prometheus has {}", m.name), || async {
+            result(m.name.to_owned()).is_some_and(|r| r.as_array().is_some_and(|a| !a.is_empty()))
+        })
+        .await;
+    }
+    // A labelled series carries the sink's value.
+    let rows = result(format!(
+        "timesink_rows_written_total%7Btopic%3D%22{topic}%22%7D"
+    ))
+    .expect("query answered");
+    assert_eq!(rows[0]["value"][1], "270", "{rows}");
+    let lag = result(format!(
+        "timesink_consumer_lag_messages%7Btopic%3D%22{topic}%22%7D"
+    ))
+    .expect("query answered");
+    assert_eq!(
+        lag.as_array().map(Vec::len),
+        Some(2),
+        "one series per partition: {lag}"
+    );
+    let _ = prometheus.kill();
+    let _ = prometheus.wait();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn without_a_database_it_is_alive_but_neither_ready_nor_healthy() {
+    let world = World::new(1).await;
+    let port = free_port();
+    let base = format!("http://127.0.0.1:{port}");
+    // Nothing listens on port 1: the sink waits for its database.
+    let mut sink = SinkProcess::start(
+        &world,
+        &[
+            ("TIMESINK_HTTP__LISTEN", format!("127.0.0.1:{port}")),
+            (
+                "DATABASE_URL",
+                format!("postgres://postgres@127.0.0.1:1/{}", unique("none")),
+            ),
+        ],
+    );
+    eventually(30, "/health answers 200", || async {
+        get(&format!("{base}/health")).is_some_and(|(code, _)| code == 200)
+    })
+    .await;
+    eventually(30, "the database probe has failed", || async {
+        get(&format!("{base}/status")).is_some_and(|(_, body)| {
+            let s = json(&body);
+            s["database_up"] == false && s["state"] == "unhealthy"
+        })
+    })
+    .await;
+    let (code, body) = get(&format!("{base}/ready")).expect("/ready answers");
+    assert_eq!(code, 503, "{body}");
+    let reasons = json(&body)["not_ready"].to_string();
+    assert!(reasons.contains("database"), "{reasons}");
+    sink.terminate(Duration::from_secs(30));
+}
