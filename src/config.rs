@@ -56,6 +56,9 @@ pub struct Config {
     /// How often a progress line (rows/s per table, lag) is logged, in
     /// milliseconds; 0 turns it off.
     pub progress_interval_ms: u64,
+    /// `text` (human-readable lines) or `json` (one object per line, for a
+    /// log pipeline). Logs go to stderr; `RUST_LOG` sets the levels.
+    pub log_format: LogFormat,
     /// The HTTP endpoints: `/metrics`, `/health`, `/ready`, `/status`.
     pub http: HttpConfig,
     /// How `/status` judges the lag.
@@ -73,10 +76,18 @@ impl Default for Config {
             shutdown_timeout_ms: 30_000,
             max_value_bytes: 4 * 1024 * 1024,
             progress_interval_ms: 0,
+            log_format: LogFormat::Text,
             http: HttpConfig::default(),
             health: HealthConfig::default(),
         }
     }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum LogFormat {
+    Text,
+    Json,
 }
 
 /// The HTTP server.

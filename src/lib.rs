@@ -22,6 +22,8 @@
 //! - [`health`]: what `/ready` and `/status` report (lag, connections,
 //!   per-topic counters), kept up to date by the stages; [`http`] serves it
 //!   with `/metrics`, whose series [`telemetry`] catalogues.
+//! - [`check`]: `timesink check`, the configuration tried against the
+//!   broker and the database.
 //! - [`produce`]: the load generator behind `timesink produce`; [`topics`]:
 //!   `topics.yaml` and topic creation.
 //!
@@ -29,6 +31,7 @@
 //! [`decimal`] (exact decimals), [`message`] (a consumed message).
 
 pub mod batch;
+pub mod check;
 pub mod config;
 pub mod consume;
 pub mod copy_format;

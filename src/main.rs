@@ -13,11 +13,11 @@ use anyhow::Context as _;
 use clap::{Parser, Subcommand};
 use tokio_util::sync::CancellationToken;
 
-use timesink::config::Config;
+use timesink::config::{Config, LogFormat};
 use timesink::health::Health;
 use timesink::produce::{self, Encoding, Generator};
 use timesink::record::{DataType, Timestamp};
-use timesink::{http, pipeline, telemetry, topics};
+use timesink::{check, http, pipeline, telemetry, topics};
 
 #[derive(Parser)]
 #[command(
@@ -38,6 +38,9 @@ struct Cli {
 enum Command {
     /// Run the sink until SIGTERM or SIGINT.
     Run,
+    /// Validate the configuration, reach the broker and the database, and
+    /// print what is there (topics, tables, TimescaleDB, stored offsets).
+    Check,
     /// Produce generated market data (all four types, every encoding).
     Produce {
         /// Messages to produce.
@@ -86,15 +89,6 @@ enum TopicsAction {
 }
 
 fn main() -> ExitCode {
-    tracing_subscriber::fmt()
-        .with_env_filter(
-            tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| {
-                tracing_subscriber::EnvFilter::new("info,librdkafka=warn,rdkafka=warn")
-            }),
-        )
-        .with_writer(std::io::stderr)
-        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
-        .init();
     match real_main() {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
@@ -104,12 +98,30 @@ fn main() -> ExitCode {
     }
 }
 
+/// Logs to stderr in the configured format. Nothing logged carries a
+/// message's key, value or headers, or a password.
+fn init_logs(format: LogFormat) {
+    let filter = tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| {
+        tracing_subscriber::EnvFilter::new("info,librdkafka=warn,rdkafka=warn")
+    });
+    let logs = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr);
+    match format {
+        LogFormat::Text => logs
+            .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
+            .init(),
+        LogFormat::Json => logs.json().init(),
+    }
+}
+
 fn real_main() -> anyhow::Result<()> {
     let cli = Cli::parse();
     // Crash points for tests/faults.rs; a no-op unless built with the
     // `failpoints` feature.
     let _failpoints = fail::FailScenario::setup();
     let config = Config::load(cli.config.as_deref())?;
+    init_logs(config.log_format);
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()
@@ -138,6 +150,12 @@ fn real_main() -> anyhow::Result<()> {
             let result = pipeline::run(config, health, shutdown).await;
             http_stop.cancel();
             result.map_err(anyhow::Error::from)
+        }),
+        Command::Check => runtime.block_on(async {
+            let report = check::run(&config).await?;
+            print!("{report}");
+            println!("check passed");
+            Ok(())
         }),
         Command::Produce {
             count,

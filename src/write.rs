@@ -16,6 +16,7 @@
 //! fresh connection.
 
 use std::collections::BTreeMap;
+use std::fmt::Write as _;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -212,7 +213,16 @@ pub fn classify(error: &tokio_postgres::Error) -> ErrorClass {
 pub fn describe(error: &tokio_postgres::Error) -> String {
     match error.as_db_error() {
         Some(db) => format!("SQLSTATE {}: {}", db.code().code(), db.message()),
-        None => error.to_string(),
+        // "error connecting to server" says little without its cause.
+        None => {
+            let mut text = error.to_string();
+            let mut source = std::error::Error::source(error);
+            while let Some(e) = source {
+                let _ = write!(text, ": {e}");
+                source = e.source();
+            }
+            text
+        }
     }
 }
 

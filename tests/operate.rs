@@ -9,7 +9,7 @@ mod common;
 
 use std::time::Duration;
 
-use common::{SinkProcess, World, drained, eventually, quote, send_many, unique};
+use common::{SinkProcess, World, drained, eventually, quote, send_many, sink_command, unique};
 use timesink::record::DataType;
 use timesink::telemetry::METRICS;
 
@@ -211,4 +211,139 @@ async fn without_a_database_it_is_alive_but_neither_ready_nor_healthy() {
     let reasons = json(&body)["not_ready"].to_string();
     assert!(reasons.contains("database"), "{reasons}");
     sink.terminate(Duration::from_secs(30));
+}
+
+/// `timesink check` with `env` on top of `world`'s: exit success, stdout, stderr.
+fn check(world: &World, env: &[(&str, String)]) -> (bool, String, String) {
+    let mut cmd = sink_command(world, "check");
+    for (k, v) in env {
+        cmd.env(k, v);
+    }
+    let out = cmd.output().expect("run timesink check");
+    (
+        out.status.success(),
+        String::from_utf8_lossy(&out.stdout).into_owned(),
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+    )
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn check_reports_what_it_finds_and_names_what_fails() {
+    let world = World::new(2).await;
+    let topic = world.topic(DataType::Level1);
+    let (ok, out, err) = check(&world, &[]);
+    assert!(ok, "{out}{err}");
+    for expected in [
+        "configuration: valid".to_owned(),
+        format!("{topic} (2 partitions)"),
+        "table level1_quotes: missing (created at start)".to_owned(),
+        "check passed".to_owned(),
+    ] {
+        assert!(out.contains(&expected), "no {expected:?} in:\n{out}");
+    }
+
+    // Once the sink has run: tables present and offsets stored.
+    send_many(&topic, &[("K1".to_owned(), quote(1, true))]).await;
+    let mut sink = SinkProcess::start(&world, &[]);
+    drained(&world, &topic, 60).await;
+    sink.terminate(Duration::from_secs(30));
+    let (ok, out, _) = check(&world, &[]);
+    assert!(ok);
+    assert!(out.contains("table level1_quotes: present"), "{out}");
+    assert!(
+        out.contains(&format!("on {topic}: ")) && out.contains("1 messages stored"),
+        "{out}"
+    );
+
+    let secret = "pw-never-printed";
+    let (ok, out, err) = check(
+        &world,
+        &[(
+            "DATABASE_URL",
+            format!("postgres://postgres:{secret}@127.0.0.1:1/db"),
+        )],
+    );
+    assert!(!ok);
+    assert!(
+        err.contains("database.url (postgres@127.0.0.1:1/db)"),
+        "{err}"
+    );
+    assert!(err.contains("refused"), "the cause is given: {err}");
+    assert!(!out.contains(secret) && !err.contains(secret));
+
+    let (ok, _, err) = check(&world, &[("KAFKA_BROKERS", "127.0.0.1:1".into())]);
+    assert!(!ok);
+    assert!(
+        err.contains("kafka.brokers (127.0.0.1:1): no metadata"),
+        "{err}"
+    );
+
+    let (ok, _, err) = check(&world, &[("TIMESINK_BATCH__LEVEL1__MAX_ROWS", "0".into())]);
+    assert!(!ok);
+    assert!(err.contains("batch.level1.max_rows"), "{err}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn json_logs_carry_no_payload_and_no_secret() {
+    let world = World::new(1).await;
+    let topic = world.topic(DataType::Level1);
+    // Invalid (negative bid), with a marker in a field the reason does not quote.
+    let value = quote(7, false).replace("\"source\":\"t\"", "\"source\":\"PAYLOAD-MARKER\"");
+    assert!(value.contains("PAYLOAD-MARKER"));
+    send_many(&topic, &[("KEY-MARKER".to_owned(), value)]).await;
+    let secret = "sasl-secret-never-logged";
+    let mut sink = SinkProcess::start(
+        &world,
+        &[
+            ("TIMESINK_LOG_FORMAT", "json".to_owned()),
+            ("TIMESINK_RDKAFKA_SASL_PASSWORD", secret.to_owned()),
+            ("TIMESINK_RDKAFKA_SASL_USERNAME", "sink".to_owned()),
+            (
+                "RUST_LOG",
+                "debug,librdkafka=debug,rdkafka=debug".to_owned(),
+            ),
+        ],
+    );
+    drained(&world, &topic, 60).await;
+    sink.terminate(Duration::from_secs(30));
+
+    // And one that cannot reach its database, whose URL holds a password.
+    let db_secret = "db-secret-never-logged";
+    let mut waiting = SinkProcess::start(
+        &world,
+        &[
+            ("TIMESINK_LOG_FORMAT", "json".to_owned()),
+            (
+                "DATABASE_URL",
+                format!("postgres://postgres:{db_secret}@127.0.0.1:1/db"),
+            ),
+        ],
+    );
+    eventually(30, "the unreachable database is logged", || {
+        let text = waiting.log_text();
+        async move { text.contains("database not reachable at start") }
+    })
+    .await;
+    waiting.terminate(Duration::from_secs(30));
+
+    for (log, secrets) in [
+        (
+            sink.log_text(),
+            vec![secret, "PAYLOAD-MARKER", "KEY-MARKER"],
+        ),
+        (waiting.log_text(), vec![db_secret]),
+    ] {
+        assert!(
+            log.contains("dead-letter") || log.contains("not reachable"),
+            "{log}"
+        );
+        for line in log.lines() {
+            let parsed: serde_json::Value = serde_json::from_str(line)
+                .unwrap_or_else(|e| panic!("not a JSON line ({e}): {line}"));
+            assert!(parsed["level"].is_string(), "{line}");
+            for s in &secrets {
+                assert!(!line.contains(s), "{s} logged: {line}");
+            }
+        }
+    }
 }

@@ -277,6 +277,24 @@ pub fn read_all(topic: &str, expected: usize, secs: u64) -> Vec<rdkafka::message
 
 /// A `timesink run` child process of this test. Dropping it (a failed
 /// assertion included) kills it, so no sink outlives its test.
+/// The sink binary with `subcommand`, set up for `world`'s database,
+/// topics and group.
+pub fn sink_command(world: &World, subcommand: &str) -> std::process::Command {
+    let c = &world.config;
+    let mut cmd = std::process::Command::new(env!("CARGO_BIN_EXE_timesink"));
+    cmd.arg(subcommand)
+        .env("KAFKA_BROKERS", &c.kafka.brokers)
+        .env("DATABASE_URL", &c.database.url)
+        .env("TIMESINK_GROUP_ID", &c.kafka.group_id)
+        .env("TIMESINK_TOPICS__PRICES", &c.topics.prices)
+        .env("TIMESINK_TOPICS__OHLCV", &c.topics.ohlcv)
+        .env("TIMESINK_TOPICS__ANALYTICS", &c.topics.analytics)
+        .env("TIMESINK_TOPICS__LEVEL1", &c.topics.level1)
+        .env("RUST_LOG", "info,librdkafka=warn")
+        .env_remove("FAILPOINTS");
+    cmd
+}
+
 pub struct SinkProcess {
     child: std::process::Child,
     /// Where its stderr (the log) goes, for assertions on what it logged.
@@ -290,7 +308,7 @@ impl SinkProcess {
     /// Starts the test binary against `world`'s database, topics and group.
     pub fn start(world: &World, env: Env<'_>) -> SinkProcess {
         let c = &world.config;
-        use std::process::{Command, Stdio};
+        use std::process::Stdio;
         static N: AtomicU32 = AtomicU32::new(0);
         let log = std::env::temp_dir().join(format!(
             "{}-sink{}.log",
@@ -298,20 +316,8 @@ impl SinkProcess {
             N.fetch_add(1, Ordering::Relaxed)
         ));
         let file = std::fs::File::create(&log).expect("sink log file");
-        let mut cmd = Command::new(env!("CARGO_BIN_EXE_timesink"));
-        cmd.arg("run")
-            .env("KAFKA_BROKERS", &c.kafka.brokers)
-            .env("DATABASE_URL", &c.database.url)
-            .env("TIMESINK_GROUP_ID", &c.kafka.group_id)
-            .env("TIMESINK_TOPICS__PRICES", &c.topics.prices)
-            .env("TIMESINK_TOPICS__OHLCV", &c.topics.ohlcv)
-            .env("TIMESINK_TOPICS__ANALYTICS", &c.topics.analytics)
-            .env("TIMESINK_TOPICS__LEVEL1", &c.topics.level1)
-            .env("RUST_LOG", "info,librdkafka=warn")
-            .env_remove("FAILPOINTS")
-            .stdin(Stdio::null())
-            .stdout(Stdio::null())
-            .stderr(file);
+        let mut cmd = sink_command(world, "run");
+        cmd.stdin(Stdio::null()).stdout(Stdio::null()).stderr(file);
         for (k, v) in env {
             cmd.env(k, v);
         }
