@@ -5,7 +5,7 @@
 CARGO ?= cargo
 SERVICES := scripts/services.sh
 
-.PHONY: demo test test-faults fuzz bench lint services stop build
+.PHONY: demo test test-faults fuzz bench lint services stop build up down
 
 ## Start PostgreSQL and the broker, create the topics, produce load in every
 ## encoding, run the sink with live progress, and print a count per table.
@@ -54,3 +54,14 @@ stop:
 
 build:
 	$(CARGO) build --release
+
+## The local stack with Docker (docker-compose.yml): Redpanda with the topics,
+## TimescaleDB, timesink, the load generator, Prometheus and Grafana
+## (http://localhost:3000). `make down` stops it; its data volumes stay
+## (`docker compose down -v` removes them).
+up:
+	docker compose up -d --build
+	@echo "timesink: http://localhost:9464/status  Grafana: http://localhost:3000  Prometheus: http://localhost:9090"
+
+down:
+	docker compose down

@@ -184,7 +184,8 @@ def fresh(env, name):
     env["TIMESINK_GROUP_ID"] = f"{name}-group"
     admin_url = env["DATABASE_URL"]
     psql(admin_url, f"CREATE DATABASE {name}")
-    env["DATABASE_URL"] = admin_url.rsplit("/", 1)[0] + "/" + name
+    # Without TLS, for the sink and psql alike, as the runs before it had.
+    env["DATABASE_URL"] = admin_url.rsplit("/", 1)[0] + "/" + name + "?sslmode=disable"
     try:
         spec = open(os.path.join(ROOT, "topics.yaml")).read()
         for t, topic in topics.items():

@@ -31,6 +31,13 @@ install() {
     apt-get update -qq
     apt-get install -y -qq postgresql-15 postgresql-client-15 >/dev/null
   fi
+  if ! pkg-config --exists openssl 2>/dev/null; then
+    # librdkafka (Kafka TLS and SASL) and PostgreSQL TLS build against OpenSSL.
+    log "installing OpenSSL headers (apt-get)"
+    export DEBIAN_FRONTEND=noninteractive
+    apt-get update -qq
+    apt-get install -y -qq libssl-dev pkg-config >/dev/null
+  fi
   if ! command -v prometheus >/dev/null; then
     # For tests/operate.rs, which has a real Prometheus scrape the sink.
     log "installing Prometheus (apt-get)"
@@ -52,6 +59,23 @@ wait_for() { # description, seconds, command...
   done
 }
 
+# A CA and a server certificate for "localhost" (DNS name only), made once.
+tls="$state/tls"
+tls_files() {
+  [ -s "$tls/server.crt" ] && return
+  mkdir -p "$tls"
+  openssl req -x509 -newkey rsa:2048 -nodes -days 3650 -subj "/CN=timesink test CA" \
+    -keyout "$tls/ca.key" -out "$tls/ca.crt" 2>/dev/null
+  openssl req -newkey rsa:2048 -nodes -subj "/CN=localhost" \
+    -keyout "$tls/server.key" -out "$tls/server.csr" 2>/dev/null
+  printf 'subjectAltName=DNS:localhost\n' > "$tls/san.ext"
+  openssl x509 -req -in "$tls/server.csr" -CA "$tls/ca.crt" -CAkey "$tls/ca.key" -CAcreateserial \
+    -days 3650 -extfile "$tls/san.ext" -out "$tls/server.crt" 2>/dev/null
+  chmod 600 "$tls/server.key"
+  [ "$(id -u)" = 0 ] && chown postgres:postgres "$tls/server.key" "$tls/server.crt"
+  log "made a test CA and a server certificate for localhost in $tls"
+}
+
 start_pg() {
   mkdir -p "$state"
   if [ ! -s "$pg_data/PG_VERSION" ]; then
@@ -67,7 +91,12 @@ start_pg() {
     log "PostgreSQL already running on 127.0.0.1:$pg_port"
     return
   fi
+  tls_files
   local opts="-p $pg_port -k $pg_socket -c listen_addresses=127.0.0.1 -c max_connections=300 -c fsync=on -c shared_buffers=256MB"
+  # TLS, for clients that ask (sslmode=prefer, the default, does): a CA of
+  # our own signs a certificate for "localhost" only, so tests/tls.rs can
+  # show verify-full passing and failing.
+  opts="$opts -c ssl=on -c ssl_cert_file=$tls/server.crt -c ssl_key_file=$tls/server.key"
   local with=""
   # TimescaleDB is not packaged for Debian; when someone has installed it into
   # this PostgreSQL, preload it so the sink (and its tests) use it.
@@ -114,6 +143,7 @@ case "${1:-}" in
     [ -f "$state/nisshi.pid" ] && kill -0 "$(cat "$state/nisshi.pid")" && echo "nisshi running" || echo "nisshi stopped" ;;
   env)
     echo "export DATABASE_URL=postgres://postgres@127.0.0.1:$pg_port/postgres"
-    echo "export KAFKA_BROKERS=127.0.0.1:$kafka_port" ;;
+    echo "export KAFKA_BROKERS=127.0.0.1:$kafka_port"
+    echo "export TEST_PG_CA=$tls/ca.crt" ;;
   *) echo "usage: $0 install|start|stop|status|env" >&2; exit 2 ;;
 esac

@@ -28,27 +28,6 @@ pub enum CheckError {
     TimescaleRequired(&'static str),
 }
 
-/// Where a database URL points, without its password.
-pub fn describe_target(url: &str) -> String {
-    let Ok(config) = url.parse::<tokio_postgres::Config>() else {
-        return "unparsable".into();
-    };
-    let host = config
-        .get_hosts()
-        .first()
-        .map(|h| match h {
-            tokio_postgres::config::Host::Tcp(name) => name.clone(),
-            tokio_postgres::config::Host::Unix(path) => path.display().to_string(),
-        })
-        .unwrap_or_else(|| "localhost".into());
-    let port = config.get_ports().first().copied().unwrap_or(5432);
-    format!(
-        "{}@{host}:{port}/{}",
-        config.get_user().unwrap_or("?"),
-        config.get_dbname().unwrap_or("?")
-    )
-}
-
 /// Runs every check; the report on success, the first failure otherwise.
 pub async fn run(config: &Config) -> Result<String, CheckError> {
     let mut out = String::new();
@@ -104,17 +83,19 @@ fn kafka(config: &Config, out: &mut String) -> Result<(), CheckError> {
 }
 
 async fn database(config: &Config, out: &mut String) -> Result<(), CheckError> {
-    let target = describe_target(&config.database.url);
+    let database = config.database().map_err(|e| CheckError::Database {
+        target: "?".into(),
+        problem: e.to_string(),
+    })?;
+    let target = database.target();
     let fail = |problem: String| CheckError::Database {
         target: target.clone(),
         problem,
     };
-    let connect = tokio_postgres::connect(&config.database.url, tokio_postgres::NoTls);
-    let (client, connection) = tokio::time::timeout(TIMEOUT, connect)
+    let client = tokio::time::timeout(TIMEOUT, database.connect())
         .await
         .map_err(|_| fail(format!("no answer within {TIMEOUT:?}")))?
         .map_err(|e| fail(crate::write::describe(&e)))?;
-    let connection = tokio::spawn(connection);
     let query = |e: tokio_postgres::Error| fail(crate::write::describe(&e));
 
     let row = client
@@ -129,7 +110,20 @@ async fn database(config: &Config, out: &mut String) -> Result<(), CheckError> {
         .map_err(query)?;
     let (version, available, preloaded, installed): (String, bool, bool, Option<String>) =
         (row.get(0), row.get(1), row.get(2), row.get(3));
-    let _ = writeln!(out, "database: reached {target}; PostgreSQL {version}");
+    let tls: bool = client
+        .query_one(
+            "SELECT coalesce((SELECT ssl FROM pg_stat_ssl WHERE pid = pg_backend_pid()), false)",
+            &[],
+        )
+        .await
+        .map_err(query)?
+        .get(0);
+    let _ = writeln!(
+        out,
+        "database: reached {target} ({}, sslmode {:?}); PostgreSQL {version}",
+        if tls { "TLS" } else { "no TLS" },
+        database.mode()
+    );
     let timescale = match (&installed, available, preloaded) {
         (Some(v), _, _) => format!("TimescaleDB {v} in use"),
         (None, true, true) => "TimescaleDB available (created at start)".to_owned(),
@@ -214,20 +208,5 @@ async fn database(config: &Config, out: &mut String) -> Result<(), CheckError> {
     } else {
         let _ = writeln!(out, "  table timesink_offsets: missing (created at start)");
     }
-    drop(client);
-    let _ = connection.await;
     Ok(())
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn a_target_never_shows_the_password() {
-        let t = describe_target("postgres://sink:s3cret@db.example:6432/market");
-        assert_eq!(t, "sink@db.example:6432/market");
-        let t = describe_target("host=db user=sink password=s3cret dbname=market");
-        assert!(!t.contains("s3cret"), "{t}");
-    }
 }

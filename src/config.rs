@@ -5,7 +5,8 @@
 //! common ones; every other key is `TIMESINK_<SECTION>__<KEY>` (for example
 //! `TIMESINK_BATCH__LEVEL1__MAX_ROWS=2000`), and a librdkafka property is
 //! `TIMESINK_RDKAFKA_<NAME>` with its dots written as underscores
-//! (`TIMESINK_RDKAFKA_SECURITY_PROTOCOL=SASL_SSL`).
+//! (`TIMESINK_RDKAFKA_SECURITY_PROTOCOL=SASL_SSL`). Any of them may come
+//! from a file instead: `<NAME>_FILE=/run/secrets/x` (for secrets).
 
 use std::collections::BTreeMap;
 use std::path::Path;
@@ -370,6 +371,43 @@ const RESERVED_PROPERTIES: [&str; 4] = [
     "bootstrap.servers",
 ];
 
+/// Variables that are not configuration values: the path of the file itself.
+const NOT_VALUES: [&str; 1] = ["TIMESINK_CONFIG_FILE"];
+
+/// Whether an environment variable sets configuration.
+fn is_config_variable(name: &str) -> bool {
+    matches!(name, "KAFKA_BROKERS" | "DATABASE_URL")
+        || (name.starts_with("TIMESINK_") && !NOT_VALUES.contains(&name))
+}
+
+/// Replaces each `<NAME>_FILE` (for a configuration variable NAME) by NAME
+/// with the file's content, its trailing newline removed: how secrets
+/// (`DATABASE_URL_FILE`, `TIMESINK_RDKAFKA_SASL_PASSWORD_FILE`) come from
+/// mounted files rather than the environment itself.
+fn with_secret_files(env: Vec<(String, String)>) -> Result<Vec<(String, String)>, ConfigError> {
+    let mut out = Vec::with_capacity(env.len());
+    for (name, value) in &env {
+        if NOT_VALUES.contains(&name.as_str()) {
+            continue;
+        }
+        let Some(base) = name.strip_suffix("_FILE").filter(|b| is_config_variable(b)) else {
+            out.push((name.clone(), value.clone()));
+            continue;
+        };
+        if env.iter().any(|(k, _)| k == base) {
+            return Err(ConfigError::Load(format!(
+                "both {base} and {name} are set; use one"
+            )));
+        }
+        let text = std::fs::read_to_string(value)
+            .map_err(|e| ConfigError::Load(format!("{name}: cannot read {value}: {e}")))?;
+        let text = text.strip_suffix('\n').unwrap_or(&text);
+        let text = text.strip_suffix('\r').unwrap_or(text);
+        out.push((base.to_owned(), text.to_owned()));
+    }
+    Ok(out)
+}
+
 impl Config {
     /// Defaults, then the file (if any), then the environment; validated.
     pub fn load(file: Option<&Path>) -> Result<Config, ConfigError> {
@@ -391,7 +429,7 @@ impl Config {
             }
             figment = figment.merge(Toml::file_exact(path));
         }
-        let env: Vec<(String, String)> = env.into_iter().collect();
+        let env = with_secret_files(env.into_iter().collect())?;
         let lookup = |name: &str| env.iter().find(|(k, _)| k == name).map(|(_, v)| v.clone());
         // The nested TIMESINK_<SECTION>__<KEY> form; the three short names and
         // the librdkafka pass-through are read separately below.
@@ -468,11 +506,8 @@ impl Config {
                 ));
             }
         }
-        if self.database.url.parse::<tokio_postgres::Config>().is_err() {
-            return Err(invalid(
-                "database.url",
-                "is not a PostgreSQL connection string (postgres://user@host:port/db)",
-            ));
+        if let Err(e) = self.database() {
+            return Err(invalid("database.url", e.to_string()));
         }
         let mut seen = Vec::new();
         for t in DataType::ALL {
@@ -581,6 +616,11 @@ impl Config {
         Ok(())
     }
 
+    /// The database to connect to, TLS settings included.
+    pub fn database(&self) -> Result<crate::database::Database, crate::database::UrlError> {
+        crate::database::Database::from_url(&self.database.url)
+    }
+
     pub fn shutdown_timeout(&self) -> Duration {
         Duration::from_millis(self.shutdown_timeout_ms)
     }
@@ -611,6 +651,99 @@ mod tests {
         let mut f = tempfile::Builder::new().suffix(".toml").tempfile().unwrap();
         std::io::Write::write_all(&mut f, text.as_bytes()).unwrap();
         f
+    }
+
+    /// The README's configuration block is every key, at its default.
+    #[test]
+    fn the_readme_lists_every_key_at_its_default() {
+        let readme = include_str!("../README.md");
+        let section = &readme[readme.find("## Configuration").unwrap()..];
+        let start = section.find("```toml\n").unwrap() + "```toml\n".len();
+        let block = &section[start..start + section[start..].find("```").unwrap()];
+        let f = file(block);
+        let loaded = Config::load_from(Some(f.path()), env(&[])).unwrap();
+        assert_eq!(loaded, Config::default());
+
+        // Every key of the struct is written out (open maps aside).
+        fn keys(prefix: &str, v: &serde_json::Value, out: &mut Vec<String>) {
+            if let Some(map) = v.as_object() {
+                for (k, v) in map {
+                    let path = if prefix.is_empty() {
+                        k.clone()
+                    } else {
+                        format!("{prefix}.{k}")
+                    };
+                    if v.is_object() && !v.as_object().is_some_and(|m| m.is_empty()) {
+                        keys(&path, v, out);
+                    } else {
+                        out.push(path);
+                    }
+                }
+            }
+        }
+        let mut expected = Vec::new();
+        keys(
+            "",
+            &serde_json::to_value(Config::default()).unwrap(),
+            &mut expected,
+        );
+        let written: serde_json::Value = Figment::from(Toml::string(block)).extract().unwrap();
+        let mut found = Vec::new();
+        keys("", &written, &mut found);
+        for key in expected {
+            assert!(
+                found.contains(&key),
+                "README's configuration block lacks `{key}`"
+            );
+        }
+    }
+
+    #[test]
+    fn secrets_come_from_files() {
+        let url = file("postgres://sink:s3cret@db:5432/market\n");
+        let password = file("sasl-pw\n");
+        let c = Config::load_from(
+            None,
+            env(&[
+                ("DATABASE_URL_FILE", url.path().to_str().unwrap()),
+                (
+                    "TIMESINK_RDKAFKA_SASL_PASSWORD_FILE",
+                    password.path().to_str().unwrap(),
+                ),
+            ]),
+        )
+        .unwrap();
+        assert_eq!(c.database.url, "postgres://sink:s3cret@db:5432/market");
+        assert_eq!(c.kafka.properties["sasl.password"], "sasl-pw");
+
+        let err = Config::load_from(
+            None,
+            env(&[
+                ("DATABASE_URL", "postgres://a@b/c"),
+                ("DATABASE_URL_FILE", url.path().to_str().unwrap()),
+            ]),
+        )
+        .unwrap_err()
+        .to_string();
+        assert!(
+            err.contains("both DATABASE_URL and DATABASE_URL_FILE"),
+            "{err}"
+        );
+        let err = Config::load_from(None, env(&[("DATABASE_URL_FILE", "/nonexistent/url")]))
+            .unwrap_err()
+            .to_string();
+        assert!(
+            err.contains("DATABASE_URL_FILE: cannot read /nonexistent/url"),
+            "{err}"
+        );
+        // The config file's own path is not a secret file.
+        let cfg = file("shutdown_timeout_ms = 5\n");
+        let c = Config::load_from(
+            None,
+            env(&[("TIMESINK_CONFIG_FILE", cfg.path().to_str().unwrap())]),
+        )
+        .unwrap();
+        assert_eq!(c.shutdown_timeout_ms, Config::default().shutdown_timeout_ms);
     }
 
     #[test]

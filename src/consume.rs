@@ -29,9 +29,9 @@ use rdkafka::{ClientConfig, ClientContext};
 use tokio::runtime::Handle;
 use tokio::sync::mpsc::Sender;
 use tokio::sync::mpsc::error::TrySendError;
-use tokio_postgres::NoTls;
 
 use crate::config::Config;
+use crate::database::Database;
 use crate::health::Health;
 use crate::message::SourceMessage;
 use crate::record::DataType;
@@ -102,7 +102,7 @@ pub enum ConsumeError {
 /// Reads stored offsets from PostgreSQL, for the rebalance callback.
 struct OffsetStore {
     runtime: Handle,
-    url: String,
+    database: Database,
     group: String,
     client: Option<tokio_postgres::Client>,
 }
@@ -121,11 +121,7 @@ impl OffsetStore {
                 .as_ref()
                 .is_none_or(tokio_postgres::Client::is_closed)
             {
-                let (client, connection) = tokio_postgres::connect(&self.url, NoTls).await?;
-                tokio::spawn(async move {
-                    let _ = connection.await;
-                });
-                self.client = Some(client);
+                self.client = Some(self.database.connect().await?);
             }
             let client = self.client.as_ref().expect("connected above");
             let rows = client
@@ -399,13 +395,14 @@ pub fn start(
     events: Sender<Event>,
     commands: Receiver<Command>,
     health: Arc<Health>,
+    database: &Database,
 ) -> Result<ConsumerHandle, ConsumeError> {
     let stop = Arc::new(AtomicBool::new(false));
     let context = SinkContext {
         events,
         store: Mutex::new(OffsetStore {
             runtime: runtime.clone(),
-            url: config.database.url.clone(),
+            database: database.clone(),
             group: config.kafka.group_id.clone(),
             client: None,
         }),
@@ -710,4 +707,43 @@ fn resync(
         }
     }
     retry
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// TLS and SASL are librdkafka properties: this build of librdkafka takes
+    /// SASL_SSL with SCRAM and PLAIN (it refuses them when built without OpenSSL).
+    #[test]
+    fn tls_and_sasl_are_configuration() {
+        let password = tempfile::NamedTempFile::new().unwrap();
+        std::fs::write(password.path(), "s3cret\n").unwrap();
+        for mechanism in ["SCRAM-SHA-512", "SCRAM-SHA-256", "PLAIN"] {
+            let config = Config::load_from(
+                None,
+                [
+                    ("TIMESINK_RDKAFKA_SECURITY_PROTOCOL", "SASL_SSL"),
+                    ("TIMESINK_RDKAFKA_SASL_MECHANISM", mechanism),
+                    ("TIMESINK_RDKAFKA_SASL_USERNAME", "sink"),
+                    (
+                        "TIMESINK_RDKAFKA_SASL_PASSWORD_FILE",
+                        password.path().to_str().unwrap(),
+                    ),
+                    (
+                        "TIMESINK_RDKAFKA_SSL_ENDPOINT_IDENTIFICATION_ALGORITHM",
+                        "https",
+                    ),
+                ]
+                .map(|(k, v)| (k.to_owned(), v.to_owned())),
+            )
+            .unwrap();
+            let client = consumer_config(&config)
+                .get("sasl.password")
+                .map(str::to_owned);
+            assert_eq!(client.as_deref(), Some("s3cret"));
+            let consumer: Result<BaseConsumer, _> = consumer_config(&config).create();
+            assert!(consumer.is_ok(), "{mechanism}: {:?}", consumer.err());
+        }
+    }
 }

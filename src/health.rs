@@ -16,6 +16,7 @@ use serde::Serialize;
 use tokio_util::sync::CancellationToken;
 
 use crate::config::HealthConfig;
+use crate::database::Database;
 
 /// How often the database is probed, and how long a probe may take.
 const PROBE_INTERVAL: Duration = Duration::from_secs(5);
@@ -261,7 +262,7 @@ impl Health {
 
 /// Probes the database every few seconds until `shutdown`, keeping one
 /// connection (opened again after a failure).
-pub async fn probe_database(health: Arc<Health>, url: String, shutdown: CancellationToken) {
+pub async fn probe_database(health: Arc<Health>, database: Database, shutdown: CancellationToken) {
     let mut client: Option<tokio_postgres::Client> = None;
     let mut ticker = tokio::time::interval(PROBE_INTERVAL);
     loop {
@@ -271,9 +272,7 @@ pub async fn probe_database(health: Arc<Health>, url: String, shutdown: Cancella
         }
         let probe = async {
             if client.as_ref().is_none_or(|c| c.is_closed()) {
-                let (c, connection) = tokio_postgres::connect(&url, tokio_postgres::NoTls).await?;
-                tokio::spawn(connection);
-                client = Some(c);
+                client = Some(database.connect().await?);
             }
             match &client {
                 Some(c) => c.simple_query("SELECT 1").await.map(|_| ()),

@@ -27,7 +27,7 @@
 //! - [`produce`]: the load generator behind `timesink produce`; [`topics`]:
 //!   `topics.yaml` and topic creation.
 //!
-//! Shared vocabulary: [`config`], [`record`] (rows and data types),
+//! Shared vocabulary: [`config`], [`database`] (connections, TLS), [`record`] (rows and data types),
 //! [`decimal`] (exact decimals), [`message`] (a consumed message).
 
 pub mod batch;
@@ -35,6 +35,7 @@ pub mod check;
 pub mod config;
 pub mod consume;
 pub mod copy_format;
+pub mod database;
 pub mod dead_letter;
 pub mod decimal;
 pub mod decode;

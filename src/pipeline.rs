@@ -16,12 +16,12 @@ use std::time::{Duration, Instant};
 
 use tokio::sync::{Semaphore, mpsc};
 use tokio::task::JoinHandle;
-use tokio_postgres::NoTls;
 use tokio_util::sync::CancellationToken;
 
 use crate::batch::{Batch, Batcher, Entry, Outcome, RejectClass, Rejection};
 use crate::config::Config;
 use crate::consume::{self, Assignment, Command, Event};
+use crate::database::Database;
 use crate::dead_letter::DeadLetters;
 use crate::decode::{self, Encoding};
 use crate::health::{Health, TopicCounters};
@@ -44,6 +44,8 @@ const WRITER_QUEUE: usize = 256;
 pub enum RunError {
     #[error("connecting to PostgreSQL: {}", crate::write::describe(.0))]
     Database(#[source] tokio_postgres::Error),
+    #[error("configuration key `database.url`: {0}")]
+    DatabaseUrl(#[from] crate::database::UrlError),
     #[error(transparent)]
     Schema(#[from] schema::SchemaError),
     #[error(transparent)]
@@ -80,18 +82,14 @@ fn table_index(t: DataType) -> usize {
 /// backoff (None: shutdown came first). Other errors end the start.
 async fn prepare_schema(
     config: &Config,
+    database: &Database,
     shutdown: &CancellationToken,
 ) -> Result<Option<schema::SchemaReport>, RunError> {
     let mut backoff = crate::write::Backoff::new();
     loop {
         let attempt = async {
-            let (mut client, connection) = tokio_postgres::connect(&config.database.url, NoTls)
-                .await
-                .map_err(RunError::Database)?;
-            let conn = tokio::spawn(connection);
+            let mut client = database.connect().await.map_err(RunError::Database)?;
             let report = schema::apply(&mut client, config.database.timescaledb).await?;
-            drop(client);
-            let _ = conn.await;
             Ok::<_, RunError>(report)
         };
         match attempt.await {
@@ -137,12 +135,13 @@ pub async fn run(
     health: Arc<Health>,
     shutdown: CancellationToken,
 ) -> Result<(), RunError> {
+    let database = config.database()?;
     tokio::spawn(crate::health::probe_database(
         health.clone(),
-        config.database.url.clone(),
+        database.clone(),
         shutdown.clone(),
     ));
-    let Some(report) = prepare_schema(&config, &shutdown).await? else {
+    let Some(report) = prepare_schema(&config, &database, &shutdown).await? else {
         return Ok(()); // shut down while waiting for the database
     };
     tracing::info!(timescaledb = report.timescaledb, "schema ready");
@@ -174,7 +173,7 @@ pub async fn run(
         let (tx, mut rx) = mpsc::channel::<Flush>(WRITER_QUEUE);
         let mut writer = Writer::new(
             t,
-            config.database.url.clone(),
+            database.clone(),
             config.kafka.group_id.clone(),
             dead_letters.clone(),
         );
@@ -254,6 +253,7 @@ pub async fn run(
         event_tx,
         command_rx,
         health.clone(),
+        &database,
     )?;
     let progress_task = spawn_progress(&config, progress.clone(), health.clone());
 

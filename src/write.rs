@@ -24,11 +24,12 @@ use bytes::Bytes;
 use futures::SinkExt;
 use tokio::sync::OwnedSemaphorePermit;
 use tokio_postgres::error::SqlState;
-use tokio_postgres::{Client, NoTls, Statement};
+use tokio_postgres::{Client, Statement};
 use tokio_util::sync::CancellationToken;
 
 use crate::batch::{Batch, Outcome, RejectClass, Rejection};
 use crate::copy_format::{EncodedRows, latest_per_key, stream_all};
+use crate::database::Database;
 use crate::dead_letter::{DeadLetter, DeadLetters};
 use crate::record::{DataType, Row};
 use crate::schema::{self, TableStatements};
@@ -275,7 +276,7 @@ impl Default for Backoff {
 pub struct Writer {
     table: &'static str,
     statements: TableStatements,
-    database_url: String,
+    database: Database,
     group_id: String,
     dead_letters: Arc<DeadLetters>,
     /// The open connection and its prepared fence; dropped after any error
@@ -294,7 +295,7 @@ const MERGE_STREAK: u32 = 16;
 impl Writer {
     pub fn new(
         data_type: DataType,
-        database_url: String,
+        database: Database,
         group_id: String,
         dead_letters: Arc<DeadLetters>,
     ) -> Writer {
@@ -302,7 +303,7 @@ impl Writer {
         Writer {
             table: spec.name,
             statements: spec.statements(),
-            database_url,
+            database,
             group_id,
             dead_letters,
             client: None,
@@ -423,12 +424,7 @@ impl Writer {
 
     async fn connect(&mut self) -> Result<&Client, tokio_postgres::Error> {
         if self.client.as_ref().is_none_or(|(c, _)| c.is_closed()) {
-            let (client, connection) = tokio_postgres::connect(&self.database_url, NoTls).await?;
-            tokio::spawn(async move {
-                if let Err(e) = connection.await {
-                    tracing::debug!(error = %e, "database connection closed");
-                }
-            });
+            let client = self.database.connect().await?;
             // The staging table is created outside any transaction, so no
             // rollback can undo it while this connection lives.
             client.batch_execute(&self.statements.create_stage).await?;
