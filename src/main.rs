@@ -17,7 +17,7 @@ use timesink::config::{Config, LogFormat};
 use timesink::health::Health;
 use timesink::produce::{self, Encoding, Generator};
 use timesink::record::{DataType, Timestamp};
-use timesink::{check, http, pipeline, telemetry, topics};
+use timesink::{check, http, pipeline, schema, telemetry, topics};
 
 #[derive(Parser)]
 #[command(
@@ -38,6 +38,9 @@ struct Cli {
 enum Command {
     /// Run the sink until SIGTERM or SIGINT.
     Run,
+    /// Create the tables (hypertables where TimescaleDB is installed) and
+    /// exit; `run` does the same at start. Idempotent.
+    Schema,
     /// Validate the configuration, reach the broker and the database, and
     /// print what is there (topics, tables, TimescaleDB, stored offsets).
     Check,
@@ -150,6 +153,27 @@ fn real_main() -> anyhow::Result<()> {
             let result = pipeline::run(config, health, shutdown).await;
             http_stop.cancel();
             result.map_err(anyhow::Error::from)
+        }),
+        Command::Schema => runtime.block_on(async {
+            let database = config.database()?;
+            let mut client = database.connect().await.map_err(|e| {
+                anyhow::anyhow!(
+                    "database.url ({}): {}",
+                    database.target(),
+                    timesink::write::describe(&e)
+                )
+            })?;
+            let report = schema::apply(&mut client, config.database.timescaledb).await?;
+            println!(
+                "tables ready in {} ({})",
+                database.target(),
+                if report.timescaledb {
+                    "hypertables, TimescaleDB"
+                } else {
+                    "plain tables"
+                }
+            );
+            Ok(())
         }),
         Command::Check => runtime.block_on(async {
             let report = check::run(&config).await?;

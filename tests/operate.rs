@@ -242,7 +242,20 @@ async fn check_reports_what_it_finds_and_names_what_fails() {
         assert!(out.contains(&expected), "no {expected:?} in:\n{out}");
     }
 
-    // Once the sink has run: tables present and offsets stored.
+    // `schema` creates the tables, and says so.
+    let out = sink_command(&world, "schema")
+        .output()
+        .expect("run timesink schema");
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(String::from_utf8_lossy(&out.stdout).contains("tables ready in"));
+    let (_, out, _) = check(&world, &[]);
+    assert!(out.contains("table level1_quotes: present"), "{out}");
+
+    // Once the sink has run: offsets stored.
     send_many(&topic, &[("K1".to_owned(), quote(1, true))]).await;
     let mut sink = SinkProcess::start(&world, &[]);
     drained(&world, &topic, 60).await;
@@ -346,4 +359,67 @@ async fn json_logs_carry_no_payload_and_no_secret() {
             }
         }
     }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn topics_create_makes_per_exchange_siblings_and_is_idempotent() {
+    use rdkafka::admin::{AdminClient, AdminOptions, ResourceSpecifier};
+    use rdkafka::client::DefaultClientContext;
+
+    let world = World::new(1).await;
+    let base = unique("tc");
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("topics.yaml");
+    std::fs::write(
+        &file,
+        format!(
+            "replication_factor: 1\ntopics:\n  {base}-prices:\n    data_type: price\n    partitions: 4\n    config:\n      retention.ms: \"1000000\"\n      compression.type: lz4\n"
+        ),
+    )
+    .unwrap();
+    let run = || {
+        let out = sink_command(&world, "topics")
+            .args(["create", "--file"])
+            .arg(&file)
+            .args(["--exchanges", "binance,okx"])
+            .output()
+            .expect("run topics create");
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        String::from_utf8_lossy(&out.stdout).into_owned()
+    };
+    let first = run();
+    assert!(first.contains("3 topics planned, 3 created"), "{first}");
+    let partitions = |topic: &str| common::end_offsets(topic).len();
+    assert_eq!(partitions(&format!("{base}-prices")), 4);
+    assert_eq!(partitions(&format!("{base}-prices-binance")), 2);
+    assert_eq!(partitions(&format!("{base}-prices-okx")), 2);
+    let second = run();
+    assert!(second.contains("3 topics planned, 0 created"), "{second}");
+
+    // The sibling keeps the base's settings, with 1.5x the retention.
+    let admin: AdminClient<DefaultClientContext> = rdkafka::ClientConfig::new()
+        .set("bootstrap.servers", common::brokers())
+        .create()
+        .unwrap();
+    let sibling = format!("{base}-prices-binance");
+    let described = admin
+        .describe_configs(
+            [&ResourceSpecifier::Topic(&sibling)],
+            &AdminOptions::new().request_timeout(Some(Duration::from_secs(10))),
+        )
+        .await
+        .expect("describe configs");
+    let resource = described[0].as_ref().expect("the sibling's configs");
+    let value = |name: &str| {
+        resource
+            .get(name)
+            .and_then(|e| e.value.clone())
+            .unwrap_or_default()
+    };
+    assert_eq!(value("retention.ms"), "1500000");
+    assert_eq!(value("compression.type"), "lz4");
 }
