@@ -183,6 +183,7 @@ pub async fn run(
         let progress = progress.clone();
         let health = health.clone();
         writer_tasks.push(tokio::spawn(async move {
+            writer.warm_up().await;
             // The next transaction, growing while the current one is written.
             let mut next: Option<Prepared> = None;
             // A batch that does not continue `next` (another topic of the

@@ -422,6 +422,17 @@ impl Writer {
         }
     }
 
+    /// Connects ahead of the first batch (while the consumer joins its
+    /// group), so that the first write does not wait for the connection,
+    /// its staging table and its prepared statement. A failure here is
+    /// only logged: the first write connects again.
+    pub async fn warm_up(&mut self) {
+        if let Err(e) = self.connect().await {
+            tracing::debug!(table = self.table, error = %describe(&e), "connecting ahead failed");
+            self.client = None;
+        }
+    }
+
     async fn connect(&mut self) -> Result<&Client, tokio_postgres::Error> {
         if self.client.as_ref().is_none_or(|(c, _)| c.is_closed()) {
             let client = self.database.connect().await?;
