@@ -213,6 +213,17 @@ async fn without_a_database_it_is_alive_but_neither_ready_nor_healthy() {
     sink.terminate(Duration::from_secs(30));
 }
 
+/// Runs a subcommand that must succeed; its stdout.
+fn stdout_of(cmd: &mut std::process::Command) -> String {
+    let out = cmd.output().expect("run timesink");
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8_lossy(&out.stdout).into_owned()
+}
+
 /// `timesink check` with `env` on top of `world`'s: exit success, stdout, stderr.
 fn check(world: &World, env: &[(&str, String)]) -> (bool, String, String) {
     let mut cmd = sink_command(world, "check");
@@ -243,15 +254,8 @@ async fn check_reports_what_it_finds_and_names_what_fails() {
     }
 
     // `schema` creates the tables, and says so.
-    let out = sink_command(&world, "schema")
-        .output()
-        .expect("run timesink schema");
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    assert!(String::from_utf8_lossy(&out.stdout).contains("tables ready in"));
+    let out = stdout_of(&mut sink_command(&world, "schema"));
+    assert!(out.contains("tables ready in"), "{out}");
     let (_, out, _) = check(&world, &[]);
     assert!(out.contains("table level1_quotes: present"), "{out}");
 
@@ -378,18 +382,12 @@ async fn topics_create_makes_per_exchange_siblings_and_is_idempotent() {
     )
     .unwrap();
     let run = || {
-        let out = sink_command(&world, "topics")
-            .args(["create", "--file"])
-            .arg(&file)
-            .args(["--exchanges", "binance,okx"])
-            .output()
-            .expect("run topics create");
-        assert!(
-            out.status.success(),
-            "{}",
-            String::from_utf8_lossy(&out.stderr)
-        );
-        String::from_utf8_lossy(&out.stdout).into_owned()
+        stdout_of(
+            sink_command(&world, "topics")
+                .args(["create", "--file"])
+                .arg(&file)
+                .args(["--exchanges", "binance,okx"]),
+        )
     };
     let first = run();
     assert!(first.contains("3 topics planned, 3 created"), "{first}");
