@@ -265,10 +265,13 @@ fn decode_json(data_type: DataType, bytes: &[u8]) -> Result<Vec<Fields>, DecodeE
     })?;
     // The common case, one object: parsed as such straight away (an error
     // is then reported exactly as for any other top-level value).
-    if text.trim_start().starts_with('{')
-        && let Ok(probe) = serde_json::from_str::<Probe<'_>>(text)
-    {
-        return decode_object(data_type, text.trim(), probe, "record").map(|f| vec![f]);
+    if text.trim_start().starts_with('{') {
+        if let Some(fields) = parse_bare(data_type, text) {
+            return Ok(vec![fields]);
+        }
+        if let Ok(probe) = serde_json::from_str::<Probe<'_>>(text) {
+            return decode_object(data_type, text.trim(), probe, "record").map(|f| vec![f]);
+        }
     }
     let top: &RawValue =
         serde_json::from_str(text).map_err(|e| DecodeError::Json(e.to_string()))?;
@@ -302,9 +305,41 @@ fn decode_element(
     if !element.get().starts_with('{') {
         return Err(record_error(location, "expected a JSON object"));
     }
+    if let Some(fields) = parse_bare(data_type, element.get()) {
+        return Ok(fields);
+    }
     let probe: Probe<'_> =
         serde_json::from_str(element.get()).map_err(|e| record_error(location, e))?;
     decode_object(data_type, element.get(), probe, location)
+}
+
+/// A bare record in one pass, or None: the object is an envelope, or has
+/// an error, and takes the general path (probe, then record), which
+/// reports it. The record structs also read the envelope's keys, so that
+/// this pass fails wherever the probe would (a repeated `dataType`, say)
+/// and succeeds with exactly what the general path would return.
+fn parse_bare(data_type: DataType, text: &str) -> Option<Fields> {
+    // An envelope that names its payload plainly skips the attempt.
+    if text.contains("\"payload\"") {
+        return None;
+    }
+    fn bare<'de, T: Deserialize<'de>>(text: &'de str, payload: impl Fn(&T) -> bool) -> Option<T> {
+        serde_json::from_str::<T>(text).ok().filter(|f| !payload(f))
+    }
+    match data_type {
+        DataType::Price => {
+            bare(text, |f: &PriceFields| f.envelope_payload.is_some()).map(Fields::Price)
+        }
+        DataType::Ohlcv => {
+            bare(text, |f: &OhlcvFields| f.envelope_payload.is_some()).map(Fields::Ohlcv)
+        }
+        DataType::Analytics => {
+            bare(text, |f: &AnalyticsFields| f.envelope_payload.is_some()).map(Fields::Analytics)
+        }
+        DataType::Level1 => {
+            bare(text, |f: &Level1Fields| f.envelope_payload.is_some()).map(Fields::Level1)
+        }
+    }
 }
 
 /// Decodes one object, given what its probe found: an envelope (it has
@@ -555,6 +590,32 @@ mod tests {
             (p.source.as_deref(), p.attribution.as_deref()),
             (Some("own"), Some("mine"))
         );
+    }
+
+    /// The one-pass path for bare records answers exactly as the probe's.
+    #[test]
+    fn bare_records_in_one_pass_match_the_general_path() {
+        // A key the probe reads, repeated: refused, as before.
+        let err =
+            price(r#"{"coinId":"bitcoin","dataType":"price","dataType":"price"}"#).unwrap_err();
+        assert!(
+            err.to_string().contains("duplicate field `dataType`"),
+            "{err}"
+        );
+        // An envelope whose key is escaped is still an envelope.
+        let p = one_price(
+            r#"{"\u0070ayload":{"coinId":"bitcoin","symbol":"BTC","usdPrice":"1.50"},"source":"env"}"#,
+        );
+        assert_eq!(p.coin_id.as_deref(), Some("bitcoin"));
+        assert_eq!(p.source.as_deref(), Some("env"));
+        // `payload: null` is no envelope, on either path.
+        let p = one_price(r#"{"coinId":"bitcoin","payload":null}"#);
+        assert_eq!(p.coin_id.as_deref(), Some("bitcoin"));
+        let p = one_price(r#"{"coinId":"bitcoin","\u0070ayload":null}"#);
+        assert_eq!(p.coin_id.as_deref(), Some("bitcoin"));
+        // A field of the wrong type is named, from the general path.
+        let err = price(r#"{"coinId":7}"#).unwrap_err();
+        assert!(err.to_string().contains("coinId"), "{err}");
     }
 
     #[test]

@@ -10,6 +10,7 @@ use std::borrow::Cow;
 
 use compact_str::CompactString;
 use serde::Deserialize;
+use serde::de::IgnoredAny;
 use serde::de::{self, Deserializer};
 use serde_json::value::RawValue;
 
@@ -112,6 +113,14 @@ pub struct PriceFields {
     pub last_updated: Option<JsonTime>,
     pub source: Option<CompactString>,
     pub attribution: Option<CompactString>,
+    /// Envelope keys, read only to tell an envelope from this record in
+    /// one pass (see `decode`), and to refuse them twice as the probe does.
+    #[serde(rename = "payload", default)]
+    pub envelope_payload: Option<IgnoredAny>,
+    #[serde(rename = "dataType", default)]
+    pub envelope_data_type: Option<IgnoredAny>,
+    #[serde(rename = "metadata", default)]
+    pub envelope_metadata: Option<IgnoredAny>,
 }
 
 /// The fields of an OHLCV record, as sent.
@@ -131,6 +140,14 @@ pub struct OhlcvFields {
     pub trades: Option<u64>,
     pub source: Option<CompactString>,
     pub attribution: Option<CompactString>,
+    /// Envelope keys, read only to tell an envelope from this record in
+    /// one pass (see `decode`), and to refuse them twice as the probe does.
+    #[serde(rename = "payload", default)]
+    pub envelope_payload: Option<IgnoredAny>,
+    #[serde(rename = "dataType", default)]
+    pub envelope_data_type: Option<IgnoredAny>,
+    #[serde(rename = "metadata", default)]
+    pub envelope_metadata: Option<IgnoredAny>,
 }
 
 /// The fields of a market analytics record, as sent.
@@ -147,6 +164,14 @@ pub struct AnalyticsFields {
     pub market_cap_change_24h: Option<JsonDecimal>,
     pub source: Option<CompactString>,
     pub attribution: Option<CompactString>,
+    /// Envelope keys, read only to tell an envelope from this record in
+    /// one pass (see `decode`), and to refuse them twice as the probe does.
+    #[serde(rename = "payload", default)]
+    pub envelope_payload: Option<IgnoredAny>,
+    #[serde(rename = "dataType", default)]
+    pub envelope_data_type: Option<IgnoredAny>,
+    #[serde(rename = "metadata", default)]
+    pub envelope_metadata: Option<IgnoredAny>,
 }
 
 /// The fields of a level-1 quote, as sent.
@@ -162,6 +187,14 @@ pub struct Level1Fields {
     pub timestamp: Option<JsonTime>,
     pub sequence: Option<u64>,
     pub source: Option<CompactString>,
+    /// Envelope keys, read only to tell an envelope from this record in
+    /// one pass (see `decode`), and to refuse them twice as the probe does.
+    #[serde(rename = "payload", default)]
+    pub envelope_payload: Option<IgnoredAny>,
+    #[serde(rename = "dataType", default)]
+    pub envelope_data_type: Option<IgnoredAny>,
+    #[serde(rename = "metadata", default)]
+    pub envelope_metadata: Option<IgnoredAny>,
 }
 
 /// One decoded record of any type, not yet validated.
@@ -314,6 +347,7 @@ impl PriceBincode {
             last_updated: micros(self.last_updated),
             source: Some(self.source.into()),
             attribution: self.attribution.map(Into::into),
+            ..Default::default()
         })
     }
 }
@@ -334,6 +368,7 @@ impl OhlcvBincode {
             trades: self.trades,
             source: Some(self.source.into()),
             attribution: self.attribution.map(Into::into),
+            ..Default::default()
         })
     }
 }
@@ -351,6 +386,7 @@ impl AnalyticsBincode {
             market_cap_change_24h: opt_dec("marketCapChange24h", self.market_cap_change_24h)?,
             source: Some(self.source.into()),
             attribution: self.attribution.map(Into::into),
+            ..Default::default()
         })
     }
 }
@@ -367,6 +403,7 @@ impl Level1Bincode {
             timestamp: micros(self.timestamp),
             sequence: self.sequence,
             source: Some(self.source.into()),
+            ..Default::default()
         })
     }
 }
