@@ -51,9 +51,11 @@ pub struct Health {
     topics: Mutex<BTreeMap<Arc<str>, Arc<TopicCounters>>>,
     /// Assigned partitions and their lag.
     partitions: Mutex<BTreeMap<(Arc<str>, i32), PartitionLag>>,
-    /// The Kafka timestamp of the last committed message per partition,
-    /// which lag in seconds is measured from.
-    committed_timestamps: Mutex<BTreeMap<(Arc<str>, i32), i64>>,
+    /// Per assigned partition, the Kafka timestamp that lag in seconds is
+    /// measured from: the last committed message's, or, before any commit
+    /// since the assignment, the first message read (so a database that
+    /// never answers still shows the lag growing).
+    lag_reference: Mutex<BTreeMap<(Arc<str>, i32), i64>>,
 }
 
 fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
@@ -119,7 +121,7 @@ impl Health {
             database_up: AtomicBool::new(false),
             topics: Mutex::new(BTreeMap::new()),
             partitions: Mutex::new(BTreeMap::new()),
-            committed_timestamps: Mutex::new(BTreeMap::new()),
+            lag_reference: Mutex::new(BTreeMap::new()),
         }
     }
 
@@ -141,6 +143,7 @@ impl Health {
     }
 
     pub fn assigned(&self, topic: &Arc<str>, partition: i32) {
+        lock(&self.lag_reference).remove(&(topic.clone(), partition));
         let mut partitions = lock(&self.partitions);
         partitions.insert((topic.clone(), partition), PartitionLag::default());
         metrics::gauge!("timesink_assigned_partitions").set(partitions.len() as f64);
@@ -148,6 +151,7 @@ impl Health {
 
     /// A partition left this instance: its lag is now another's to report.
     pub fn revoked(&self, topic: &Arc<str>, partition: i32) {
+        lock(&self.lag_reference).remove(&(topic.clone(), partition));
         let mut partitions = lock(&self.partitions);
         partitions.remove(&(topic.clone(), partition));
         metrics::gauge!("timesink_assigned_partitions").set(partitions.len() as f64);
@@ -162,10 +166,18 @@ impl Health {
     /// Rows and offsets of a topic committed.
     pub fn committed(&self, topic: &Arc<str>, rows: u64, timestamps: &[(i32, i64)]) {
         self.topic(topic).rows_written.fetch_add(rows, Relaxed);
-        let mut committed = lock(&self.committed_timestamps);
+        let mut reference = lock(&self.lag_reference);
         for &(partition, ts) in timestamps {
-            committed.insert((topic.clone(), partition), ts);
+            reference.insert((topic.clone(), partition), ts);
         }
+    }
+
+    /// The first message read from a partition since its assignment: lag
+    /// is measured from it until something is committed.
+    pub fn first_read(&self, topic: &Arc<str>, partition: i32, timestamp_ms: i64) {
+        lock(&self.lag_reference)
+            .entry((topic.clone(), partition))
+            .or_insert(timestamp_ms);
     }
 
     pub fn dead_lettered(&self, topic: &Arc<str>, n: u64) {
@@ -177,7 +189,7 @@ impl Health {
     pub fn kafka_statistics(&self, brokers_up: i64, lags: &[(&str, i32, i64)], now_ms: i64) {
         self.kafka_brokers_up.store(brokers_up, Relaxed);
         metrics::gauge!("timesink_kafka_brokers_up").set(brokers_up as f64);
-        let committed = lock(&self.committed_timestamps);
+        let reference = lock(&self.lag_reference);
         let mut partitions = lock(&self.partitions);
         for ((topic, partition), lag) in partitions.iter_mut() {
             let Some(&(_, _, messages)) = lags
@@ -186,7 +198,7 @@ impl Health {
             else {
                 continue;
             };
-            let seconds = match committed.get(&(topic.clone(), *partition)) {
+            let seconds = match reference.get(&(topic.clone(), *partition)) {
                 Some(&ts) if messages > 0 => ((now_ms - ts).max(0) as f64) / 1000.0,
                 _ => 0.0,
             };
@@ -333,6 +345,15 @@ mod tests {
             &[("crypto-prices", 0, 700), ("crypto-prices", 1, 600)],
             4_000,
         );
+        // Partition 1 has committed and read nothing: no age to measure.
+        assert_eq!(lock(&h.partitions)[&(topic.clone(), 1)].seconds, 0.0);
+        h.first_read(&topic, 1, 500);
+        h.first_read(&topic, 1, 900); // only the first counts
+        h.kafka_statistics(
+            1,
+            &[("crypto-prices", 0, 700), ("crypto-prices", 1, 600)],
+            4_000,
+        );
         let status = h.status();
         assert!(status.ready, "{:?}", status.not_ready);
         assert_eq!(status.lag_messages, 1_300);
@@ -340,8 +361,8 @@ mod tests {
         let t = &status.topics["crypto-prices"];
         assert_eq!((t.rows_written, t.assigned_partitions), (10, 2));
         // Partition 0 committed a message stamped 1 s, 3 s ago; partition 1
-        // has committed nothing yet, so it has no age to report.
-        assert_eq!(t.lag_seconds, 3.0);
+        // has committed nothing, but read a message stamped 0.5 s.
+        assert_eq!(t.lag_seconds, 3.5);
 
         h.revoked(&topic, 0);
         h.revoked(&topic, 1);

@@ -65,6 +65,9 @@ struct PartitionState {
     expected: Option<i64>,
     /// Its topic's counters, at hand for every message.
     counters: Arc<TopicCounters>,
+    /// Whether a message has been read since the assignment (the first one
+    /// is where lag in seconds is measured from until a commit).
+    read_any: bool,
 }
 
 /// Rows written per table since start, for the progress line.
@@ -385,6 +388,7 @@ impl Router<'_> {
                             epoch,
                             expected: stored,
                             counters,
+                            read_any: false,
                         },
                     );
                 }
@@ -402,10 +406,16 @@ impl Router<'_> {
 
     async fn message(&mut self, message: SourceMessage, epoch: u64, clock: (Timestamp, Instant)) {
         let key = (message.topic.clone(), message.partition);
-        match self.partitions.get(&key) {
+        match self.partitions.get_mut(&key) {
             Some(state) if state.epoch == epoch => {
                 state.counters.consumed.fetch_add(1, Relaxed);
                 state.counters.consumed_metric.increment(1);
+                if !state.read_any {
+                    state.read_any = true;
+                    if let Some(t) = message.timestamp_ms {
+                        self.health.first_read(&message.topic, message.partition, t);
+                    }
+                }
             }
             // Read under an earlier assignment: it will be read again.
             _ => return,

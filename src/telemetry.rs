@@ -114,7 +114,7 @@ pub const METRICS: &[Metric] = &[
         "timesink_consumer_lag_seconds",
         Kind::Gauge,
         &["topic", "partition"],
-        "While the partition lags: the age of the last committed message (now minus its Kafka timestamp); 0 when caught up.",
+        "While the partition lags: now minus the Kafka timestamp of its last committed message (before any commit since assignment, of the first message read); 0 when caught up.",
     ),
     metric(
         "timesink_assigned_partitions",
