@@ -13,6 +13,7 @@ use rdkafka::consumer::{BaseConsumer, Consumer};
 
 use crate::config::{Config, TimescaleMode};
 use crate::record::DataType;
+use crate::schema::SchemaError;
 
 /// How long each endpoint may take to answer.
 const TIMEOUT: Duration = Duration::from_secs(10);
@@ -24,8 +25,9 @@ pub enum CheckError {
     Kafka { brokers: String, problem: String },
     #[error("database.url ({target}): {problem}")]
     Database { target: String, problem: String },
-    #[error("database.timescaledb = \"required\" but {0} (the sink would refuse to start)")]
-    TimescaleRequired(&'static str),
+    /// What `run` would refuse to start with.
+    #[error("{0} (the sink would refuse to start)")]
+    Schema(#[from] crate::schema::SchemaError),
 }
 
 /// Runs every check; the report on success, the first failure otherwise.
@@ -103,21 +105,19 @@ async fn database(config: &Config, out: &mut String) -> Result<(), CheckError> {
             "SELECT current_setting('server_version'), \
                     EXISTS (SELECT 1 FROM pg_available_extensions WHERE name = 'timescaledb'), \
                     current_setting('shared_preload_libraries') LIKE '%timescaledb%', \
-                    (SELECT extversion FROM pg_extension WHERE extname = 'timescaledb')",
+                    (SELECT extversion FROM pg_extension WHERE extname = 'timescaledb'), \
+                    coalesce((SELECT ssl FROM pg_stat_ssl WHERE pid = pg_backend_pid()), false)",
             &[],
         )
         .await
         .map_err(query)?;
-    let (version, available, preloaded, installed): (String, bool, bool, Option<String>) =
-        (row.get(0), row.get(1), row.get(2), row.get(3));
-    let tls: bool = client
-        .query_one(
-            "SELECT coalesce((SELECT ssl FROM pg_stat_ssl WHERE pid = pg_backend_pid()), false)",
-            &[],
-        )
-        .await
-        .map_err(query)?
-        .get(0);
+    let (version, available, preloaded, installed, tls): (
+        String,
+        bool,
+        bool,
+        Option<String>,
+        bool,
+    ) = (row.get(0), row.get(1), row.get(2), row.get(3), row.get(4));
     let _ = writeln!(
         out,
         "database: reached {target} ({}, sslmode {:?}); PostgreSQL {version}",
@@ -135,14 +135,10 @@ async fn database(config: &Config, out: &mut String) -> Result<(), CheckError> {
     let _ = writeln!(out, "  {timescale}");
     if config.database.timescaledb == TimescaleMode::Required {
         if !available {
-            return Err(CheckError::TimescaleRequired(
-                "the extension is not installed",
-            ));
+            return Err(SchemaError::TimescaleMissing.into());
         }
         if !preloaded {
-            return Err(CheckError::TimescaleRequired(
-                "timescaledb is not in shared_preload_libraries",
-            ));
+            return Err(SchemaError::TimescaleNotPreloaded.into());
         }
     }
 

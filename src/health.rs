@@ -58,6 +58,14 @@ pub struct Health {
     lag_reference: Mutex<BTreeMap<(Arc<str>, i32), i64>>,
 }
 
+/// The labels of a per-partition series.
+fn partition_labels(topic: &str, partition: i32) -> [(&'static str, String); 2] {
+    [
+        ("topic", topic.to_owned()),
+        ("partition", partition.to_string()),
+    ]
+}
+
 fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
     // Counters and maps stay consistent across a panic elsewhere.
     m.lock().unwrap_or_else(|p| p.into_inner())
@@ -155,10 +163,7 @@ impl Health {
         let mut partitions = lock(&self.partitions);
         partitions.remove(&(topic.clone(), partition));
         metrics::gauge!("timesink_assigned_partitions").set(partitions.len() as f64);
-        let labels = [
-            ("topic", topic.to_string()),
-            ("partition", partition.to_string()),
-        ];
+        let labels = partition_labels(topic, partition);
         metrics::gauge!("timesink_consumer_lag_messages", &labels).set(0.0);
         metrics::gauge!("timesink_consumer_lag_seconds", &labels).set(0.0);
     }
@@ -203,10 +208,7 @@ impl Health {
                 _ => 0.0,
             };
             *lag = PartitionLag { messages, seconds };
-            let labels = [
-                ("topic", topic.to_string()),
-                ("partition", partition.to_string()),
-            ];
+            let labels = partition_labels(topic, *partition);
             metrics::gauge!("timesink_consumer_lag_messages", &labels).set(messages as f64);
             metrics::gauge!("timesink_consumer_lag_seconds", &labels).set(seconds);
         }
@@ -282,20 +284,21 @@ pub async fn probe_database(health: Arc<Health>, database: Database, shutdown: C
             _ = ticker.tick() => {}
             _ = shutdown.cancelled() => return,
         }
+        let kept = client.take().filter(|c| !c.is_closed());
         let probe = async {
-            if client.as_ref().is_none_or(|c| c.is_closed()) {
-                client = Some(database.connect().await?);
-            }
-            match &client {
-                Some(c) => c.simple_query("SELECT 1").await.map(|_| ()),
-                None => Ok(()),
-            }
+            let c = match kept {
+                Some(c) => c,
+                None => database.connect().await?,
+            };
+            c.simple_query("SELECT 1").await?;
+            Ok::<_, tokio_postgres::Error>(c)
         };
-        let up = matches!(tokio::time::timeout(PROBE_TIMEOUT, probe).await, Ok(Ok(())));
-        if !up {
-            client = None;
-        }
-        health.set_database_up(up);
+        // A failed or slow probe drops its connection: the next one opens anew.
+        client = tokio::time::timeout(PROBE_TIMEOUT, probe)
+            .await
+            .ok()
+            .and_then(Result::ok);
+        health.set_database_up(client.is_some());
     }
 }
 

@@ -70,13 +70,6 @@ struct PartitionState {
     read_any: bool,
 }
 
-/// Rows written per table since start, for the progress line.
-#[derive(Debug, Default)]
-pub struct Progress {
-    pub rows: [std::sync::atomic::AtomicU64; 4],
-    pub dead_letters: std::sync::atomic::AtomicU64,
-}
-
 fn table_index(t: DataType) -> usize {
     DataType::ALL.iter().position(|&x| x == t).unwrap_or(0)
 }
@@ -150,7 +143,6 @@ pub async fn run(
     tracing::info!(timescaledb = report.timescaledb, "schema ready");
 
     let dead_letters = Arc::new(DeadLetters::new(&config)?);
-    let progress = Arc::new(Progress::default());
     let (event_tx, mut events) = mpsc::channel::<Event>(EVENT_QUEUE);
     let (command_tx, command_rx) = std_mpsc::channel::<Command>();
     let (report_tx, mut reports) = mpsc::unbounded_channel::<Written>();
@@ -183,7 +175,6 @@ pub async fn run(
         let commands = command_tx.clone();
         let reports = report_tx.clone();
         let stop = writers_stop.clone();
-        let progress = progress.clone();
         let health = health.clone();
         writer_tasks.push(tokio::spawn(async move {
             writer.warm_up().await;
@@ -225,10 +216,6 @@ pub async fn run(
                 };
                 let Some(report) = report else { break };
                 let took = started.elapsed();
-                progress.rows[table_index(t)].fetch_add(report.rows as u64, Relaxed);
-                progress
-                    .dead_letters
-                    .fetch_add(report.dead_letters.len() as u64, Relaxed);
                 if let Some(topic) = &report.topic {
                     account(&health, t, topic, &report);
                 }
@@ -259,7 +246,7 @@ pub async fn run(
         health.clone(),
         &database,
     )?;
-    let progress_task = spawn_progress(&config, progress.clone(), health.clone());
+    let progress_task = spawn_progress(&config, health.clone());
 
     let mut router = Router {
         config: &config,
@@ -590,35 +577,40 @@ pub fn process(
     Outcome::Rows(rows)
 }
 
-/// Logs rows/s per table and the consumer lag every `progress_interval_ms`.
-fn spawn_progress(
-    config: &Config,
-    progress: Arc<Progress>,
-    health: Arc<Health>,
-) -> Option<JoinHandle<()>> {
+/// Logs rows/s per table, dead letters and the consumer lag every
+/// `progress_interval_ms`, from the counters of `/status`.
+fn spawn_progress(config: &Config, health: Arc<Health>) -> Option<JoinHandle<()>> {
     if config.progress_interval_ms == 0 {
         return None;
     }
     let interval = Duration::from_millis(config.progress_interval_ms);
+    let topics = config.topics.clone();
     Some(tokio::spawn(async move {
         let mut last = [0u64; 4];
         let mut ticker = tokio::time::interval(interval);
         ticker.tick().await;
         loop {
             ticker.tick().await;
+            let status = health.status();
+            let (mut rows, mut dead_letters) = ([0u64; 4], 0);
+            for (topic, counts) in &status.topics {
+                if let Some((t, _)) = topics.classify(topic) {
+                    rows[table_index(t)] += counts.rows_written;
+                }
+                dead_letters += counts.dead_letters;
+            }
             let secs = interval.as_secs_f64();
             let mut parts = Vec::new();
             for t in DataType::ALL {
-                let now = progress.rows[table_index(t)].load(Relaxed);
+                let now = rows[table_index(t)];
                 let rate = (now - last[table_index(t)]) as f64 / secs;
                 last[table_index(t)] = now;
                 parts.push(format!("{} {:.0}/s ({now})", t.table(), rate));
             }
-            let lag = health.status().lag_messages;
             tracing::info!(
-                "progress: {} | dead letters {} | lag {lag} messages",
+                "progress: {} | dead letters {dead_letters} | lag {} messages",
                 parts.join(", "),
-                progress.dead_letters.load(Relaxed)
+                status.lag_messages
             );
         }
     }))
