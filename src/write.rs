@@ -17,6 +17,7 @@
 
 use std::collections::BTreeMap;
 use std::fmt::Write as _;
+use std::pin::Pin;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -24,7 +25,7 @@ use bytes::Bytes;
 use futures::SinkExt;
 use tokio::sync::OwnedSemaphorePermit;
 use tokio_postgres::error::SqlState;
-use tokio_postgres::{Client, Statement};
+use tokio_postgres::{Client, CopyInSink, Statement, ToStatement};
 use tokio_util::sync::CancellationToken;
 
 use crate::batch::{Batch, Outcome, RejectClass, Rejection};
@@ -279,13 +280,23 @@ pub struct Writer {
     database: Database,
     group_id: String,
     dead_letters: Arc<DeadLetters>,
-    /// The open connection and its prepared fence; dropped after any error
-    /// that is not a row error, so a broken connection is never reused.
-    client: Option<(Client, Statement)>,
+    /// The open connection and its prepared statements; dropped after any
+    /// error, so a broken connection is never reused.
+    client: Option<Connection>,
     /// Batches left to write by the merge path straight away: set after a
     /// COPY met keys already stored (a re-read after a crash, producers
     /// repeating keys), so such batches do not pay a failed COPY each.
     merge_next: u32,
+}
+
+/// An open connection and the statements prepared on it once, so that a
+/// transaction sends them without a round trip to parse them.
+struct Connection {
+    client: Client,
+    /// Moves the stored offsets (`sql/queries/advance_offsets.sql`).
+    fence: Statement,
+    /// The table's binary `COPY … FROM STDIN`.
+    copy: Statement,
 }
 
 /// How many batches go by the merge path after a COPY met an existing key,
@@ -434,13 +445,20 @@ impl Writer {
     }
 
     async fn connect(&mut self) -> Result<&Client, tokio_postgres::Error> {
-        if self.client.as_ref().is_none_or(|(c, _)| c.is_closed()) {
+        if self.client.as_ref().is_none_or(|c| c.client.is_closed()) {
             let client = self.database.connect().await?;
             // The staging table is created outside any transaction, so no
             // rollback can undo it while this connection lives.
             client.batch_execute(&self.statements.create_stage).await?;
-            let fence = client.prepare(FENCE_SQL).await?;
-            self.client = Some((client, fence));
+            let (fence, copy) = tokio::try_join!(
+                client.prepare(FENCE_SQL),
+                client.prepare(&self.statements.copy)
+            )?;
+            self.client = Some(Connection {
+                client,
+                fence,
+                copy,
+            });
         }
         Ok(self.client_ref())
     }
@@ -461,15 +479,44 @@ impl Writer {
             return self.attempt_carefully(flush, true).await;
         }
         let parts = straight.get_or_insert_with(|| vec![encode_all(&flush.batch)]);
-        if let Some(fenced) = self.begin(flush).await? {
-            self.client_ref().batch_execute("ROLLBACK").await?;
+        let Connection {
+            client,
+            fence,
+            copy,
+        } = self.client.as_ref().expect("connected during an attempt");
+        // BEGIN, the fence and the COPY go out together: one round trip
+        // before the rows flow, where each waited for the one before.
+        let (_, fenced, sink) = tokio::try_join!(
+            client.batch_execute("BEGIN"),
+            advance_offsets(
+                client,
+                fence,
+                &self.group_id,
+                &flush.batch.topic,
+                &flush.fences
+            ),
+            client.copy_in::<_, Bytes>(copy),
+        )?;
+        if !fenced.is_empty() {
+            drop(sink); // aborts the COPY, and with it the transaction
+            client.batch_execute("ROLLBACK").await?;
             return Ok(Attempt::Fenced(fenced));
         }
-        match copy_in(self.client_ref(), &self.statements.copy, stream_all(parts)).await {
-            Ok(()) => {}
+        let copied = async {
+            futures::pin_mut!(sink);
+            feed_rows(sink.as_mut(), stream_all(parts)).await?;
+            fail::fail_point!("commit-before", |_| std::process::abort());
+            sink.finish().await
+        };
+        // COMMIT goes out right behind the end of the COPY, not a round trip
+        // later. It cannot commit a failed COPY: the error aborts the
+        // transaction, and PostgreSQL answers that COMMIT with a rollback.
+        let (copied, committed) = tokio::join!(copied, client.batch_execute("COMMIT"));
+        match copied {
+            Ok(_) => committed?,
             Err(e) if classify(&e) == ErrorClass::Transient => return Err(e.into()),
             Err(e) => {
-                self.client_ref().batch_execute("ROLLBACK").await?;
+                committed?; // the rollback; an error here ends the connection
                 let conflict = classify(&e) == ErrorClass::Conflict;
                 if conflict {
                     self.merge_next = MERGE_STREAK;
@@ -477,8 +524,6 @@ impl Writer {
                 return self.attempt_carefully(flush, conflict).await;
             }
         }
-        fail::fail_point!("commit-before", |_| std::process::abort());
-        self.client_ref().batch_execute("COMMIT").await?;
         Ok(Attempt::Committed {
             rows: parts.iter().map(EncodedRows::len).sum(),
             rejected: 0,
@@ -487,7 +532,8 @@ impl Writer {
 
     /// `BEGIN` and the fence, sent together; the fenced partitions, if any.
     async fn begin(&self, flush: &Flush) -> Result<Option<Vec<i32>>, tokio_postgres::Error> {
-        let (client, fence) = self.client.as_ref().expect("connected during an attempt");
+        let Connection { client, fence, .. } =
+            self.client.as_ref().expect("connected during an attempt");
         let (_, fenced) = tokio::try_join!(
             client.batch_execute("BEGIN"),
             advance_offsets(
@@ -569,7 +615,11 @@ impl Writer {
     }
 
     fn client_ref(&self) -> &Client {
-        &self.client.as_ref().expect("connected during an attempt").0
+        &self
+            .client
+            .as_ref()
+            .expect("connected during an attempt")
+            .client
     }
 
     /// Writes rows `range`: COPY into the table, or, if a key is already
@@ -587,7 +637,12 @@ impl Writer {
         if merge {
             return self.merge(data).await;
         }
-        match copy_in(client, &self.statements.copy, data.clone()).await {
+        let copy = &self
+            .client
+            .as_ref()
+            .expect("connected during an attempt")
+            .copy;
+        match copy_in(client, copy, data.clone()).await {
             Ok(()) => return client.batch_execute("RELEASE SAVEPOINT copy").await,
             Err(e) if classify(&e) != ErrorClass::Conflict => {
                 if classify(&e) == ErrorClass::Row {
@@ -679,13 +734,22 @@ fn rows_to_write<'b>(
 
 /// Sends a COPY stream (header, runs of rows, trailer) as it is: no copy of
 /// the rows.
-async fn copy_in(
+async fn copy_in<T: ?Sized + ToStatement>(
     client: &Client,
-    statement: &str,
+    statement: &T,
     data: impl IntoIterator<Item = Bytes>,
 ) -> Result<(), tokio_postgres::Error> {
     let sink = client.copy_in::<_, Bytes>(statement).await?;
     futures::pin_mut!(sink);
+    feed_rows(sink.as_mut(), data).await?;
+    sink.finish().await.map(|_| ())
+}
+
+/// Feeds a COPY stream into a started COPY, without finishing it.
+async fn feed_rows(
+    mut sink: Pin<&mut CopyInSink<Bytes>>,
+    data: impl IntoIterator<Item = Bytes>,
+) -> Result<(), tokio_postgres::Error> {
     let mut data = data.into_iter();
     if let Some(header) = data.next() {
         sink.feed(header).await?;
@@ -702,7 +766,7 @@ async fn copy_in(
     for piece in data {
         sink.feed(piece).await?;
     }
-    sink.finish().await.map(|_| ())
+    Ok(())
 }
 
 /// Moves the stored offsets forward from their expected values; returns the
