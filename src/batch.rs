@@ -367,7 +367,7 @@ mod tests {
             offset,
             None,
             Some(&vec![b'x'; len]),
-            [],
+            crate::message::NO_HEADERS,
         );
         m.timestamp_ms = Some(1_000 + offset);
         m

@@ -21,7 +21,7 @@ use std::time::{Duration, Instant};
 
 use rdkafka::consumer::{BaseConsumer, CommitMode, Consumer, ConsumerContext, RebalanceProtocol};
 use rdkafka::error::KafkaError;
-use rdkafka::message::{Headers, Message};
+use rdkafka::message::Message;
 use rdkafka::statistics::Statistics;
 use rdkafka::topic_partition_list::{Offset, TopicPartitionList};
 use rdkafka::types::RDKafkaRespErr;
@@ -447,23 +447,83 @@ fn owned(
     m: &rdkafka::message::BorrowedMessage<'_>,
     polled_ms: i64,
 ) -> SourceMessage {
-    let headers = m.headers().into_iter().flat_map(|h| {
-        (0..h.count()).map(move |i| {
-            let header = h.get(i);
-            (header.key, header.value)
-        })
-    });
     let mut message = SourceMessage::new(
         topic,
         m.partition(),
         m.offset(),
         m.key(),
         m.payload(),
-        headers,
+        NativeHeaders::of(m),
     );
     message.timestamp_ms = m.timestamp().to_millis();
     message.polled_ms = polled_ms;
     message
+}
+
+/// The headers of a consumed message, read from librdkafka directly.
+///
+/// Not through rdkafka's `Headers::get`: it panics on a header name that is
+/// not UTF-8, and any producer can send one. Such a name is read with
+/// U+FFFD in place of its invalid bytes; the value stays byte for byte.
+#[derive(Clone, Copy)]
+struct NativeHeaders<'m> {
+    /// Null when the message has no headers.
+    headers: *const rdkafka::bindings::rd_kafka_headers_t,
+    next: usize,
+    /// The headers live as long as the message they were read from.
+    message: std::marker::PhantomData<&'m ()>,
+}
+
+impl<'m> NativeHeaders<'m> {
+    fn of(m: &'m rdkafka::message::BorrowedMessage<'_>) -> NativeHeaders<'m> {
+        let mut headers = std::ptr::null_mut();
+        // SAFETY: `m.ptr()` is the live message `m` wraps; librdkafka only
+        // writes the headers pointer (or returns an error and leaves it).
+        let found = unsafe { rdkafka::bindings::rd_kafka_message_headers(m.ptr(), &mut headers) };
+        if found != RDKafkaRespErr::RD_KAFKA_RESP_ERR_NO_ERROR {
+            headers = std::ptr::null_mut();
+        }
+        NativeHeaders {
+            headers,
+            next: 0,
+            message: std::marker::PhantomData,
+        }
+    }
+}
+
+impl<'m> Iterator for NativeHeaders<'m> {
+    type Item = (std::borrow::Cow<'m, str>, Option<&'m [u8]>);
+
+    fn next(&mut self) -> Option<Self::Item> {
+        if self.headers.is_null() {
+            return None;
+        }
+        let (mut name, mut value, mut size) = (std::ptr::null(), std::ptr::null(), 0usize);
+        // SAFETY: `headers` belongs to the message borrowed for 'm, which
+        // owns it; librdkafka writes the three out-pointers or fails.
+        let found = unsafe {
+            rdkafka::bindings::rd_kafka_header_get_all(
+                self.headers,
+                self.next,
+                &mut name,
+                &mut value,
+                &mut size,
+            )
+        };
+        if found != RDKafkaRespErr::RD_KAFKA_RESP_ERR_NO_ERROR || name.is_null() {
+            return None;
+        }
+        self.next += 1;
+        // SAFETY: librdkafka keeps each header name NUL-terminated and its
+        // value `size` bytes long, both inside the message's headers.
+        let (name, value) = unsafe {
+            (
+                std::ffi::CStr::from_ptr(name).to_bytes(),
+                (!value.is_null()).then(|| std::slice::from_raw_parts(value.cast::<u8>(), size)),
+            )
+        };
+        Some((String::from_utf8_lossy(name), value))
+    }
 }
 
 /// The partition the consumer loop is reading, with its interned topic and

@@ -54,6 +54,9 @@ fn put(buf: &mut Vec<u8>, part: &[u8]) -> Span {
     }
 }
 
+/// No headers, for [`SourceMessage::new`].
+pub const NO_HEADERS: [(&str, Option<&[u8]>); 0] = [];
+
 impl SourceMessage {
     /// A message with no timestamp, polled at 0; set those fields after.
     /// Kafka caps a message far below 4 GiB, which the spans rely on.
@@ -63,11 +66,11 @@ impl SourceMessage {
         offset: i64,
         key: Option<&[u8]>,
         value: Option<&[u8]>,
-        headers: impl IntoIterator<Item = (&'a str, Option<&'a [u8]>)> + Clone,
+        headers: impl IntoIterator<Item = (impl AsRef<str>, Option<&'a [u8]>)> + Clone,
     ) -> SourceMessage {
         let (mut name_len, mut value_len, mut count) = (0, 0, 0);
         for (name, value) in headers.clone() {
-            name_len += name.len();
+            name_len += name.as_ref().len();
             value_len += value.map_or(0, <[u8]>::len);
             count += 1;
         }
@@ -79,7 +82,7 @@ impl SourceMessage {
         let mut spans = Vec::with_capacity(count);
         for (name, v) in headers {
             let start = names.len() as u32;
-            names.push_str(name);
+            names.push_str(name.as_ref());
             let name = Span {
                 start,
                 end: names.len() as u32,
@@ -150,7 +153,7 @@ mod tests {
             m.size(),
             1 + 2 + 16 + 5 + "content-typeemptyünïcodecontent-type".len()
         );
-        let bare = SourceMessage::new("t".into(), 0, 0, None, None, []);
+        let bare = SourceMessage::new("t".into(), 0, 0, None, None, NO_HEADERS);
         assert_eq!((bare.key(), bare.value(), bare.size()), (None, None, 0));
         assert_eq!(bare.header_pairs().count(), 0);
     }

@@ -894,7 +894,7 @@ mod tests {
                     offset,
                     None,
                     Some(&[b'x'; 10]),
-                    [],
+                    crate::message::NO_HEADERS,
                 ),
                 outcome: Outcome::Rows(vec![row]),
             });

@@ -218,3 +218,80 @@ async fn hostile_messages_are_dead_lettered_with_a_reason_and_nothing_stalls() {
         "every hostile message dead-lettered"
     );
 }
+
+/// A header name that is not UTF-8 (Kafka does not check them): rdkafka's
+/// own header reader panics on one. The sink reads it with U+FFFD in place
+/// of the bad byte: the valid message is stored, the invalid one
+/// dead-lettered with its header, and nothing panics.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_header_name_that_is_not_utf8_is_read_not_panicked_on() {
+    use rdkafka::bindings as rd;
+    use rdkafka::producer::{BaseProducer, Producer};
+
+    let world = World::new(1).await;
+    let topic = world.topic(DataType::Price);
+    let producer: BaseProducer = ClientConfig::new()
+        .set("bootstrap.servers", brokers())
+        .create()
+        .expect("producer");
+    let topic_c = std::ffi::CString::new(topic.clone()).expect("topic name");
+    let name = c"\xffbad";
+    let header_value = b"kept";
+    let valid = price(r#""usdPrice":"2.5""#).replace(r#""h""#, r#""h1""#);
+    let invalid = price(r#""usdPrice":"NaN""#);
+    // The invalid one first: once the valid one is stored, its dead letter
+    // has been acknowledged.
+    for value in [invalid.as_bytes(), valid.as_bytes()] {
+        let vus = [
+            rd::rd_kafka_vu_t {
+                vtype: rd::rd_kafka_vtype_t::RD_KAFKA_VTYPE_TOPIC,
+                u: rd::rd_kafka_vu_s__bindgen_ty_1 {
+                    cstr: topic_c.as_ptr(),
+                },
+            },
+            rd::rd_kafka_vu_t {
+                vtype: rd::rd_kafka_vtype_t::RD_KAFKA_VTYPE_VALUE,
+                u: rd::rd_kafka_vu_s__bindgen_ty_1 {
+                    mem: rd::rd_kafka_vu_s__bindgen_ty_1__bindgen_ty_1 {
+                        ptr: value.as_ptr() as *mut _,
+                        size: value.len(),
+                    },
+                },
+            },
+            rd::rd_kafka_vu_t {
+                vtype: rd::rd_kafka_vtype_t::RD_KAFKA_VTYPE_HEADER,
+                u: rd::rd_kafka_vu_s__bindgen_ty_1 {
+                    header: rd::rd_kafka_vu_s__bindgen_ty_1__bindgen_ty_2 {
+                        name: name.as_ptr(),
+                        val: header_value.as_ptr().cast(),
+                        size: header_value.len() as isize,
+                    },
+                },
+            },
+        ];
+        // SAFETY: every pointer lives until the call returns; librdkafka
+        // copies the value (no RD_KAFKA_MSG_F_FREE) and the header.
+        let error = unsafe {
+            rd::rd_kafka_produceva(producer.client().native_ptr(), vus.as_ptr(), vus.len())
+        };
+        assert!(error.is_null(), "rd_kafka_produceva refused the message");
+    }
+    producer.flush(Duration::from_secs(30)).expect("flushed");
+
+    let mut sink = SinkProcess::start(&world, &[]);
+    eventually(60, "the valid message stored", || async {
+        world.count("crypto_prices").await == 1
+    })
+    .await;
+    let letters = read_to_end(&format!("{topic}.dlq"), 60);
+    sink.terminate(Duration::from_secs(20));
+    assert!(sink.log_text().lines().all(|l| !l.contains("panicked")));
+    assert_eq!(letters.len(), 1, "the NaN price dead-lettered");
+    let h = dlq_headers(&letters[0]);
+    assert_eq!(
+        h.get("\u{fffd}bad").map(String::as_str),
+        Some("kept"),
+        "{h:?}"
+    );
+    assert!(h["dlq.reason"].contains("usdPrice"), "{}", h["dlq.reason"]);
+}
