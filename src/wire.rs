@@ -27,7 +27,7 @@ impl<'de> Deserialize<'de> for JsonDecimal {
         let raw: &RawValue = Deserialize::deserialize(deserializer)?;
         let text = raw.get();
         let digits: Cow<'_, str> = if text.starts_with('"') {
-            serde_json::from_str::<Cow<'_, str>>(text).map_err(de::Error::custom)?
+            string_text(text).map_err(de::Error::custom)?
         } else if text.starts_with(|c: char| c == '-' || c.is_ascii_digit()) {
             Cow::Borrowed(text)
         } else {
@@ -42,6 +42,16 @@ impl<'de> Deserialize<'de> for JsonDecimal {
     }
 }
 
+/// The text of a JSON string, given as its raw JSON (quotes included). Most
+/// carry no escape: their text is what stands between the quotes, with no
+/// second parse (serde_json has already checked the string).
+fn string_text(raw: &str) -> Result<Cow<'_, str>, serde_json::Error> {
+    match raw.strip_prefix('"').and_then(|t| t.strip_suffix('"')) {
+        Some(inner) if !inner.contains('\\') => Ok(Cow::Borrowed(inner)),
+        _ => serde_json::from_str(raw),
+    }
+}
+
 /// A timestamp as JSON carries it: an ISO-8601 string with an offset, or
 /// an integer of epoch milliseconds.
 #[derive(Debug, Clone, Copy, PartialEq)]
@@ -52,7 +62,7 @@ impl<'de> Deserialize<'de> for JsonTime {
         let raw: &RawValue = Deserialize::deserialize(deserializer)?;
         let text = raw.get();
         if text.starts_with('"') {
-            let s: Cow<'_, str> = serde_json::from_str(text).map_err(de::Error::custom)?;
+            let s = string_text(text).map_err(de::Error::custom)?;
             parse_iso8601(&s).map(JsonTime).map_err(de::Error::custom)
         } else if text.starts_with(|c: char| c == '-' || c.is_ascii_digit()) {
             let ms: i64 = text.parse().map_err(|_| {
@@ -405,5 +415,25 @@ impl Level1Bincode {
             source: Some(self.source.into()),
             ..Default::default()
         })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn strings_with_and_without_escapes_read_the_same() {
+        let plain: JsonDecimal = serde_json::from_str(r#""12.50""#).unwrap();
+        let escaped: JsonDecimal = serde_json::from_str(r#""\u0031\u0032.50""#).unwrap();
+        assert_eq!(plain, escaped);
+        assert_eq!(string_text(r#""a\"b""#).unwrap(), "a\"b");
+        assert!(matches!(
+            string_text(r#""2026""#),
+            Ok(Cow::Borrowed("2026"))
+        ));
+        let iso: JsonTime = serde_json::from_str(r#""2026-11-23T00:00:00Z""#).unwrap();
+        let iso_escaped: JsonTime = serde_json::from_str(r#""2026-11-23T00:00:00\u005a""#).unwrap();
+        assert_eq!(iso, iso_escaped);
     }
 }
