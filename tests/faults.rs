@@ -77,6 +77,12 @@ async fn killed_at_random_moments_and_at_crash_points() {
         &[("TIMESINK_RDKAFKA_GROUP_INSTANCE_ID", instance.clone())],
     );
     drained(&world, &topic, 120).await;
+    // The earlier rounds may have stored everything already: a SIGTERM
+    // before the sink listens for it would kill it, not stop it.
+    eventually(60, "the last sink has its partitions", || async {
+        sink.log_text().contains("partitions assigned")
+    })
+    .await;
     sink.terminate(Duration::from_secs(20));
     eprintln!(
         "{kills} SIGKILLs and {aborts} crash-point aborts over {round} rounds in {:?}",
