@@ -479,25 +479,12 @@ impl Writer {
             return self.attempt_carefully(flush, true).await;
         }
         let parts = straight.get_or_insert_with(|| vec![encode_all(&flush.batch)]);
-        let Connection {
-            client,
-            fence,
-            copy,
-        } = self.client.as_ref().expect("connected during an attempt");
-        // BEGIN, the fence and the COPY go out together: one round trip
-        // before the rows flow, where each waited for the one before.
-        let (_, fenced, sink) = tokio::try_join!(
-            client.batch_execute("BEGIN"),
-            advance_offsets(
-                client,
-                fence,
-                &self.group_id,
-                &flush.batch.topic,
-                &flush.fences
-            ),
-            client.copy_in::<_, Bytes>(copy),
-        )?;
-        if !fenced.is_empty() {
+        let Connection { client, copy, .. } =
+            self.client.as_ref().expect("connected during an attempt");
+        // The COPY goes out with BEGIN and the fence: one round trip before
+        // the rows flow, where each waited for the one before.
+        let (fenced, sink) = self.begin(flush, client.copy_in::<_, Bytes>(copy)).await?;
+        if let Some(fenced) = fenced {
             drop(sink); // aborts the COPY, and with it the transaction
             client.batch_execute("ROLLBACK").await?;
             return Ok(Attempt::Fenced(fenced));
@@ -530,11 +517,16 @@ impl Writer {
         })
     }
 
-    /// `BEGIN` and the fence, sent together; the fenced partitions, if any.
-    async fn begin(&self, flush: &Flush) -> Result<Option<Vec<i32>>, tokio_postgres::Error> {
+    /// `BEGIN`, the fence and `then` (the transaction's next statement),
+    /// sent together; the fenced partitions, if any, and what `then` gave.
+    async fn begin<T>(
+        &self,
+        flush: &Flush,
+        then: impl Future<Output = Result<T, tokio_postgres::Error>>,
+    ) -> Result<(Option<Vec<i32>>, T), tokio_postgres::Error> {
         let Connection { client, fence, .. } =
             self.client.as_ref().expect("connected during an attempt");
-        let (_, fenced) = tokio::try_join!(
+        let (_, fenced, then) = tokio::try_join!(
             client.batch_execute("BEGIN"),
             advance_offsets(
                 client,
@@ -543,8 +535,9 @@ impl Writer {
                 &flush.batch.topic,
                 &flush.fences
             ),
+            then,
         )?;
-        Ok((!fenced.is_empty()).then_some(fenced))
+        Ok(((!fenced.is_empty()).then_some(fenced), then))
     }
 
     /// A flush in a transaction of savepoints: the merge path when a key is
@@ -555,7 +548,7 @@ impl Writer {
         flush: &mut Flush,
         merge: bool,
     ) -> Result<Attempt, AttemptError> {
-        if let Some(fenced) = self.begin(flush).await? {
+        if let (Some(fenced), ()) = self.begin(flush, async { Ok(()) }).await? {
             self.client_ref().batch_execute("ROLLBACK").await?;
             return Ok(Attempt::Fenced(fenced));
         }
