@@ -3,7 +3,8 @@
 //! librdkafka calls back into this thread for every rebalance. On assignment
 //! the stored offsets are read from PostgreSQL and each partition starts from
 //! its `next_offset`; where none is stored, from the group's committed Kafka
-//! offset; where neither exists, from the earliest offset. Every assignment
+//! offset; where neither exists, where `auto.offset.reset` says (earliest
+//! unless configured). Every assignment
 //! gets a fresh *epoch*, and each message travels with the epoch it was read
 //! under, so that the pipeline can tell a stale message from a current one.
 //!
@@ -181,6 +182,9 @@ pub struct SinkContext {
     health: Arc<Health>,
     /// Interned topic names.
     topics: Mutex<HashMap<String, Arc<str>>>,
+    /// Where a partition with no stored offset and no Kafka commit starts
+    /// (`auto.offset.reset`); None leaves it to librdkafka.
+    reset: Option<Offset>,
 }
 
 fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
@@ -227,8 +231,14 @@ impl SinkContext {
         }
     }
 
-    /// Sets each partition's start to its stored offset and gives it a new epoch.
-    fn prepare_assignment(&self, tpl: &mut TopicPartitionList) -> Vec<Assignment> {
+    /// Sets each partition's start to its stored offset and gives it a new
+    /// epoch; partitions with none stored start where the group's Kafka
+    /// commit or `auto.offset.reset` says.
+    fn prepare_assignment(
+        &self,
+        consumer: &BaseConsumer<Self>,
+        tpl: &mut TopicPartitionList,
+    ) -> Vec<Assignment> {
         let mut by_topic: HashMap<String, Vec<i32>> = HashMap::new();
         for e in tpl.elements() {
             by_topic
@@ -237,6 +247,7 @@ impl SinkContext {
                 .push(e.partition());
         }
         let mut assigned = Vec::new();
+        let mut unstored = TopicPartitionList::new();
         for (topic, partitions) in by_topic {
             let Some(stored) =
                 lock(&self.store).lookup_until_answered(&topic, &partitions, &self.stopping)
@@ -246,10 +257,11 @@ impl SinkContext {
             let name = self.topic(&topic);
             for p in partitions {
                 let offset = stored.get(&p).copied();
-                if let Some(o) = offset
-                    && let Err(e) = tpl.set_partition_offset(&topic, p, Offset::Offset(o))
-                {
-                    tracing::error!(topic, partition = p, error = %e, "could not set the start offset");
+                match offset {
+                    Some(o) => set_start(tpl, &topic, p, Offset::Offset(o)),
+                    None => {
+                        unstored.add_partition(&topic, p);
+                    }
                 }
                 let epoch = self.new_epoch(&name, p);
                 assigned.push(Assignment {
@@ -260,7 +272,62 @@ impl SinkContext {
                 });
             }
         }
+        self.start_unstored(consumer, tpl, unstored);
         assigned
+    }
+
+    /// Sets the start of the partitions with no stored offset: the group's
+    /// Kafka commit, else `auto.offset.reset`. Looked up here, not left to
+    /// librdkafka: for a partition without a commit it waits 100 ms before
+    /// it looks up the reset position (a fixed backoff in its offset reset),
+    /// a tenth of a second off every fresh start. Should the lookup fail,
+    /// librdkafka does it itself as before.
+    fn start_unstored(
+        &self,
+        consumer: &BaseConsumer<Self>,
+        tpl: &mut TopicPartitionList,
+        unstored: TopicPartitionList,
+    ) {
+        if unstored.count() == 0 {
+            return;
+        }
+        let committed = match consumer.committed_offsets(unstored, COMMITTED_LOOKUP_TIMEOUT) {
+            Ok(committed) => committed,
+            Err(e) => {
+                tracing::warn!(error = %e, "reading the group's Kafka commits failed; librdkafka reads them itself");
+                return;
+            }
+        };
+        for e in committed.elements() {
+            let start = match (e.error(), e.offset()) {
+                (Ok(()), Offset::Offset(o)) => Some(Offset::Offset(o)),
+                (Ok(()), Offset::Invalid) => self.reset,
+                _ => None,
+            };
+            if let Some(start) = start {
+                set_start(tpl, e.topic(), e.partition(), start);
+            }
+        }
+    }
+}
+
+/// How long the rebalance callback waits for the group's Kafka commits.
+const COMMITTED_LOOKUP_TIMEOUT: Duration = Duration::from_secs(5);
+
+fn set_start(tpl: &mut TopicPartitionList, topic: &str, partition: i32, start: Offset) {
+    if let Err(e) = tpl.set_partition_offset(topic, partition, start) {
+        tracing::error!(topic, partition, error = %e, "could not set the start offset");
+    }
+}
+
+/// The start of a partition with neither a stored offset nor a Kafka
+/// commit, from librdkafka's `auto.offset.reset`; None for `error` (or a
+/// value librdkafka will refuse), which is left to librdkafka.
+fn reset_position(auto_offset_reset: Option<&str>) -> Option<Offset> {
+    match auto_offset_reset? {
+        "smallest" | "earliest" | "beginning" => Some(Offset::Beginning),
+        "largest" | "latest" | "end" => Some(Offset::End),
+        _ => None,
     }
 }
 
@@ -301,7 +368,7 @@ impl ConsumerContext for SinkContext {
         );
         match err {
             RDKafkaRespErr::RD_KAFKA_RESP_ERR__ASSIGN_PARTITIONS => {
-                let assigned = self.prepare_assignment(tpl);
+                let assigned = self.prepare_assignment(consumer, tpl);
                 let result = if cooperative {
                     consumer.incremental_assign(tpl)
                 } else {
@@ -398,7 +465,9 @@ pub fn start(
     database: &Database,
 ) -> Result<ConsumerHandle, ConsumeError> {
     let stop = Arc::new(AtomicBool::new(false));
+    let client = consumer_config(config);
     let context = SinkContext {
+        reset: reset_position(client.get("auto.offset.reset")),
         events,
         store: Mutex::new(OffsetStore {
             runtime: runtime.clone(),
@@ -413,7 +482,7 @@ pub fn start(
         health,
         topics: Mutex::new(HashMap::new()),
     };
-    let consumer: BaseConsumer<SinkContext> = consumer_config(config)
+    let consumer: BaseConsumer<SinkContext> = client
         .create_with_context(context)
         .map_err(ConsumeError::Create)?;
     let patterns: Vec<String> = DataType::ALL
@@ -772,6 +841,24 @@ fn resync(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn reset_positions_follow_librdkafka_names() {
+        for name in ["smallest", "earliest", "beginning"] {
+            assert_eq!(reset_position(Some(name)), Some(Offset::Beginning));
+        }
+        for name in ["largest", "latest", "end"] {
+            assert_eq!(reset_position(Some(name)), Some(Offset::End));
+        }
+        // `error` (and anything else) stays librdkafka's to handle.
+        assert_eq!(reset_position(Some("error")), None);
+        assert_eq!(reset_position(None), None);
+        let default = consumer_config(&Config::default());
+        assert_eq!(
+            reset_position(default.get("auto.offset.reset")),
+            Some(Offset::Beginning)
+        );
+    }
 
     /// TLS and SASL are librdkafka properties: this build of librdkafka takes
     /// SASL_SSL with SCRAM and PLAIN (it refuses them when built without OpenSSL).

@@ -280,3 +280,104 @@ async fn fixed_batches_deliver_exactly_once_too() {
     };
     assert_exactly_once(&world, &topic, &sent).await;
 }
+
+/// Where nothing is stored in PostgreSQL, each partition starts at the
+/// group's committed Kafka offset (what a group moving to timesink from
+/// another consumer has); where neither exists, at `auto.offset.reset`.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn without_a_stored_offset_it_starts_at_the_kafka_commit() {
+    use rdkafka::consumer::{CommitMode, Consumer};
+    let world = World::new(3).await;
+    let topic = world.topic(DataType::Level1);
+    let messages: Vec<(String, String)> =
+        (0..60).map(|i| (format!("K{i}"), quote(i, true))).collect();
+    let at = send_many(&topic, &messages).await;
+    // The group committed the middle of partition 0 and the end of
+    // partition 1; partition 2 has no commit, so it starts at the earliest.
+    let end = end_offsets(&topic);
+    let commits = [(0, end[&0] / 2), (1, end[&1])];
+    let committer: rdkafka::consumer::BaseConsumer = rdkafka::ClientConfig::new()
+        .set("bootstrap.servers", brokers())
+        .set("group.id", &world.config.kafka.group_id)
+        .create()
+        .expect("consumer");
+    let mut tpl = rdkafka::TopicPartitionList::new();
+    for (p, o) in commits {
+        tpl.add_partition_offset(&topic, p, rdkafka::Offset::Offset(o))
+            .expect("offset");
+    }
+    committer.commit(&tpl, CommitMode::Sync).expect("commit");
+    drop(committer);
+    assert_eq!(
+        committed_offsets(&world.config.kafka.group_id, &topic),
+        commits.into_iter().collect()
+    );
+
+    let start = |p: i32| commits.iter().find(|c| c.0 == p).map_or(0, |c| c.1);
+    // A partition with nothing after its commit has nothing to store.
+    let expected_offsets: HashMap<(String, i32), i64> = end
+        .iter()
+        .filter(|&(&p, &e)| start(p) < e)
+        .map(|(&p, &e)| ((topic.clone(), p), e))
+        .collect();
+    let mut sink = start_sink(&world);
+    eventually(60, "stored offsets reach the end offsets", || async {
+        world.stored_offsets().await == expected_offsets
+    })
+    .await;
+    sink.terminate(Duration::from_secs(20));
+    let mut expected: Vec<String> = messages
+        .iter()
+        .zip(&at)
+        .filter(|(_, (p, o))| *o >= start(*p))
+        .map(|((key, _), _)| key.clone())
+        .collect();
+    expected.sort();
+    let mut stored: Vec<String> = world
+        .db
+        .query("SELECT symbol FROM level1_quotes", &[])
+        .await
+        .expect("rows")
+        .iter()
+        .map(|r| r.get(0))
+        .collect();
+    stored.sort();
+    assert!(!expected.is_empty() && expected.len() < messages.len());
+    assert_eq!(stored, expected);
+    assert_eq!(world.stored_offsets().await, expected_offsets);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn auto_offset_reset_latest_skips_what_was_there_before() {
+    let world = World::new(2).await;
+    let topic = world.topic(DataType::Level1);
+    let before: Vec<(String, String)> =
+        (0..20).map(|i| (format!("K{i}"), quote(i, true))).collect();
+    send_many(&topic, &before).await;
+    let mut sink = SinkProcess::start(
+        &world,
+        &[("TIMESINK_RDKAFKA_AUTO_OFFSET_RESET", "latest".into())],
+    );
+    eventually(60, "partitions assigned", || async {
+        sink.log_text().contains("partitions assigned")
+    })
+    .await;
+    let after: Vec<(String, String)> = (20..40)
+        .map(|i| (format!("K{i}"), quote(i, true)))
+        .collect();
+    send_many(&topic, &after).await;
+    drained(&world, &topic, 60).await;
+    sink.terminate(Duration::from_secs(20));
+    let mut stored: Vec<String> = world
+        .db
+        .query("SELECT symbol FROM level1_quotes", &[])
+        .await
+        .expect("rows")
+        .iter()
+        .map(|r| r.get(0))
+        .collect();
+    stored.sort();
+    let mut expected: Vec<String> = after.into_iter().map(|(k, _)| k).collect();
+    expected.sort();
+    assert_eq!(stored, expected);
+}
