@@ -260,9 +260,7 @@ async fn fixed_batches_deliver_exactly_once_too() {
         ("TIMESINK_BATCH__LEVEL1__LINGER_MS", "20".to_string()),
     ];
     let total = 3000u64;
-    let messages: Vec<(String, String)> = (0..total)
-        .map(|i| (format!("K{i}"), quote(i, true)))
-        .collect();
+    let messages = keyed_quotes(0..total);
     send_many(&topic, &messages[..1500]).await;
     let mut sink = SinkProcess::start(&world, &env);
     eventually(60, "some rows stored", || async {
@@ -286,28 +284,15 @@ async fn fixed_batches_deliver_exactly_once_too() {
 /// another consumer has); where neither exists, at `auto.offset.reset`.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn without_a_stored_offset_it_starts_at_the_kafka_commit() {
-    use rdkafka::consumer::{CommitMode, Consumer};
     let world = World::new(3).await;
     let topic = world.topic(DataType::Level1);
-    let messages: Vec<(String, String)> =
-        (0..60).map(|i| (format!("K{i}"), quote(i, true))).collect();
+    let messages = keyed_quotes(0..60);
     let at = send_many(&topic, &messages).await;
     // The group committed the middle of partition 0 and the end of
     // partition 1; partition 2 has no commit, so it starts at the earliest.
     let end = end_offsets(&topic);
     let commits = [(0, end[&0] / 2), (1, end[&1])];
-    let committer: rdkafka::consumer::BaseConsumer = rdkafka::ClientConfig::new()
-        .set("bootstrap.servers", brokers())
-        .set("group.id", &world.config.kafka.group_id)
-        .create()
-        .expect("consumer");
-    let mut tpl = rdkafka::TopicPartitionList::new();
-    for (p, o) in commits {
-        tpl.add_partition_offset(&topic, p, rdkafka::Offset::Offset(o))
-            .expect("offset");
-    }
-    committer.commit(&tpl, CommitMode::Sync).expect("commit");
-    drop(committer);
+    commit_offsets(&world.config.kafka.group_id, &topic, &commits);
     assert_eq!(
         committed_offsets(&world.config.kafka.group_id, &topic),
         commits.into_iter().collect()
@@ -333,17 +318,8 @@ async fn without_a_stored_offset_it_starts_at_the_kafka_commit() {
         .map(|((key, _), _)| key.clone())
         .collect();
     expected.sort();
-    let mut stored: Vec<String> = world
-        .db
-        .query("SELECT symbol FROM level1_quotes", &[])
-        .await
-        .expect("rows")
-        .iter()
-        .map(|r| r.get(0))
-        .collect();
-    stored.sort();
     assert!(!expected.is_empty() && expected.len() < messages.len());
-    assert_eq!(stored, expected);
+    assert_eq!(stored_symbols(&world).await, expected);
     assert_eq!(world.stored_offsets().await, expected_offsets);
 }
 
@@ -351,9 +327,7 @@ async fn without_a_stored_offset_it_starts_at_the_kafka_commit() {
 async fn auto_offset_reset_latest_skips_what_was_there_before() {
     let world = World::new(2).await;
     let topic = world.topic(DataType::Level1);
-    let before: Vec<(String, String)> =
-        (0..20).map(|i| (format!("K{i}"), quote(i, true))).collect();
-    send_many(&topic, &before).await;
+    send_many(&topic, &keyed_quotes(0..20)).await;
     let mut sink = SinkProcess::start(
         &world,
         &[("TIMESINK_RDKAFKA_AUTO_OFFSET_RESET", "latest".into())],
@@ -362,22 +336,11 @@ async fn auto_offset_reset_latest_skips_what_was_there_before() {
         sink.log_text().contains("partitions assigned")
     })
     .await;
-    let after: Vec<(String, String)> = (20..40)
-        .map(|i| (format!("K{i}"), quote(i, true)))
-        .collect();
+    let after = keyed_quotes(20..40);
     send_many(&topic, &after).await;
     drained(&world, &topic, 60).await;
     sink.terminate(Duration::from_secs(20));
-    let mut stored: Vec<String> = world
-        .db
-        .query("SELECT symbol FROM level1_quotes", &[])
-        .await
-        .expect("rows")
-        .iter()
-        .map(|r| r.get(0))
-        .collect();
-    stored.sort();
     let mut expected: Vec<String> = after.into_iter().map(|(k, _)| k).collect();
     expected.sort();
-    assert_eq!(stored, expected);
+    assert_eq!(stored_symbols(&world).await, expected);
 }

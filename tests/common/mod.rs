@@ -424,6 +424,43 @@ pub fn committed_offsets(group: &str, topic: &str) -> HashMap<i32, i64> {
         .collect()
 }
 
+/// Commits `offsets` (partition → offset) of `topic` as the group's Kafka
+/// offsets, as another consumer of the group would have.
+pub fn commit_offsets(group: &str, topic: &str, offsets: &[(i32, i64)]) {
+    use rdkafka::TopicPartitionList;
+    use rdkafka::consumer::CommitMode;
+    let consumer: BaseConsumer = ClientConfig::new()
+        .set("bootstrap.servers", brokers())
+        .set("group.id", group)
+        .create()
+        .expect("consumer");
+    let mut tpl = TopicPartitionList::new();
+    for &(p, o) in offsets {
+        tpl.add_partition_offset(topic, p, rdkafka::Offset::Offset(o))
+            .expect("offset");
+    }
+    consumer.commit(&tpl, CommitMode::Sync).expect("commit");
+}
+
+/// Valid quotes keyed `K{i}` for each `i` of `range` (symbol `K{i}` too).
+pub fn keyed_quotes(range: std::ops::Range<u64>) -> Vec<(String, String)> {
+    range.map(|i| (format!("K{i}"), quote(i, true))).collect()
+}
+
+/// The symbols stored in `level1_quotes`, sorted.
+pub async fn stored_symbols(world: &World) -> Vec<String> {
+    let mut symbols: Vec<String> = world
+        .db
+        .query("SELECT symbol FROM level1_quotes", &[])
+        .await
+        .expect("rows")
+        .iter()
+        .map(|r| r.get(0))
+        .collect();
+    symbols.sort();
+    symbols
+}
+
 /// A level1 quote with a unique symbol per `i`; `valid = false` makes its bid
 /// negative, which validation refuses.
 pub fn quote(i: u64, valid: bool) -> String {
