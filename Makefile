@@ -21,10 +21,11 @@ test: services
 test-faults: services
 	$(CARGO) test --features failpoints --test faults --test broker_outage -- --ignored --test-threads=2
 
-## The fuzz targets (fuzz/: JSON, bincode, LZ4 + inner, headers), each for
+## The fuzz targets (fuzz/: JSON, bincode, LZ4 + inner, the LZ4 frame reader
+## against lz4_flex's, headers), each for
 ## FUZZ_RUNS executions, starting from the committed seeds in fuzz/seeds/.
 FUZZ_RUNS ?= 10000000
-FUZZ_TARGETS := json bincode lz4 headers
+FUZZ_TARGETS := json bincode lz4 lz4_frame headers
 fuzz:
 	@command -v cargo-fuzz >/dev/null || $(CARGO) +nightly install cargo-fuzz --version 0.13.2 --locked
 	cd fuzz && for t in $(FUZZ_TARGETS); do \

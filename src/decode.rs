@@ -5,8 +5,6 @@
 //! version. A JSON value is a bare record, an envelope, or an array of either.
 //! Every failure names where it happened (header, array element, field, byte).
 
-use std::io::BufRead;
-
 use serde::Deserialize;
 use serde_json::value::RawValue;
 
@@ -16,9 +14,6 @@ use crate::wire::{
     AnalyticsBincode, AnalyticsFields, Fields, Level1Bincode, Level1Fields, OhlcvBincode,
     OhlcvFields, PriceBincode, PriceFields,
 };
-
-/// The magic number that opens an LZ4 frame.
-const LZ4_FRAME_MAGIC: [u8; 4] = [0x04, 0x22, 0x4D, 0x18];
 
 /// bincode 2's standard configuration (varint integers, little endian), with
 /// a limit so that a forged length cannot make the decoder allocate wildly.
@@ -166,7 +161,7 @@ pub fn decode(
     let value = value.ok_or(DecodeError::NoValue)?;
     let inflated;
     let bytes = if encoding.compressed {
-        inflated = inflate_lz4(value, max_value_bytes)?;
+        inflated = crate::lz4_frame::inflate(value, max_value_bytes)?;
         &inflated[..]
     } else {
         value
@@ -174,68 +169,6 @@ pub fn decode(
     match encoding.content_type {
         ContentType::Json => decode_json(data_type, bytes),
         ContentType::Bincode => decode_bincode(data_type, bytes).map(|f| vec![f]),
-    }
-}
-
-/// Inflates an LZ4 frame, refusing one that would grow past `limit` bytes.
-pub fn inflate_lz4(frame: &[u8], limit: usize) -> Result<Vec<u8>, DecodeError> {
-    if !frame.starts_with(&LZ4_FRAME_MAGIC) {
-        return Err(DecodeError::NotLz4Frame);
-    }
-    check_frame_complete(frame)?;
-    let mut out = Vec::with_capacity(frame.len().saturating_mul(4).min(limit));
-    // Block by block, straight from the decoder's buffer: `read_to_end`
-    // through `take` would zero the spare capacity of `out` first.
-    let mut decoder = lz4_flex::frame::FrameDecoder::new(frame);
-    loop {
-        let block = decoder
-            .fill_buf()
-            .map_err(|e| DecodeError::Lz4(e.to_string()))?;
-        if block.is_empty() {
-            return Ok(out);
-        }
-        if out.len() + block.len() > limit {
-            return Err(DecodeError::TooLarge { limit });
-        }
-        out.extend_from_slice(block);
-        let taken = block.len();
-        decoder.consume(taken);
-    }
-}
-
-/// Walks an LZ4 frame's block headers to check that it ends with its end
-/// mark (and content checksum) exactly at the last byte: the decoder alone
-/// takes a frame cut at a block boundary for a whole one.
-fn check_frame_complete(frame: &[u8]) -> Result<(), DecodeError> {
-    let truncated = |at: usize| DecodeError::Lz4(format!("frame truncated at byte offset {at}"));
-    let flg = *frame.get(4).ok_or_else(|| truncated(frame.len()))?;
-    let block_checksum = flg & 0x10 != 0;
-    let content_checksum = flg & 0x04 != 0;
-    let mut at =
-        4 + 2 + if flg & 0x08 != 0 { 8 } else { 0 } + if flg & 0x01 != 0 { 4 } else { 0 } + 1;
-    loop {
-        let header = frame
-            .get(at..at + 4)
-            .ok_or_else(|| truncated(frame.len()))?;
-        let word = u32::from_le_bytes([header[0], header[1], header[2], header[3]]);
-        at += 4;
-        if word == 0 {
-            break;
-        }
-        let size = (word & 0x7FFF_FFFF) as usize;
-        at = at
-            .checked_add(size + if block_checksum { 4 } else { 0 })
-            .filter(|&end| end <= frame.len())
-            .ok_or_else(|| truncated(frame.len()))?;
-    }
-    let end = at + if content_checksum { 4 } else { 0 };
-    match end.cmp(&frame.len()) {
-        std::cmp::Ordering::Equal => Ok(()),
-        std::cmp::Ordering::Greater => Err(truncated(frame.len())),
-        std::cmp::Ordering::Less => Err(DecodeError::Lz4(format!(
-            "{} bytes after the end of the frame (at byte offset {end})",
-            frame.len() - end
-        ))),
     }
 }
 

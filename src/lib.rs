@@ -8,7 +8,8 @@
 //!   assignment (seeking to the offsets stored in PostgreSQL), pause/resume
 //!   for backpressure, and the Kafka commit that follows the database commit.
 //! - [`decode`]: headers and value bytes → records (JSON bare, envelope or
-//!   array; bincode; LZ4 frames). Pure. The wire shapes live in [`wire`].
+//!   array; bincode; LZ4 frames, read by [`lz4_frame`]). Pure. The wire
+//!   shapes live in [`wire`].
 //! - [`validate`]: records → rows of their table, or the rule they break. Pure.
 //! - [`batch`]: rows → one batch per topic, flushed on rows, bytes or age. Pure.
 //! - [`write`]: a batch → one PostgreSQL transaction: the stored offsets
@@ -41,6 +42,7 @@ pub mod decimal;
 pub mod decode;
 pub mod health;
 pub mod http;
+pub mod lz4_frame;
 pub mod message;
 pub mod pipeline;
 pub mod produce;
