@@ -15,8 +15,9 @@ use std::collections::{BTreeMap, HashMap};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+use crate::copy_format::{EncodedRows, RowBuffer};
 use crate::message::SourceMessage;
-use crate::record::{DataType, Row};
+use crate::record::DataType;
 
 /// When a topic's batch is flushed.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -44,8 +45,9 @@ const WRITE_TIME_CAP: Duration = Duration::from_secs(10);
 /// What became of one message.
 #[derive(Debug, Clone, PartialEq)]
 pub enum Outcome {
-    /// The message decoded and validated into these rows (an array may hold several, or none).
-    Rows(Vec<Row>),
+    /// The message decoded and validated into this many rows (an array may
+    /// hold several, or none), encoded into its batch in order.
+    Rows(usize),
     /// The message goes to the dead-letter topic.
     DeadLetter(Rejection),
 }
@@ -134,6 +136,11 @@ pub struct Batch {
     pub bytes: usize,
     /// When the first message entered the batch.
     pub opened: Instant,
+    /// The rows, encoded for COPY, in entry order: runs sealed so far (a
+    /// batch that joined others holds one per batch) ...
+    pub encoded: Vec<EncodedRows>,
+    /// ... then the rows added since.
+    building: RowBuffer,
 }
 
 impl Batch {
@@ -151,10 +158,14 @@ impl Batch {
             rows: 0,
             bytes: 0,
             opened: now,
+            encoded: Vec::new(),
+            building: RowBuffer::default(),
         }
     }
 
-    fn push(&mut self, entry: Entry) {
+    /// Adds a message and the rows it validated into (taken from `rows`).
+    fn push(&mut self, entry: Entry, rows: &mut RowBuffer) {
+        self.building.append(rows);
         let m = &entry.message;
         self.spans
             .entry(m.partition)
@@ -170,8 +181,8 @@ impl Batch {
                 last: m.offset,
                 last_timestamp_ms: m.timestamp_ms,
             });
-        if let Outcome::Rows(rows) = &entry.outcome {
-            self.rows += rows.len();
+        if let Outcome::Rows(n) = entry.outcome {
+            self.rows += n;
         }
         self.bytes += m.size();
         self.entries.push(entry);
@@ -202,23 +213,57 @@ impl Batch {
         self.bytes += later.bytes;
         self.opened = self.opened.min(later.opened);
         self.entries.extend(later.entries);
+        self.seal();
+        self.encoded.extend(later.encoded);
+        if !later.building.is_empty() {
+            self.encoded.push(later.building.freeze());
+        }
     }
 
-    /// Removes every message of the given partitions (revoked, or taken by another instance).
-    pub fn remove_partitions(&mut self, partitions: &[i32]) {
+    /// Ends the run of rows being added: every row is in `encoded` after.
+    pub fn seal(&mut self) {
+        if !self.building.is_empty() {
+            self.encoded
+                .push(std::mem::take(&mut self.building).freeze());
+        }
+    }
+
+    /// Each row's encoding, in entry order.
+    pub fn encoded_rows(&self) -> impl Iterator<Item = &[u8]> {
+        self.encoded
+            .iter()
+            .flat_map(EncodedRows::rows)
+            .chain(self.building.rows())
+    }
+
+    /// Per row, the index of the entry it came from, in order.
+    pub fn row_owners(&self) -> impl Iterator<Item = usize> {
         self.entries
-            .retain(|e| !partitions.contains(&e.message.partition));
+            .iter()
+            .enumerate()
+            .flat_map(|(i, e)| match e.outcome {
+                Outcome::Rows(n) => std::iter::repeat_n(i, n),
+                Outcome::DeadLetter(_) => std::iter::repeat_n(i, 0),
+            })
+    }
+
+    /// Removes every message of the given partitions (revoked, or taken by
+    /// another instance), and its rows.
+    pub fn remove_partitions(&mut self, partitions: &[i32]) {
+        let dropped = |e: &Entry| partitions.contains(&e.message.partition);
+        let mut kept = RowBuffer::default();
+        for (owner, row) in self.row_owners().zip(self.encoded_rows()) {
+            if !dropped(&self.entries[owner]) {
+                kept.push_encoded(row);
+            }
+        }
+        self.encoded.clear();
+        self.building = kept;
+        self.entries.retain(|e| !dropped(e));
         for p in partitions {
             self.spans.remove(p);
         }
-        self.rows = self
-            .entries
-            .iter()
-            .map(|e| match &e.outcome {
-                Outcome::Rows(rows) => rows.len(),
-                Outcome::DeadLetter(_) => 0,
-            })
-            .sum();
+        self.rows = self.building.len();
         self.bytes = self.entries.iter().map(|e| e.message.size()).sum();
     }
 
@@ -281,17 +326,19 @@ impl Batcher {
             .max(limits.min_linger.min(limits.linger))
     }
 
-    /// Adds a message to its topic's batch; returns the batch if it is now full.
+    /// Adds a message, and the rows it validated into (taken from `rows`),
+    /// to its topic's batch; returns the batch if it is now full.
     pub fn push(
         &mut self,
         data_type: DataType,
         entry: Entry,
+        rows: &mut RowBuffer,
         limits: Limits,
         now: Instant,
     ) -> Option<Batch> {
         let topic = entry.message.topic.clone();
         if let Some(open) = self.open.get_mut(&topic) {
-            open.batch.push(entry);
+            open.batch.push(entry, rows);
             return if open.batch.is_full(&open.limits) {
                 self.open.remove(&topic).map(|o| o.batch)
             } else {
@@ -300,7 +347,7 @@ impl Batcher {
         }
         // A new batch: its deadline is set now, from the current linger.
         let mut batch = Batch::new(topic.clone(), data_type, now);
-        batch.push(entry);
+        batch.push(entry, rows);
         if batch.is_full(&limits) {
             return Some(batch);
         }
@@ -374,7 +421,16 @@ mod tests {
     }
 
     fn rows(n: usize) -> Outcome {
-        Outcome::Rows(vec![Row::test_quote(1, 0, "s"); n])
+        Outcome::Rows(n)
+    }
+
+    /// The rows an entry of `rows(n)` validated into.
+    fn quotes(n: usize) -> RowBuffer {
+        let mut buffer = RowBuffer::default();
+        for i in 0..n {
+            buffer.push(&crate::record::Row::test_quote(1, i as i64, "s"));
+        }
+        buffer
     }
 
     const LIMITS: Limits = Limits {
@@ -394,22 +450,30 @@ mod tests {
                 message: message(&t, 0, offset, 1),
                 outcome: rows(1),
             };
-            assert!(b.push(DataType::Level1, e, LIMITS, now).is_none());
+            assert!(
+                b.push(DataType::Level1, e, &mut quotes(1), LIMITS, now)
+                    .is_none()
+            );
         }
         // A dead letter adds no row.
         let e = Entry {
             message: message(&t, 1, 7, 1),
             outcome: Outcome::DeadLetter(Rejection::new(RejectClass::Decode, "bad")),
         };
-        assert!(b.push(DataType::Level1, e, LIMITS, now).is_none());
+        assert!(
+            b.push(DataType::Level1, e, &mut RowBuffer::default(), LIMITS, now)
+                .is_none()
+        );
         let e = Entry {
             message: message(&t, 0, 2, 1),
             outcome: rows(1),
         };
         let batch = b
-            .push(DataType::Level1, e, LIMITS, now)
+            .push(DataType::Level1, e, &mut quotes(1), LIMITS, now)
             .expect("full at 3 rows");
         assert_eq!(batch.rows, 3);
+        assert_eq!(batch.encoded_rows().count(), 3);
+        assert_eq!(batch.row_owners().collect::<Vec<_>>(), [0, 1, 3]);
         let span = |first, last| Span {
             first,
             last,
@@ -430,7 +494,8 @@ mod tests {
             outcome: rows(1),
         };
         assert!(
-            b.push(DataType::Price, e, LIMITS, now).is_some(),
+            b.push(DataType::Price, e, &mut quotes(1), LIMITS, now)
+                .is_some(),
             "over max_bytes"
         );
 
@@ -438,7 +503,10 @@ mod tests {
             message: message(&t, 0, 1, 1),
             outcome: rows(1),
         };
-        assert!(b.push(DataType::Price, e, LIMITS, now).is_none());
+        assert!(
+            b.push(DataType::Price, e, &mut quotes(1), LIMITS, now)
+                .is_none()
+        );
         assert_eq!(b.next_deadline(), Some(now + LIMITS.linger));
         assert!(b.take_due(now + Duration::from_millis(9)).is_empty());
         let due = b.take_due(now + LIMITS.linger);
@@ -457,6 +525,7 @@ mod tests {
                 message: message(&a, 0, 0, 1),
                 outcome: rows(1),
             },
+            &mut quotes(1),
             LIMITS,
             now,
         );
@@ -466,6 +535,7 @@ mod tests {
                 message: message(&a, 1, 0, 1),
                 outcome: rows(1),
             },
+            &mut quotes(1),
             LIMITS,
             now,
         );
@@ -475,6 +545,7 @@ mod tests {
                 message: message(&c, 0, 0, 1),
                 outcome: rows(1),
             },
+            &mut quotes(1),
             LIMITS,
             now,
         );
@@ -484,6 +555,9 @@ mod tests {
         assert_eq!(all.len(), 2);
         assert_eq!(all[0].rows, 1);
         assert_eq!(all[0].spans.keys().copied().collect::<Vec<_>>(), [0]);
+        // The dropped message's rows went with it.
+        assert_eq!(all[0].encoded_rows().count(), 1);
+        assert_eq!(all[1].encoded_rows().count(), 1);
     }
 
     #[test]
@@ -526,9 +600,9 @@ mod tests {
             outcome: rows(1),
         };
         let one = b.linger(DataType::Price, &limits);
-        b.push(DataType::Price, entry(&p), limits, now);
+        b.push(DataType::Price, entry(&p), &mut quotes(1), limits, now);
         assert_eq!(b.next_deadline(), Some(now + one));
-        b.push(DataType::Price, entry(&q), limits, now);
+        b.push(DataType::Price, entry(&q), &mut quotes(1), limits, now);
         let two = b.linger(DataType::Price, &limits);
         assert!(two > one);
 

@@ -12,11 +12,12 @@
 //!   shapes live in [`wire`].
 //! - [`validate`]: records → rows of their table, or the rule they break. Pure.
 //! - [`batch`]: rows → one batch per topic, flushed on rows, bytes or age. Pure.
+//!   A batch holds its rows as COPY sends them: [`copy_format`] encodes each
+//!   row as it is validated (pure).
 //! - [`write`]: a batch → one PostgreSQL transaction: the stored offsets
 //!   (fenced against another instance), binary `COPY` of the rows (a staging
 //!   merge only when a key already exists), rows PostgreSQL refuses found and
-//!   dead-lettered. [`copy_format`] encodes the rows (pure), [`schema`] creates
-//!   the tables from `sql/`.
+//!   dead-lettered. [`schema`] creates the tables from `sql/`.
 //! - [`dead_letter`]: invalid messages to `<topic>.dlq`, byte for byte, acknowledged
 //!   before their offset is stored.
 //! - [`pipeline`]: wires the stages together and runs them until shutdown.

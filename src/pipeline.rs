@@ -21,6 +21,7 @@ use tokio_util::sync::CancellationToken;
 use crate::batch::{Batch, Batcher, Entry, Outcome, RejectClass, Rejection};
 use crate::config::Config;
 use crate::consume::{self, Assignment, Command, Event};
+use crate::copy_format::RowBuffer;
 use crate::database::Database;
 use crate::dead_letter::DeadLetters;
 use crate::decode::{self, Encoding};
@@ -256,6 +257,7 @@ pub async fn run(
         commands: command_tx.clone(),
         budget: Arc::new(Semaphore::new(config.batch.max_rows_in_flight)),
         health: health.clone(),
+        rows: RowBuffer::default(),
     };
 
     // Main loop: until shutdown, then until the consumer confirms it stopped.
@@ -336,6 +338,9 @@ struct Router<'c> {
     /// its rows' worth before it is shipped and gives it back once dropped.
     budget: Arc<Semaphore>,
     health: Arc<Health>,
+    /// The rows of the message at hand, encoded, on their way into its
+    /// batch: one buffer for every message, so none allocates its own.
+    rows: RowBuffer,
 }
 
 impl Router<'_> {
@@ -417,6 +422,7 @@ impl Router<'_> {
             &message,
             self.config.max_value_bytes,
             clock.0,
+            &mut self.rows,
         );
         if let Outcome::DeadLetter(rejection) = &outcome {
             tracing::warn!(
@@ -427,7 +433,10 @@ impl Router<'_> {
         }
         let limits = self.config.batch.for_topic(&message.topic, data_type);
         let entry = Entry { message, outcome };
-        if let Some(batch) = self.batcher.push(data_type, entry, limits, clock.1) {
+        if let Some(batch) = self
+            .batcher
+            .push(data_type, entry, &mut self.rows, limits, clock.1)
+        {
             self.ship(batch).await;
         }
     }
@@ -532,13 +541,16 @@ fn now() -> Timestamp {
     Timestamp(chrono::Utc::now().timestamp_micros())
 }
 
-/// Decodes and validates one message: its rows, or why it is dead-lettered.
+/// Decodes and validates one message: its rows, encoded into `rows` (which
+/// it leaves as it found them when the message is dead-lettered), or why it
+/// is dead-lettered.
 pub fn process(
     data_type: DataType,
     exchange: Option<&str>,
     message: &SourceMessage,
     max_value_bytes: usize,
     now: Timestamp,
+    rows: &mut RowBuffer,
 ) -> Outcome {
     if let Some(value) = message.value().filter(|v| v.len() > max_value_bytes) {
         return Outcome::DeadLetter(Rejection::new(
@@ -560,11 +572,12 @@ pub fn process(
         now,
     };
     let many = fields.len() > 1;
-    let mut rows = Vec::with_capacity(fields.len());
+    let before = rows.len();
     for (i, f) in fields.into_iter().enumerate() {
         match validate::validate(f, &ctx) {
-            Ok(row) => rows.push(row),
+            Ok(row) => rows.push(&row),
             Err(e) => {
+                rows.truncate(before);
                 let reason = if many {
                     format!("element {i}: {e}")
                 } else {
@@ -574,7 +587,7 @@ pub fn process(
             }
         }
     }
-    Outcome::Rows(rows)
+    Outcome::Rows(rows.len() - before)
 }
 
 /// Logs rows/s per table, dead letters and the consumer lag every

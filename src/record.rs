@@ -176,16 +176,6 @@ pub enum Row {
     Level1(Level1Row),
 }
 
-/// A row's primary key, used to keep the later of two rows with the same key
-/// inside one batch.
-#[derive(Debug, Clone, PartialEq, Eq, Hash)]
-pub enum RowKey<'a> {
-    Price(&'a str, &'a str, Timestamp),
-    Ohlcv(&'a str, &'a str, &'a str, Timestamp),
-    Analytics(&'a str, Timestamp),
-    Level1(&'a str, &'a str, Timestamp, i64),
-}
-
 impl Row {
     pub fn data_type(&self) -> DataType {
         match self {
@@ -202,16 +192,6 @@ impl Row {
             Row::Ohlcv(r) => r.time,
             Row::Analytics(r) => r.time,
             Row::Level1(r) => r.time,
-        }
-    }
-
-    /// The table's primary key of this row.
-    pub fn key(&self) -> RowKey<'_> {
-        match self {
-            Row::Price(r) => RowKey::Price(&r.coin_id, &r.exchange_id, r.time),
-            Row::Ohlcv(r) => RowKey::Ohlcv(&r.coin_id, &r.exchange_id, &r.timeframe, r.time),
-            Row::Analytics(r) => RowKey::Analytics(&r.source, r.time),
-            Row::Level1(r) => RowKey::Level1(&r.exchange_id, &r.symbol, r.time, r.sequence),
         }
     }
 }

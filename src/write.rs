@@ -32,7 +32,7 @@ use crate::batch::{Batch, Outcome, RejectClass, Rejection};
 use crate::copy_format::{EncodedRows, latest_per_key, stream_all};
 use crate::database::Database;
 use crate::dead_letter::{DeadLetter, DeadLetters};
-use crate::record::{DataType, Row};
+use crate::record::DataType;
 use crate::schema::{self, TableStatements};
 
 const FENCE_SQL: &str = include_str!("../sql/queries/advance_offsets.sql");
@@ -100,22 +100,17 @@ impl Flush {
     }
 }
 
-/// A flush made ready for its write: its rows encoded for COPY, as they
-/// came. Batches that queue up while the table's writer is busy join it
-/// (each encoded as it arrives), so under a backlog transactions grow and
-/// the encoding overlaps the COPY before them.
+/// A flush waiting for its table's writer. Batches that queue up while the
+/// writer is busy join it, so under a backlog transactions grow; their rows,
+/// encoded by the router, stay where they are (one run per batch).
 #[derive(Debug)]
 pub struct Prepared {
     flush: Flush,
-    /// The encoded rows of each joined batch, in order; None once the flush
-    /// changed (partitions fenced off): encoded again then.
-    straight: Option<Vec<EncodedRows>>,
 }
 
 impl Prepared {
     pub fn new(flush: Flush) -> Prepared {
-        let straight = Some(vec![encode_all(&flush.batch)]);
-        Prepared { flush, straight }
+        Prepared { flush }
     }
 
     /// Adds `later` when it continues this flush; otherwise hands it back.
@@ -123,11 +118,7 @@ impl Prepared {
         if !self.flush.continued_by(&later) {
             return Err(Box::new(later));
         }
-        let encoded = encode_all(&later.batch);
         self.flush.append(later);
-        if let Some(parts) = &mut self.straight {
-            parts.push(encoded);
-        }
         Ok(())
     }
 
@@ -138,19 +129,8 @@ impl Prepared {
     }
 }
 
-/// Every row of a batch, in order, encoded for the straight COPY. No row is
-/// dropped for a later one of the same key: if the batch repeats a key,
-/// PostgreSQL refuses the COPY and the careful path keeps the later row.
-fn encode_all(batch: &Batch) -> EncodedRows {
-    let rows = batch.entries.iter().flat_map(|e| match &e.outcome {
-        Outcome::Rows(rows) => rows.as_slice(),
-        Outcome::DeadLetter(_) => &[],
-    });
-    EncodedRows::encode(rows, batch.rows)
-}
-
 /// A batch's rows for the careful path: for each key the later row,
-/// skipping the entries PostgreSQL refused, encoded.
+/// skipping the entries PostgreSQL refused, copied into one buffer.
 #[derive(Debug)]
 struct Encoded {
     /// Per row, the index of the entry it came from (to dead-letter it).
@@ -162,7 +142,7 @@ impl Encoded {
     fn new(batch: &Batch, rejected: &BTreeMap<usize, String>) -> Encoded {
         let (owners, rows) = rows_to_write(batch, rejected);
         Encoded {
-            rows: EncodedRows::encode(rows.iter().copied(), rows.len()),
+            rows: EncodedRows::from_rows(rows.iter().copied()),
             owners,
         }
     }
@@ -325,10 +305,7 @@ impl Writer {
     /// Writes a flush, retrying transient failures until it is committed or
     /// fenced, or until `stop` is cancelled (then `None`: nothing committed).
     pub async fn write(&mut self, prepared: Prepared, stop: &CancellationToken) -> Option<Report> {
-        let Prepared {
-            mut flush,
-            mut straight,
-        } = prepared;
+        let Prepared { mut flush } = prepared;
         let mut report = Report {
             topic: Some(flush.batch.topic.clone()),
             ..Report::default()
@@ -374,7 +351,7 @@ impl Writer {
 
         loop {
             let started = Instant::now();
-            match self.attempt(&mut flush, &mut straight).await {
+            match self.attempt(&mut flush).await {
                 Ok(Attempt::Committed { rows, rejected }) => {
                     metrics::histogram!("timesink_copy_duration_seconds", "table" => self.table)
                         .record(started.elapsed().as_secs_f64());
@@ -414,7 +391,6 @@ impl Writer {
                     );
                     flush.fences.retain(|f| !partitions.contains(&f.partition));
                     flush.batch.remove_partitions(&partitions);
-                    straight = None;
                     if flush.fences.is_empty() {
                         return Some(report);
                     }
@@ -468,17 +444,18 @@ impl Writer {
     /// (a key already there, a bad row), that transaction is rolled back and
     /// the flush is tried again carefully: under savepoints, with the merge
     /// path and the search for refused rows.
-    async fn attempt(
-        &mut self,
-        flush: &mut Flush,
-        straight: &mut Option<Vec<EncodedRows>>,
-    ) -> Result<Attempt, AttemptError> {
+    async fn attempt(&mut self, flush: &mut Flush) -> Result<Attempt, AttemptError> {
         self.connect().await?;
         if self.merge_next > 0 {
             self.merge_next -= 1;
             return self.attempt_carefully(flush, true).await;
         }
-        let parts = straight.get_or_insert_with(|| vec![encode_all(&flush.batch)]);
+        // Every row as the router encoded it, in order. No row is dropped
+        // for a later one of the same key: if the batch repeats a key,
+        // PostgreSQL refuses the COPY and the careful path keeps the later row.
+        flush.batch.seal();
+        let stream = stream_all(&flush.batch.encoded);
+        let rows = flush.batch.rows;
         let Connection { client, copy, .. } =
             self.client.as_ref().expect("connected during an attempt");
         // The COPY goes out with BEGIN and the fence: one round trip before
@@ -491,7 +468,7 @@ impl Writer {
         }
         let copied = async {
             futures::pin_mut!(sink);
-            feed_rows(sink.as_mut(), stream_all(parts)).await?;
+            feed_rows(sink.as_mut(), stream).await?;
             fail::fail_point!("commit-before", |_| std::process::abort());
             sink.finish().await
         };
@@ -511,10 +488,7 @@ impl Writer {
                 return self.attempt_carefully(flush, conflict).await;
             }
         }
-        Ok(Attempt::Committed {
-            rows: parts.iter().map(EncodedRows::len).sum(),
-            rejected: 0,
-        })
+        Ok(Attempt::Committed { rows, rejected: 0 })
     }
 
     /// `BEGIN`, the fence and `then` (the transaction's next statement),
@@ -701,21 +675,16 @@ impl Writer {
 fn rows_to_write<'b>(
     batch: &'b Batch,
     rejected: &BTreeMap<usize, String>,
-) -> (Vec<usize>, Vec<&'b Row>) {
+) -> (Vec<usize>, Vec<&'b [u8]>) {
     let mut owners = Vec::with_capacity(batch.rows);
     let mut rows = Vec::with_capacity(batch.rows);
-    for (i, entry) in batch.entries.iter().enumerate() {
-        if rejected.contains_key(&i) {
-            continue;
-        }
-        if let Outcome::Rows(r) = &entry.outcome {
-            for row in r {
-                owners.push(i);
-                rows.push(row);
-            }
+    for (owner, row) in batch.row_owners().zip(batch.encoded_rows()) {
+        if !rejected.contains_key(&owner) {
+            owners.push(owner);
+            rows.push(row);
         }
     }
-    let keep = latest_per_key(&rows);
+    let keep = latest_per_key(batch.data_type, &rows);
     if keep.len() == rows.len() {
         return (owners, rows);
     }
@@ -876,10 +845,13 @@ mod tests {
     /// with sequence numbers `offsets`.
     fn flush_of_rows(offsets: std::ops::Range<i64>) -> Flush {
         use crate::batch::{Entry, Span};
+        use crate::copy_format::RowBuffer;
         use crate::message::SourceMessage;
+        use crate::record::Row;
         let mut f = flush("t", &[(0, offsets.start, offsets.end - 1, 1)]);
+        let mut rows = RowBuffer::default();
         for offset in offsets {
-            let row = Row::test_quote(offset, offset, "src");
+            rows.push(&Row::test_quote(offset, offset, "src"));
             f.batch.entries.push(Entry {
                 message: SourceMessage::new(
                     f.batch.topic.clone(),
@@ -889,11 +861,12 @@ mod tests {
                     Some(&[b'x'; 10]),
                     crate::message::NO_HEADERS,
                 ),
-                outcome: Outcome::Rows(vec![row]),
+                outcome: Outcome::Rows(1),
             });
             f.batch.rows += 1;
             f.batch.bytes += 10;
         }
+        f.batch.encoded.push(rows.freeze());
         f.batch.spans.insert(
             0,
             Span {
@@ -913,7 +886,7 @@ mod tests {
             .expect("a continuation");
         // Not a continuation: handed back, nothing added.
         assert!(prepared.coalesce(flush_of_rows(7..8)).is_err());
-        let parts = prepared.straight.as_ref().expect("encoded");
+        let parts = &prepared.flush.batch.encoded;
         assert_eq!(
             parts.iter().map(EncodedRows::len).collect::<Vec<_>>(),
             [2, 3]
@@ -921,10 +894,33 @@ mod tests {
         let whole = flush_of_rows(0..5);
         assert_eq!(
             stream_all(parts).concat(),
-            stream_all(&[encode_all(&whole.batch)]).concat()
+            stream_all(&whole.batch.encoded).concat()
         );
         assert!(prepared.has_room(6, 1000));
         assert!(!prepared.has_room(5, 1000));
         assert!(!prepared.has_room(6, 50));
+    }
+
+    #[test]
+    fn the_careful_path_keeps_the_later_row_of_a_key_and_skips_refused_entries() {
+        let mut flush = flush_of_rows(0..4);
+        // Entry 3 repeats the key of entry 1 (same time and sequence).
+        let mut again = crate::copy_format::RowBuffer::default();
+        again.push(&crate::record::Row::test_quote(1, 1, "later"));
+        let mut rows: Vec<&[u8]> = flush.batch.encoded[0].rows().take(3).collect();
+        rows.extend(again.rows());
+        flush.batch.encoded = vec![EncodedRows::from_rows(rows)];
+        let (owners, rows) = rows_to_write(&flush.batch, &BTreeMap::new());
+        assert_eq!(owners, [0, 2, 3]);
+        assert_eq!(rows[2], again.rows().next().unwrap());
+        let refused = BTreeMap::from([(2, "refused".to_owned())]);
+        let (owners, _) = rows_to_write(&flush.batch, &refused);
+        assert_eq!(owners, [0, 3]);
+        // Partitions fenced off take their rows with them.
+        flush.batch.remove_partitions(&[0]);
+        assert_eq!(
+            (flush.batch.rows, flush.batch.encoded_rows().count()),
+            (0, 0)
+        );
     }
 }

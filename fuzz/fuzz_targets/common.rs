@@ -5,9 +5,11 @@
 use std::sync::Arc;
 
 use timesink::batch::Outcome;
+use timesink::copy_format::RowBuffer;
 use timesink::message::SourceMessage;
 use timesink::pipeline::process;
-use timesink::record::{DataType, Timestamp};
+use timesink::decimal::Decimal;
+use timesink::record::{DataType, Level1Row, Row, Timestamp};
 
 /// The data type a fuzz input's first byte selects.
 pub fn data_type(selector: u8) -> DataType {
@@ -25,10 +27,24 @@ pub fn run(data_type: DataType, headers: Vec<(String, Option<Vec<u8>>)>, value: 
     );
     // 2026-11-23T00:00:00Z, so that timestamps near the contract's examples validate.
     let now = Timestamp(1_795_392_000_000_000);
-    match process(data_type, Some("binance"), &message, 1 << 20, now) {
+    // A row already in the buffer, as when a batch is open: it stays.
+    let mut rows = RowBuffer::default();
+    rows.push(&Row::Level1(Level1Row {
+        time: now,
+        exchange_id: "e".into(),
+        symbol: "s".into(),
+        best_bid: Decimal::from_i64(1),
+        best_ask: Decimal::from_i64(2),
+        bid_size: None,
+        ask_size: None,
+        sequence: 1,
+        source: "fuzz".into(),
+    }));
+    match process(data_type, Some("binance"), &message, 1 << 20, now, &mut rows) {
         // An empty JSON array is valid and carries no rows.
-        Outcome::Rows(_) => {}
+        Outcome::Rows(n) => assert_eq!(rows.len(), 1 + n),
         Outcome::DeadLetter(rejection) => {
+            assert_eq!(rows.len(), 1, "a dead letter leaves no rows behind");
             let reason = &rejection.reason;
             assert!(!reason.is_empty());
             assert!(!reason.contains('\n'), "dlq.reason is one line: {reason:?}");
