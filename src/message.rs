@@ -6,9 +6,8 @@ use std::sync::Arc;
 
 /// One Kafka message with everything a dead letter must repeat.
 ///
-/// Its key, value and header values share one allocation, and its header
-/// names another: the consumer copies every message out of librdkafka, and
-/// an allocation per header name and value (a dozen per message) showed in
+/// Its key, value and headers share one allocation: the consumer copies
+/// every message out of librdkafka, and an allocation per part showed in
 /// profiles, both where messages are read and where batches are freed.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct SourceMessage {
@@ -20,18 +19,17 @@ pub struct SourceMessage {
     /// When the sink polled it (epoch ms): the sink's own share of the
     /// latency starts here, the broker's and the producer's ends.
     pub polled_ms: i64,
-    /// The key, the value, then each header's value, one after another.
+    /// The key, the value, each header's value, each header's name, one
+    /// after another; then, from `table`, per header in its original order
+    /// four little-endian u32: where its name starts and ends, where its
+    /// value starts and ends (`NO_VALUE` twice for a header without one).
     bytes: Box<[u8]>,
-    /// The header names, one after another.
-    names: Box<str>,
     key: Option<Span>,
     value: Option<Span>,
-    /// Per header in its original order: its name in `names`, its value in
-    /// `bytes` (a header may have no value).
-    headers: Box<[(Span, Option<Span>)]>,
+    table: u32,
 }
 
-/// Where a part lies in one of the message's buffers.
+/// Where a part lies in the message's buffer.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 struct Span {
     start: u32,
@@ -44,13 +42,19 @@ impl Span {
     }
 }
 
-/// Appends `part` to `buf`; where it went.
-fn put(buf: &mut Vec<u8>, part: &[u8]) -> Span {
-    let start = buf.len() as u32;
-    buf.extend_from_slice(part);
+/// Marks a header without a value in the header table.
+const NO_VALUE: u32 = u32::MAX;
+/// Bytes per header in the header table.
+const TABLE_ENTRY: usize = 16;
+
+/// Copies `part` into `buf` at `at`, which moves past it; where it went.
+fn fill(buf: &mut [u8], at: &mut usize, part: &[u8]) -> Span {
+    let start = *at;
+    *at += part.len();
+    buf[start..*at].copy_from_slice(part);
     Span {
-        start,
-        end: buf.len() as u32,
+        start: start as u32,
+        end: *at as u32,
     }
 }
 
@@ -68,26 +72,27 @@ impl SourceMessage {
         value: Option<&[u8]>,
         headers: impl IntoIterator<Item = (impl AsRef<str>, Option<&'a [u8]>)> + Clone,
     ) -> SourceMessage {
-        let (mut name_len, mut value_len, mut count) = (0, 0, 0);
+        let (mut len, mut count) = (key.map_or(0, <[u8]>::len) + value.map_or(0, <[u8]>::len), 0);
         for (name, value) in headers.clone() {
-            name_len += name.as_ref().len();
-            value_len += value.map_or(0, <[u8]>::len);
+            len += name.as_ref().len() + value.map_or(0, <[u8]>::len);
             count += 1;
         }
-        let own_len = key.map_or(0, <[u8]>::len) + value.map_or(0, <[u8]>::len);
-        let mut bytes = Vec::with_capacity(own_len + value_len);
-        let mut names = String::with_capacity(name_len);
-        let key = key.map(|k| put(&mut bytes, k));
-        let value = value.map(|v| put(&mut bytes, v));
-        let mut spans = Vec::with_capacity(count);
-        for (name, v) in headers {
-            let start = names.len() as u32;
-            names.push_str(name.as_ref());
-            let name = Span {
-                start,
-                end: names.len() as u32,
-            };
-            spans.push((name, v.map(|v| put(&mut bytes, v))));
+        let table = len;
+        // Sized at once and filled in place: the parts from the front, the
+        // header table from `table`.
+        let mut bytes = vec![0; table + count * TABLE_ENTRY];
+        let mut at = 0;
+        let key = key.map(|k| fill(&mut bytes, &mut at, k));
+        let value = value.map(|v| fill(&mut bytes, &mut at, v));
+        let mut entry = table;
+        for (name, value) in headers.into_iter().take(count) {
+            let value = value.map(|v| fill(&mut bytes, &mut at, v));
+            let name = fill(&mut bytes, &mut at, name.as_ref().as_bytes());
+            let (start, end) = value.map_or((NO_VALUE, NO_VALUE), |v| (v.start, v.end));
+            for n in [name.start, name.end, start, end] {
+                bytes[entry..entry + 4].copy_from_slice(&n.to_le_bytes());
+                entry += 4;
+            }
         }
         SourceMessage {
             topic,
@@ -96,10 +101,9 @@ impl SourceMessage {
             timestamp_ms: None,
             polled_ms: 0,
             bytes: bytes.into_boxed_slice(),
-            names: names.into_boxed_str(),
             key,
             value,
-            headers: spans.into_boxed_slice(),
+            table: table as u32,
         }
     }
 
@@ -113,22 +117,34 @@ impl SourceMessage {
 
     /// The headers in their original order.
     pub fn header_pairs(&self) -> impl Iterator<Item = (&str, Option<&[u8]>)> {
-        self.headers.iter().map(|(name, value)| {
-            (
-                &self.names[name.range()],
-                value.map(|v| &self.bytes[v.range()]),
-            )
-        })
+        self.bytes[self.table as usize..]
+            .chunks_exact(TABLE_ENTRY)
+            .map(|entry| {
+                let n = |i: usize| {
+                    u32::from_le_bytes([entry[i], entry[i + 1], entry[i + 2], entry[i + 3]])
+                };
+                let name = Span {
+                    start: n(0),
+                    end: n(4),
+                };
+                let value = (n(8) != NO_VALUE).then(|| Span {
+                    start: n(8),
+                    end: n(12),
+                });
+                // Names went in as `str`: this never falls back.
+                let name = std::str::from_utf8(&self.bytes[name.range()]).unwrap_or_default();
+                (name, value.map(|v| &self.bytes[v.range()]))
+            })
     }
 
     pub fn header_count(&self) -> usize {
-        self.headers.len()
+        (self.bytes.len() - self.table as usize) / TABLE_ENTRY
     }
 
     /// Bytes this message holds in memory (key, value and headers), for the
     /// batch byte limit.
     pub fn size(&self) -> usize {
-        self.bytes.len() + self.names.len()
+        self.table as usize
     }
 }
 
