@@ -5,6 +5,8 @@
 //! version. A JSON value is a bare record, an envelope, or an array of either.
 //! Every failure names where it happened (header, array element, field, byte).
 
+use std::borrow::Cow;
+
 use serde::Deserialize;
 use serde_json::value::RawValue;
 
@@ -187,10 +189,16 @@ struct Probe<'a> {
     metadata: Option<&'a RawValue>,
 }
 
+/// The envelope's `metadata`: only its attribution is used.
 #[derive(Deserialize)]
-struct Metadata {
-    attribution: Option<String>,
+struct Metadata<'a> {
+    #[serde(borrow)]
+    attribution: Option<Text<'a>>,
 }
+
+/// A JSON string, borrowed from the message unless it has escapes.
+#[derive(Deserialize)]
+struct Text<'a>(#[serde(borrow)] Cow<'a, str>);
 
 fn decode_json(data_type: DataType, bytes: &[u8]) -> Result<Vec<Fields>, DecodeError> {
     let text = std::str::from_utf8(bytes).map_err(|e| {
@@ -284,51 +292,66 @@ fn decode_object(
     location: &str,
 ) -> Result<Fields, DecodeError> {
     let Some(payload) = probe.payload else {
-        return parse_fields(data_type, text, location);
+        return parse_fields(data_type, text, || location.to_owned());
     };
-    let location = format!("{location} (envelope)");
+    // Locations are only written out for an error: a valid envelope
+    // allocates nothing here (its strings are borrowed unless escaped).
+    let envelope = |field: &str, e: &dyn std::fmt::Display| {
+        record_error(
+            &format!("{location} (envelope)"),
+            format_args!("field `{field}`: {e}"),
+        )
+    };
     if let Some(raw) = probe.data_type {
-        let name: String = serde_json::from_str(raw.get())
-            .map_err(|e| record_error(&location, format_args!("field `dataType`: {e}")))?;
+        let Text(name) = serde_json::from_str(raw.get()).map_err(|e| envelope("dataType", &e))?;
         match DataType::from_name(&name) {
             Some(t) if t == data_type => {}
             Some(_) => {
                 return Err(DecodeError::WrongDataType {
-                    found: name,
+                    found: name.into_owned(),
                     expected: data_type,
                 });
             }
-            None => return Err(DecodeError::UnknownDataType(name)),
+            None => return Err(DecodeError::UnknownDataType(name.into_owned())),
         }
     }
-    let source: Option<String> = match probe.source {
-        Some(raw) => serde_json::from_str(raw.get())
-            .map_err(|e| record_error(&location, format_args!("field `source`: {e}")))?,
+    let source: Option<Text<'_>> = match probe.source {
+        Some(raw) => serde_json::from_str(raw.get()).map_err(|e| envelope("source", &e))?,
         None => None,
     };
     let attribution = match probe.metadata {
         Some(raw) => {
-            let metadata: Option<Metadata> = serde_json::from_str(raw.get())
-                .map_err(|e| record_error(&location, format_args!("field `metadata`: {e}")))?;
+            let metadata: Option<Metadata<'_>> =
+                serde_json::from_str(raw.get()).map_err(|e| envelope("metadata", &e))?;
             metadata.and_then(|m| m.attribution)
         }
         None => None,
     };
     if !payload.get().starts_with('{') {
-        return Err(record_error(
-            &location,
-            "field `payload`: expected a JSON object",
-        ));
+        return Err(envelope("payload", &"expected a JSON object"));
     }
-    let mut fields = parse_fields(data_type, payload.get(), &format!("{location} payload"))?;
-    fields.fill_from_envelope(source.as_deref(), attribution.as_deref());
+    let mut fields = parse_fields(data_type, payload.get(), || {
+        format!("{location} (envelope) payload")
+    })?;
+    fields.fill_from_envelope(
+        source.as_ref().map(|s| &*s.0),
+        attribution.as_ref().map(|a| &*a.0),
+    );
     Ok(fields)
 }
 
 /// Parses a record object into the fields of the topic's type; a field of the
 /// wrong type is named by its JSON path.
-fn parse_fields(data_type: DataType, text: &str, location: &str) -> Result<Fields, DecodeError> {
-    fn parse<'de, T: Deserialize<'de>>(text: &'de str, location: &str) -> Result<T, DecodeError> {
+/// `location` names the record in an error.
+fn parse_fields(
+    data_type: DataType,
+    text: &str,
+    location: impl Fn() -> String,
+) -> Result<Fields, DecodeError> {
+    fn parse<'de, T: Deserialize<'de>>(
+        text: &'de str,
+        location: impl Fn() -> String,
+    ) -> Result<T, DecodeError> {
         // Tracking the path costs a third of the parse: only an error needs
         // it, so a failed parse is simply repeated with it.
         if let Ok(value) = serde_json::from_str(text) {
@@ -339,17 +362,17 @@ fn parse_fields(data_type: DataType, text: &str, location: &str) -> Result<Field
             let path = e.path().to_string();
             let inner = e.into_inner();
             if path == "." {
-                record_error(location, inner)
+                record_error(&location(), inner)
             } else {
-                record_error(location, format_args!("field `{path}`: {inner}"))
+                record_error(&location(), format_args!("field `{path}`: {inner}"))
             }
         })
     }
     Ok(match data_type {
-        DataType::Price => Fields::Price(parse::<PriceFields>(text, location)?),
-        DataType::Ohlcv => Fields::Ohlcv(parse::<OhlcvFields>(text, location)?),
-        DataType::Analytics => Fields::Analytics(parse::<AnalyticsFields>(text, location)?),
-        DataType::Level1 => Fields::Level1(parse::<Level1Fields>(text, location)?),
+        DataType::Price => Fields::Price(parse::<PriceFields>(text, &location)?),
+        DataType::Ohlcv => Fields::Ohlcv(parse::<OhlcvFields>(text, &location)?),
+        DataType::Analytics => Fields::Analytics(parse::<AnalyticsFields>(text, &location)?),
+        DataType::Level1 => Fields::Level1(parse::<Level1Fields>(text, &location)?),
     })
 }
 
@@ -549,6 +572,45 @@ mod tests {
         // A field of the wrong type is named, from the general path.
         let err = price(r#"{"coinId":7}"#).unwrap_err();
         assert!(err.to_string().contains("coinId"), "{err}");
+    }
+
+    #[test]
+    fn envelope_strings_with_escapes_and_envelope_errors_name_their_field() {
+        let rows = price(
+            r#"{"source":"co\u0069n\"g","dataType":"pri\u0063e","payload":{"coinId":"b"},
+               "metadata":{"attribution":"A\/B"}}"#,
+        )
+        .unwrap();
+        let Fields::Price(p) = &rows[0] else { panic!() };
+        assert_eq!(
+            (p.source.as_deref(), p.attribution.as_deref()),
+            (Some("coin\"g"), Some("A/B"))
+        );
+        for (value, expected) in [
+            (
+                r#"{"source":5,"payload":{}}"#,
+                "record (envelope): field `source`: invalid type: integer `5`, expected a string",
+            ),
+            (
+                r#"{"metadata":{"attribution":[]},"payload":{}}"#,
+                "record (envelope): field `metadata`: invalid type: sequence, expected a string",
+            ),
+            (
+                r#"{"payload":[1]}"#,
+                "record (envelope): field `payload`: expected a JSON object",
+            ),
+            (
+                r#"{"payload":{"usdPrice":true}}"#,
+                "record (envelope) payload: field `usdPrice`: ",
+            ),
+            (
+                r#"[1,{"payload":{"coinId":1}}]"#,
+                "element 0: expected a JSON object",
+            ),
+        ] {
+            let err = price(value).unwrap_err().to_string();
+            assert!(err.starts_with(expected), "{value}: {err}");
+        }
     }
 
     #[test]
