@@ -195,8 +195,11 @@ impl Batch {
     /// Appends a later batch of the same topic (its offsets follow this
     /// one's in every partition). The writer uses it to coalesce batches
     /// that queued up behind a COPY.
-    pub fn append(&mut self, later: Batch) {
+    pub fn append(&mut self, mut later: Batch) {
         debug_assert_eq!(self.topic, later.topic);
+        self.seal();
+        later.seal();
+        self.encoded.append(&mut later.encoded);
         for (partition, span) in later.spans {
             self.spans
                 .entry(partition)
@@ -213,11 +216,6 @@ impl Batch {
         self.bytes += later.bytes;
         self.opened = self.opened.min(later.opened);
         self.entries.extend(later.entries);
-        self.seal();
-        self.encoded.extend(later.encoded);
-        if !later.building.is_empty() {
-            self.encoded.push(later.building.freeze());
-        }
     }
 
     /// Ends the run of rows being added: every row is in `encoded` after.

@@ -19,13 +19,41 @@ use crate::record::{DataType, Row, Timestamp};
 const HEADER: &[u8] = b"PGCOPY\n\xff\r\n\0\0\0\0\0\0\0\0\0";
 const TRAILER: &[u8] = &(-1i16).to_be_bytes();
 
-/// Rows encoded one at a time, as the router validates them: the rows of an
-/// open batch. Frozen into [`EncodedRows`] once the batch is flushed.
+/// Rows in the binary COPY tuple format, one after another; `B` holds
+/// their bytes. Two kinds: [`RowBuffer`] while rows are added,
+/// [`EncodedRows`] once they are frozen for COPY.
 #[derive(Debug, Default, Clone, PartialEq)]
-pub struct RowBuffer {
-    buf: Vec<u8>,
+pub struct Rows<B> {
+    buf: B,
     /// `ends[i]` is where row `i` ends in `buf`.
     ends: Vec<usize>,
+}
+
+/// Rows encoded one at a time, as the router validates them: the rows of an
+/// open batch. Frozen into [`EncodedRows`] once the batch is flushed.
+pub type RowBuffer = Rows<Vec<u8>>;
+
+/// Rows ready for COPY. The bytes are shared, so that a COPY of any run of
+/// rows sends a slice of them, not a copy.
+pub type EncodedRows = Rows<Bytes>;
+
+impl<B: AsRef<[u8]>> Rows<B> {
+    pub fn len(&self) -> usize {
+        self.ends.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.ends.is_empty()
+    }
+
+    /// Each row's bytes, in order.
+    pub fn rows(&self) -> impl Iterator<Item = &[u8]> {
+        let buf = self.buf.as_ref();
+        let starts = std::iter::once(0).chain(self.ends.iter().copied());
+        starts
+            .zip(&self.ends)
+            .map(move |(start, &end)| &buf[start..end])
+    }
 }
 
 impl RowBuffer {
@@ -64,34 +92,12 @@ impl RowBuffer {
         self.ends.clear();
     }
 
-    pub fn len(&self) -> usize {
-        self.ends.len()
-    }
-
-    pub fn is_empty(&self) -> bool {
-        self.ends.is_empty()
-    }
-
-    /// Each row's bytes, in order.
-    pub fn rows(&self) -> impl Iterator<Item = &[u8]> {
-        slices(&self.buf, &self.ends)
-    }
-
     pub fn freeze(self) -> EncodedRows {
-        EncodedRows {
+        Rows {
             buf: self.buf.into(),
             ends: self.ends,
         }
     }
-}
-
-/// Encoded rows, one after another, in the binary COPY tuple format.
-#[derive(Debug, Default, Clone, PartialEq)]
-pub struct EncodedRows {
-    /// Shared, so that a COPY of any run of rows sends a slice of it, not a copy.
-    buf: Bytes,
-    /// `ends[i]` is where row `i` ends in `buf`.
-    ends: Vec<usize>,
 }
 
 impl EncodedRows {
@@ -102,19 +108,6 @@ impl EncodedRows {
             buffer.push_encoded(row);
         }
         buffer.freeze()
-    }
-
-    pub fn len(&self) -> usize {
-        self.ends.len()
-    }
-
-    pub fn is_empty(&self) -> bool {
-        self.ends.is_empty()
-    }
-
-    /// Each row's bytes, in order.
-    pub fn rows(&self) -> impl Iterator<Item = &[u8]> {
-        slices(&self.buf, &self.ends)
     }
 
     /// A complete COPY stream in three pieces: header, rows `range`, trailer.
@@ -135,11 +128,6 @@ impl EncodedRows {
             Bytes::from_static(TRAILER),
         ]
     }
-}
-
-fn slices<'a>(buf: &'a [u8], ends: &'a [usize]) -> impl Iterator<Item = &'a [u8]> {
-    let starts = std::iter::once(0).chain(ends.iter().copied());
-    starts.zip(ends).map(|(start, &end)| &buf[start..end])
 }
 
 /// A complete COPY stream of several runs of rows, each sent whole, in order.

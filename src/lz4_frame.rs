@@ -66,8 +66,7 @@ pub fn inflate(frame: &[u8], limit: usize) -> Result<Vec<u8>, DecodeError> {
     if !frame.starts_with(&MAGIC) {
         return Err(DecodeError::NotLz4Frame);
     }
-    let frame_error = |message: String| DecodeError::Lz4(message);
-    let truncated = || frame_error(format!("frame truncated at byte offset {}", frame.len()));
+    let truncated = || truncated(frame);
     let descriptor = descriptor(frame)?;
     let word = |at: usize| {
         frame
@@ -88,7 +87,7 @@ pub fn inflate(frame: &[u8], limit: usize) -> Result<Vec<u8>, DecodeError> {
         }
         let size = (size_word & !BLOCK_UNCOMPRESSED) as usize;
         if size > descriptor.max_block {
-            return Err(frame_error(format!(
+            return Err(DecodeError::Lz4(format!(
                 "block at byte offset {block_at} holds {size} bytes, more than the frame's maximum block size ({})",
                 descriptor.max_block
             )));
@@ -99,7 +98,7 @@ pub fn inflate(frame: &[u8], limit: usize) -> Result<Vec<u8>, DecodeError> {
             let expected = word(at)?;
             at += 4;
             if XxHash32::oneshot(0, data) != expected {
-                return Err(frame_error(format!(
+                return Err(DecodeError::Lz4(format!(
                     "block at byte offset {block_at}: checksum mismatch"
                 )));
             }
@@ -134,7 +133,9 @@ pub fn inflate(frame: &[u8], limit: usize) -> Result<Vec<u8>, DecodeError> {
                     {
                         Err(DecodeError::TooLarge { limit })
                     }
-                    Err(e) => Err(frame_error(format!("block at byte offset {block_at}: {e}"))),
+                    Err(e) => Err(DecodeError::Lz4(format!(
+                        "block at byte offset {block_at}: {e}"
+                    ))),
                 }
             })?;
         }
@@ -145,7 +146,7 @@ pub fn inflate(frame: &[u8], limit: usize) -> Result<Vec<u8>, DecodeError> {
     if let Some(expected) = descriptor.content_size
         && expected != out.len() as u64
     {
-        return Err(frame_error(format!(
+        return Err(DecodeError::Lz4(format!(
             "the frame declares {expected} bytes of content but holds {}",
             out.len()
         )));
@@ -154,11 +155,11 @@ pub fn inflate(frame: &[u8], limit: usize) -> Result<Vec<u8>, DecodeError> {
         let expected = word(at)?;
         at += 4;
         if hasher.finish_32() != expected {
-            return Err(frame_error("content checksum mismatch".to_owned()));
+            return Err(DecodeError::Lz4("content checksum mismatch".to_owned()));
         }
     }
     if at < frame.len() {
-        return Err(frame_error(format!(
+        return Err(DecodeError::Lz4(format!(
             "{} bytes after the end of the frame (at byte offset {at})",
             frame.len() - at
         )));
@@ -166,24 +167,28 @@ pub fn inflate(frame: &[u8], limit: usize) -> Result<Vec<u8>, DecodeError> {
     Ok(out)
 }
 
+/// The frame ends before its end mark (or a part it announced).
+fn truncated(frame: &[u8]) -> DecodeError {
+    DecodeError::Lz4(format!("frame truncated at byte offset {}", frame.len()))
+}
+
 /// Reads the frame descriptor that follows the magic number.
 fn descriptor(frame: &[u8]) -> Result<Descriptor, DecodeError> {
-    let frame_error = |message: String| DecodeError::Lz4(message);
-    let truncated = || frame_error(format!("frame truncated at byte offset {}", frame.len()));
+    let truncated = || truncated(frame);
     let (&flg, &bd) = frame.get(4).zip(frame.get(5)).ok_or_else(truncated)?;
     if flg & FLG_VERSION_MASK != FLG_VERSION_01 {
-        return Err(frame_error(format!(
+        return Err(DecodeError::Lz4(format!(
             "unsupported frame version {}",
             (flg & FLG_VERSION_MASK) >> 6
         )));
     }
     if flg & FLG_RESERVED != 0 || bd & BD_RESERVED != 0 {
-        return Err(frame_error(
+        return Err(DecodeError::Lz4(
             "reserved bits are set in the frame descriptor".to_owned(),
         ));
     }
     if flg & FLG_DICTIONARY_ID != 0 {
-        return Err(frame_error(
+        return Err(DecodeError::Lz4(
             "frames with a dictionary are not supported".to_owned(),
         ));
     }
@@ -193,7 +198,7 @@ fn descriptor(frame: &[u8]) -> Result<Descriptor, DecodeError> {
         6 => 1024 * 1024,
         7 => 4 * 1024 * 1024,
         other => {
-            return Err(frame_error(format!(
+            return Err(DecodeError::Lz4(format!(
                 "unsupported maximum block size code {other}"
             )));
         }
@@ -210,7 +215,9 @@ fn descriptor(frame: &[u8]) -> Result<Descriptor, DecodeError> {
     };
     let &checksum = frame.get(len).ok_or_else(truncated)?;
     if (XxHash32::oneshot(0, &frame[4..len]) >> 8) as u8 != checksum {
-        return Err(frame_error("frame descriptor checksum mismatch".to_owned()));
+        return Err(DecodeError::Lz4(
+            "frame descriptor checksum mismatch".to_owned(),
+        ));
     }
     Ok(Descriptor {
         max_block,

@@ -30,7 +30,7 @@ use crate::message::SourceMessage;
 use crate::record::{DataType, Timestamp};
 use crate::schema;
 use crate::validate::{self, Context};
-use crate::write::{Fence, Flush, Prepared, Report, Writer};
+use crate::write::{Fence, Flush, Report, Writer};
 
 /// Chunks of messages the consumer thread may queue ahead of the pipeline
 /// (32 × 256 = 8k messages, a few MiB): librdkafka prefetches behind them.
@@ -180,35 +180,35 @@ pub async fn run(
         writer_tasks.push(tokio::spawn(async move {
             writer.warm_up().await;
             // The next transaction, growing while the current one is written.
-            let mut next: Option<Prepared> = None;
+            let mut next: Option<Flush> = None;
             // A batch that does not continue `next` (another topic of the
             // table, or another assignment): it starts the one after.
             let mut carried: Option<Flush> = None;
             let mut closed = false;
             loop {
-                let current = match next.take().or_else(|| carried.take().map(Prepared::new)) {
-                    Some(prepared) => prepared,
+                let current = match next.take().or_else(|| carried.take()) {
+                    Some(flush) => flush,
                     None => match rx.recv().await {
-                        Some(flush) => Prepared::new(flush),
+                        Some(flush) => flush,
                         None => break,
                     },
                 };
                 // A batch that could not join `current` starts the next one.
-                next = carried.take().map(Prepared::new);
+                next = carried.take();
                 let started = Instant::now();
                 let write = writer.write(current, &stop);
                 tokio::pin!(write);
                 // While PostgreSQL takes this transaction, the batches that
-                // arrive are encoded and join the next one.
+                // arrive join the next one.
                 let report = loop {
-                    let room = next.as_ref().is_none_or(|p| p.has_room(coalesce.0, coalesce.1));
+                    let room = next.as_ref().is_none_or(|f| f.has_room(coalesce.0, coalesce.1));
                     tokio::select! {
                         report = &mut write => break report,
                         flush = rx.recv(), if !closed && carried.is_none() && room => match (flush, &mut next) {
                             (None, _) => closed = true,
-                            (Some(flush), None) => next = Some(Prepared::new(flush)),
-                            (Some(flush), Some(prepared)) => {
-                                if let Err(flush) = prepared.coalesce(flush) {
+                            (Some(flush), None) => next = Some(flush),
+                            (Some(flush), Some(joined)) => {
+                                if let Err(flush) = joined.coalesce(flush) {
                                     carried = Some(*flush);
                                 }
                             }

@@ -49,7 +49,10 @@ pub struct Fence {
     pub epoch: u64,
 }
 
-/// A batch handed to a writer, with the fences of its partitions.
+/// A batch handed to a writer, with the fences of its partitions. Batches
+/// that queue up while the writer is busy join the next flush, so under a
+/// backlog transactions grow; their rows, encoded by the router, stay where
+/// they are (one run per batch).
 #[derive(Debug)]
 pub struct Flush {
     pub batch: Batch,
@@ -98,34 +101,11 @@ impl Flush {
             (Some(_), None) => {}
         }
     }
-}
-
-/// A flush waiting for its table's writer. Batches that queue up while the
-/// writer is busy join it, so under a backlog transactions grow; their rows,
-/// encoded by the router, stay where they are (one run per batch).
-#[derive(Debug)]
-pub struct Prepared {
-    flush: Flush,
-}
-
-impl Prepared {
-    pub fn new(flush: Flush) -> Prepared {
-        Prepared { flush }
-    }
-
-    /// Adds `later` when it continues this flush; otherwise hands it back.
-    pub fn coalesce(&mut self, later: Flush) -> Result<(), Box<Flush>> {
-        if !self.flush.continued_by(&later) {
-            return Err(Box::new(later));
-        }
-        self.flush.append(later);
-        Ok(())
-    }
 
     /// Whether batches may still join: fewer than `rows` rows and `bytes`
     /// message bytes so far.
     pub fn has_room(&self, rows: usize, bytes: usize) -> bool {
-        self.flush.batch.rows < rows && self.flush.batch.bytes < bytes
+        self.batch.rows < rows && self.batch.bytes < bytes
     }
 }
 
@@ -304,8 +284,7 @@ impl Writer {
 
     /// Writes a flush, retrying transient failures until it is committed or
     /// fenced, or until `stop` is cancelled (then `None`: nothing committed).
-    pub async fn write(&mut self, prepared: Prepared, stop: &CancellationToken) -> Option<Report> {
-        let Prepared { mut flush } = prepared;
+    pub async fn write(&mut self, mut flush: Flush, stop: &CancellationToken) -> Option<Report> {
         let mut report = Report {
             topic: Some(flush.batch.topic.clone()),
             ..Report::default()
@@ -880,13 +859,13 @@ mod tests {
 
     #[test]
     fn joined_batches_are_one_copy_of_every_row_in_order() {
-        let mut prepared = Prepared::new(flush_of_rows(0..2));
-        prepared
+        let mut joined = flush_of_rows(0..2);
+        joined
             .coalesce(flush_of_rows(2..5))
             .expect("a continuation");
         // Not a continuation: handed back, nothing added.
-        assert!(prepared.coalesce(flush_of_rows(7..8)).is_err());
-        let parts = &prepared.flush.batch.encoded;
+        assert!(joined.coalesce(flush_of_rows(7..8)).is_err());
+        let parts = &joined.batch.encoded;
         assert_eq!(
             parts.iter().map(EncodedRows::len).collect::<Vec<_>>(),
             [2, 3]
@@ -896,9 +875,9 @@ mod tests {
             stream_all(parts).concat(),
             stream_all(&whole.batch.encoded).concat()
         );
-        assert!(prepared.has_room(6, 1000));
-        assert!(!prepared.has_room(5, 1000));
-        assert!(!prepared.has_room(6, 50));
+        assert!(joined.has_room(6, 1000));
+        assert!(!joined.has_room(5, 1000));
+        assert!(!joined.has_room(6, 50));
     }
 
     #[test]
