@@ -9,6 +9,8 @@ For each mix (prices only; the four-type mix) and each of R repeats:
   3. the limit: export exactly the rows the sink stored to binary COPY files,
      empty the tables, and time PostgreSQL's own `COPY … FROM file` into the
      same tables (same keys, same indexes).
+The prices mix runs a second time in each repeat with `batch.writers.prices = 2`
+(two connections write the one table), alternating with the default.
 Prints a markdown table of medians with min–max and writes it under
 bench/results/. Standard library only.
 
@@ -75,6 +77,9 @@ TICK = os.sysconf("SC_CLK_TCK")
 TYPES = ["PRICES", "OHLCV", "ANALYTICS", "LEVEL1"]
 # Seed 002's batches as they are: each waits its linger, one transaction each.
 FIXED = {"TIMESINK_BATCH__ADAPTIVE": "false"}
+# Prices only is one table: the setting for such a load, a second writer.
+TWO_WRITERS = {"TIMESINK_BATCH__WRITERS__PRICES": "2"}
+TWO_WRITERS_LABEL = "prices, `batch.writers.prices = 2`"
 
 
 def fixed_size(rows):
@@ -508,6 +513,11 @@ def main():
             r = one_run(env, mix, run)
             drain_line(f"{mix} run {run}/{R}", r)
             results.setdefault(mix, []).append(r)
+            if mix == "prices":
+                # Alternating with the default, so that both see the same drift.
+                r = one_run(env, mix, run, "w2", TWO_WRITERS)
+                drain_line(f"prices, two writers, run {run}/{R}", r)
+                results.setdefault(TWO_WRITERS_LABEL, []).append(r)
     latency = {"adaptive": [], "fixed": []}
     for run in range(1, R + 1):
         r = latency_run(env, run)

@@ -1,6 +1,9 @@
 //! Batch stage: decoded messages → one batch per topic, flushed on rows,
 //! bytes or age, whichever comes first.
 //!
+//! A table may have several writers (`batch.writers`); a partition always
+//! goes to the same one, so a topic has a batch open per writer.
+//!
 //! The age (linger) adapts: a table's batches wait about twice as long as
 //! its recent transactions took (times the topics sharing its writer), within
 //! the configured `[min_linger, linger]`. A fast database gets small batches
@@ -15,6 +18,7 @@ use std::collections::{BTreeMap, HashMap};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+use crate::config::Writers;
 use crate::copy_format::{EncodedRows, RowBuffer};
 use crate::message::SourceMessage;
 use crate::record::DataType;
@@ -129,6 +133,9 @@ pub struct Span {
 pub struct Batch {
     pub topic: Arc<str>,
     pub data_type: DataType,
+    /// Which of its table's writers takes it: every partition of the batch
+    /// belongs to that one.
+    pub writer: usize,
     pub entries: Vec<Entry>,
     /// Per partition, the first and last offset in this batch.
     pub spans: BTreeMap<i32, Span>,
@@ -146,13 +153,14 @@ pub struct Batch {
 impl Batch {
     /// An empty batch opened now.
     pub fn empty(topic: Arc<str>, data_type: DataType) -> Batch {
-        Batch::new(topic, data_type, Instant::now())
+        Batch::new(topic, data_type, 0, Instant::now())
     }
 
-    fn new(topic: Arc<str>, data_type: DataType, now: Instant) -> Batch {
+    fn new(topic: Arc<str>, data_type: DataType, writer: usize, now: Instant) -> Batch {
         Batch {
             topic,
             data_type,
+            writer,
             entries: Vec::new(),
             spans: BTreeMap::new(),
             rows: 0,
@@ -197,6 +205,7 @@ impl Batch {
     /// that queued up behind a COPY.
     pub fn append(&mut self, mut later: Batch) {
         debug_assert_eq!(self.topic, later.topic);
+        debug_assert_eq!(self.writer, later.writer);
         self.seal();
         later.seal();
         self.encoded.append(&mut later.encoded);
@@ -278,44 +287,53 @@ struct Open {
     deadline: Instant,
 }
 
-/// The open batches, one per topic.
+/// The open batches, one per topic and writer.
 #[derive(Debug, Default)]
 pub struct Batcher {
-    open: HashMap<Arc<str>, Open>,
+    open: HashMap<(Arc<str>, usize), Open>,
     /// Whether lingers adapt to the write times (else the configured linger).
     adaptive: bool,
+    /// How many writers each table has: which one a partition's batches
+    /// go to.
+    writers: Writers,
     /// Per table, the running average of its transactions' durations, in
     /// seconds: what an adaptive linger follows.
     write_secs: HashMap<DataType, f64>,
 }
 
 impl Batcher {
-    pub fn new(adaptive: bool) -> Batcher {
+    pub fn new(adaptive: bool, writers: Writers) -> Batcher {
         Batcher {
             adaptive,
+            writers,
             ..Batcher::default()
         }
     }
 
-    /// A table's writer finished a transaction that took `took`.
+    /// The writer of a table that takes a partition's batches.
+    pub fn writer(&self, data_type: DataType, partition: i32) -> usize {
+        partition.unsigned_abs() as usize % self.writers.of(data_type).max(1)
+    }
+
+    /// One of a table's writers finished a transaction that took `took`.
     pub fn observe_write(&mut self, data_type: DataType, took: Duration) {
         let took = took.min(WRITE_TIME_CAP).as_secs_f64();
         let mean = self.write_secs.entry(data_type).or_insert(took);
         *mean += WRITE_TIME_WEIGHT * (took - *mean);
     }
 
-    /// The linger of a batch of this table opened now: fixed, or long enough
-    /// that the table's writer is busy about `TARGET_BUSY` of the time. The
-    /// topics of the table with a batch open share its writer, so each
-    /// waits for all of them.
-    pub fn linger(&self, data_type: DataType, limits: &Limits) -> Duration {
+    /// The linger of a batch of this table for this writer opened now:
+    /// fixed, or long enough that the writer is busy about `TARGET_BUSY` of
+    /// the time. The topics with a batch open for the writer share it, so
+    /// each waits for all of them.
+    pub fn linger(&self, data_type: DataType, writer: usize, limits: &Limits) -> Duration {
         if !self.adaptive {
             return limits.linger;
         }
         let sharing = 1 + self
             .open
             .values()
-            .filter(|o| o.batch.data_type == data_type)
+            .filter(|o| o.batch.data_type == data_type && o.batch.writer == writer)
             .count();
         let write = self.write_secs.get(&data_type).copied().unwrap_or(0.0);
         let linger = Duration::from_secs_f64(write * sharing as f64 / TARGET_BUSY);
@@ -325,7 +343,8 @@ impl Batcher {
     }
 
     /// Adds a message, and the rows it validated into (taken from `rows`),
-    /// to its topic's batch; returns the batch if it is now full.
+    /// to its topic's batch for its partition's writer; returns the batch if
+    /// it is now full.
     pub fn push(
         &mut self,
         data_type: DataType,
@@ -334,24 +353,25 @@ impl Batcher {
         limits: Limits,
         now: Instant,
     ) -> Option<Batch> {
-        let topic = entry.message.topic.clone();
-        if let Some(open) = self.open.get_mut(&topic) {
+        let writer = self.writer(data_type, entry.message.partition);
+        let key = (entry.message.topic.clone(), writer);
+        if let Some(open) = self.open.get_mut(&key) {
             open.batch.push(entry, rows);
             return if open.batch.is_full(&open.limits) {
-                self.open.remove(&topic).map(|o| o.batch)
+                self.open.remove(&key).map(|o| o.batch)
             } else {
                 None
             };
         }
         // A new batch: its deadline is set now, from the current linger.
-        let mut batch = Batch::new(topic.clone(), data_type, now);
+        let mut batch = Batch::new(key.0.clone(), data_type, writer, now);
         batch.push(entry, rows);
         if batch.is_full(&limits) {
             return Some(batch);
         }
-        let deadline = now + self.linger(data_type, &limits);
+        let deadline = now + self.linger(data_type, writer, &limits);
         self.open.insert(
-            topic,
+            key,
             Open {
                 batch,
                 limits,
@@ -368,14 +388,14 @@ impl Batcher {
 
     /// Takes the batches whose linger has passed.
     pub fn take_due(&mut self, now: Instant) -> Vec<Batch> {
-        let due: Vec<Arc<str>> = self
+        let due: Vec<(Arc<str>, usize)> = self
             .open
             .iter()
             .filter(|(_, o)| o.deadline <= now)
-            .map(|(t, _)| t.clone())
+            .map(|(key, _)| key.clone())
             .collect();
         due.iter()
-            .filter_map(|t| self.open.remove(t))
+            .filter_map(|key| self.open.remove(key))
             .map(|o| o.batch)
             .collect()
     }
@@ -387,12 +407,12 @@ impl Batcher {
 
     /// Drops what is buffered for these partitions of a topic.
     pub fn drop_partitions(&mut self, topic: &str, partitions: &[i32]) {
-        if let Some(open) = self.open.get_mut(topic) {
-            open.batch.remove_partitions(partitions);
-            if open.batch.is_empty() {
-                self.open.remove(topic);
+        self.open.retain(|(t, _), open| {
+            if &**t == topic {
+                open.batch.remove_partitions(partitions);
             }
-        }
+            !open.batch.is_empty()
+        });
     }
 
     /// Rows buffered in all open batches.
@@ -441,7 +461,7 @@ mod tests {
     #[test]
     fn flushes_on_rows() {
         let t: Arc<str> = "crypto-level1".into();
-        let mut b = Batcher::new(false);
+        let mut b = Batcher::new(false, Writers::default());
         let now = Instant::now();
         for offset in 0..2 {
             let e = Entry {
@@ -485,7 +505,7 @@ mod tests {
     #[test]
     fn flushes_on_bytes_and_on_age() {
         let t: Arc<str> = "crypto-prices".into();
-        let mut b = Batcher::new(false);
+        let mut b = Batcher::new(false, Writers::default());
         let now = Instant::now();
         let e = Entry {
             message: message(&t, 0, 0, 2000),
@@ -515,7 +535,7 @@ mod tests {
     #[test]
     fn batches_are_per_topic_and_partitions_can_be_dropped() {
         let (a, c): (Arc<str>, Arc<str>) = ("crypto-prices".into(), "crypto-prices-binance".into());
-        let mut b = Batcher::new(false);
+        let mut b = Batcher::new(false, Writers::default());
         let now = Instant::now();
         b.push(
             DataType::Price,
@@ -559,6 +579,58 @@ mod tests {
     }
 
     #[test]
+    fn a_table_with_two_writers_has_a_batch_per_writer_and_a_partition_keeps_its_writer() {
+        let t: Arc<str> = "crypto-prices".into();
+        let writers = Writers {
+            prices: 2,
+            ..Writers::default()
+        };
+        let mut b = Batcher::new(true, writers);
+        let now = Instant::now();
+        let push = |b: &mut Batcher, partition, offset| {
+            b.push(
+                DataType::Price,
+                Entry {
+                    message: message(&t, partition, offset, 1),
+                    outcome: rows(1),
+                },
+                &mut quotes(1),
+                LIMITS,
+                now,
+            )
+        };
+        assert!(push(&mut b, 0, 0).is_none());
+        assert!(push(&mut b, 1, 0).is_none());
+        // Partition 2 joins partition 0's batch: it fills at 3 rows while
+        // the other writer's batch still holds one.
+        assert!(push(&mut b, 2, 0).is_none());
+        let full = push(&mut b, 0, 1).expect("writer 0's batch is full");
+        assert_eq!(full.writer, 0);
+        assert_eq!(full.spans.keys().copied().collect::<Vec<_>>(), [0, 2]);
+        assert_eq!(b.buffered_rows(), 1);
+        assert_eq!(b.writer(DataType::Price, 3), 1);
+        // Other tables keep one writer.
+        assert_eq!(b.writer(DataType::Level1, 3), 0);
+
+        // Each writer's lingers count only the batches waiting for it:
+        // writer 0 has none open (twice 4 ms), writer 1 one (twice that,
+        // capped at the 10 ms linger).
+        b.observe_write(DataType::Price, Duration::from_millis(4));
+        let linger = |b: &Batcher, w| b.linger(DataType::Price, w, &LIMITS);
+        assert_eq!(linger(&b, 0), Duration::from_millis(8));
+        assert_eq!(linger(&b, 1), Duration::from_millis(10));
+
+        // Dropping a partition reaches the batch of its writer.
+        assert!(push(&mut b, 3, 0).is_none());
+        b.drop_partitions("crypto-prices", &[1]);
+        let all = b.take_all();
+        assert_eq!(all.len(), 1);
+        assert_eq!(all[0].writer, 1);
+        assert_eq!(all[0].spans.keys().copied().collect::<Vec<_>>(), [3]);
+        assert_eq!(all[0].encoded_rows().count(), 1);
+    }
+
+    #[test]
     fn adaptive_linger_follows_write_times_within_bounds() {
         let limits = Limits {
             max_rows: 1000,
@@ -567,27 +639,27 @@ mod tests {
             min_linger: Duration::from_millis(1),
         };
         let ms = |d: Duration| d.as_secs_f64() * 1000.0;
-        let mut b = Batcher::new(true);
+        let mut b = Batcher::new(true, Writers::default());
         // Nothing written yet: as soon as allowed.
-        assert_eq!(b.linger(DataType::Price, &limits), limits.min_linger);
+        assert_eq!(b.linger(DataType::Price, 0, &limits), limits.min_linger);
         // Writes of 4 ms: batches wait twice that, the writer half busy.
         b.observe_write(DataType::Price, Duration::from_millis(4));
-        assert!((ms(b.linger(DataType::Price, &limits)) - 8.0).abs() < 0.01);
+        assert!((ms(b.linger(DataType::Price, 0, &limits)) - 8.0).abs() < 0.01);
         // Another table's writes do not count.
-        assert_eq!(b.linger(DataType::Level1, &limits), limits.min_linger);
+        assert_eq!(b.linger(DataType::Level1, 0, &limits), limits.min_linger);
         // Slower writes lengthen it, up to the bound.
         for _ in 0..50 {
             b.observe_write(DataType::Price, Duration::from_millis(20));
         }
-        assert!((ms(b.linger(DataType::Price, &limits)) - 40.0).abs() < 0.1);
+        assert!((ms(b.linger(DataType::Price, 0, &limits)) - 40.0).abs() < 0.1);
         b.observe_write(DataType::Price, Duration::from_secs(3600));
-        assert_eq!(b.linger(DataType::Price, &limits), limits.linger);
+        assert_eq!(b.linger(DataType::Price, 0, &limits), limits.linger);
         // An outage counts as 10 s at most: the average comes back within
         // a few dozen transactions.
         for _ in 0..40 {
             b.observe_write(DataType::Price, Duration::from_millis(2));
         }
-        assert!(ms(b.linger(DataType::Price, &limits)) < 5.0);
+        assert!(ms(b.linger(DataType::Price, 0, &limits)) < 5.0);
 
         // Two topics of a table with batches open share its writer: the
         // second waits for both.
@@ -597,16 +669,16 @@ mod tests {
             message: message(topic, 0, 0, 1),
             outcome: rows(1),
         };
-        let one = b.linger(DataType::Price, &limits);
+        let one = b.linger(DataType::Price, 0, &limits);
         b.push(DataType::Price, entry(&p), &mut quotes(1), limits, now);
         assert_eq!(b.next_deadline(), Some(now + one));
         b.push(DataType::Price, entry(&q), &mut quotes(1), limits, now);
-        let two = b.linger(DataType::Price, &limits);
+        let two = b.linger(DataType::Price, 0, &limits);
         assert!(two > one);
 
         // Fixed: the configured linger, whatever the write times.
-        let mut fixed = Batcher::new(false);
+        let mut fixed = Batcher::new(false, Writers::default());
         fixed.observe_write(DataType::Price, Duration::from_millis(4));
-        assert_eq!(fixed.linger(DataType::Price, &limits), limits.linger);
+        assert_eq!(fixed.linger(DataType::Price, 0, &limits), limits.linger);
     }
 }

@@ -297,6 +297,48 @@ pub struct BatchConfig {
     pub level1: BatchLimits,
     /// Overrides for single topics, by exact topic name.
     pub topics: BTreeMap<String, BatchLimits>,
+    /// How many connections write each table at once.
+    pub writers: Writers,
+}
+
+/// Per table, how many connections write it at once, each its own
+/// transactions. A partition always goes to the same one (its number modulo
+/// the count), so its rows stay in order and its offsets move one
+/// transaction at a time. One PostgreSQL backend takes one COPY at a time:
+/// a second writer pays where one table carries most of the rows and the
+/// backend, not the CPU, is what is full.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct Writers {
+    pub prices: usize,
+    pub ohlcv: usize,
+    pub analytics: usize,
+    pub level1: usize,
+}
+
+impl Default for Writers {
+    fn default() -> Self {
+        Writers {
+            prices: 1,
+            ohlcv: 1,
+            analytics: 1,
+            level1: 1,
+        }
+    }
+}
+
+impl Writers {
+    /// The most writers a table may have.
+    pub const MAX: usize = 16;
+
+    pub fn of(&self, data_type: DataType) -> usize {
+        match data_type {
+            DataType::Price => self.prices,
+            DataType::Ohlcv => self.ohlcv,
+            DataType::Analytics => self.analytics,
+            DataType::Level1 => self.level1,
+        }
+    }
 }
 
 const MIB: usize = 1024 * 1024;
@@ -319,6 +361,7 @@ impl Default for BatchConfig {
             analytics: limits(100, 1000),
             level1: limits(1000, 10),
             topics: BTreeMap::new(),
+            writers: Writers::default(),
         }
     }
 }
@@ -557,6 +600,15 @@ impl Config {
                 return Err(invalid(
                     format!("{key}.min_linger_ms"),
                     format!("must be at most linger_ms ({})", l.linger_ms),
+                ));
+            }
+        }
+        for t in DataType::ALL {
+            let n = self.batch.writers.of(t);
+            if !(1..=Writers::MAX).contains(&n) {
+                return Err(invalid(
+                    format!("batch.writers.{}", topic_key(t)),
+                    format!("must be between 1 and {}", Writers::MAX),
                 ));
             }
         }
@@ -819,6 +871,16 @@ mod tests {
                 "TIMESINK_BATCH__MAX_TRANSACTION_ROWS",
                 "0",
                 "batch.max_transaction_rows",
+            ),
+            (
+                "TIMESINK_BATCH__WRITERS__PRICES",
+                "0",
+                "batch.writers.prices",
+            ),
+            (
+                "TIMESINK_BATCH__WRITERS__LEVEL1",
+                "17",
+                "batch.writers.level1",
             ),
             ("TIMESINK_DEAD_LETTER__SUFFIX", "_dlq", "dead_letter.suffix"),
             ("TIMESINK_HTTP__LISTEN", "localhost", "http.listen"),

@@ -1,8 +1,9 @@
 //! The running sink: wires consume → decode → validate → batch → write → commit.
 //!
 //! One task routes the consumer's events: it decodes and validates each
-//! message, keeps the open batches, and hands full or due batches to the
-//! table's writer task, which encodes them as they arrive and joins them
+//! message, keeps the open batches, and hands full or due batches to a
+//! writer task of their table (`batch.writers`; a partition always to the
+//! same one), which takes them as they arrive and joins them
 //! into its next transaction while PostgreSQL takes the current one
 //! (bounded: a slow database slows fetching, never grows memory). Writers
 //! report back; the consumer thread commits to Kafka what the database has
@@ -150,7 +151,7 @@ pub async fn run(
 
     // Writers stop retrying only when the shutdown deadline has passed.
     let writers_stop = CancellationToken::new();
-    let mut writer_queues: HashMap<DataType, mpsc::Sender<Flush>> = HashMap::new();
+    let mut writer_queues: HashMap<(DataType, usize), mpsc::Sender<Flush>> = HashMap::new();
     let mut writer_tasks: Vec<JoinHandle<()>> = Vec::new();
     // How large a transaction may grow by coalescing the batches that
     // arrive while the writer writes: under a backlog, fewer and larger
@@ -163,7 +164,10 @@ pub async fn run(
     } else {
         (0, 0)
     };
-    for t in DataType::ALL {
+    let writers = DataType::ALL
+        .into_iter()
+        .flat_map(|t| (0..config.batch.writers.of(t)).map(move |w| (t, w)));
+    for (t, w) in writers {
         // Exported from the start, so that dashboards show 0, not "no data".
         metrics::counter!("timesink_write_retries_total", "table" => t.table()).absolute(0);
         let (tx, mut rx) = mpsc::channel::<Flush>(WRITER_QUEUE);
@@ -230,12 +234,13 @@ pub async fn run(
                 }
                 let _ = reports.send(Written {
                     data_type: t,
+                    writer: w,
                     took,
                     report,
                 });
             }
         }));
-        writer_queues.insert(t, tx);
+        writer_queues.insert((t, w), tx);
     }
     drop(report_tx);
 
@@ -251,7 +256,7 @@ pub async fn run(
 
     let mut router = Router {
         config: &config,
-        batcher: Batcher::new(config.batch.adaptive),
+        batcher: Batcher::new(config.batch.adaptive, config.batch.writers),
         partitions: HashMap::new(),
         writers: writer_queues,
         commands: command_tx.clone(),
@@ -323,6 +328,7 @@ async fn sleep_until(deadline: Option<Instant>) {
 /// adaptive lingers follow), and what it committed or found fenced.
 struct Written {
     data_type: DataType,
+    writer: usize,
     took: Duration,
     report: Report,
 }
@@ -332,7 +338,8 @@ struct Router<'c> {
     config: &'c Config,
     batcher: Batcher,
     partitions: HashMap<(Arc<str>, i32), PartitionState>,
-    writers: HashMap<DataType, mpsc::Sender<Flush>>,
+    /// The writer tasks' queues, by table and writer.
+    writers: HashMap<(DataType, usize), mpsc::Sender<Flush>>,
     commands: std_mpsc::Sender<Command>,
     /// Rows between batching and commit, all tables together: a batch takes
     /// its rows' worth before it is shipped and gives it back once dropped.
@@ -441,7 +448,7 @@ impl Router<'_> {
         }
     }
 
-    /// Hands a batch to its table's writer, with the fences of its partitions.
+    /// Hands a batch to its writer, with the fences of its partitions.
     async fn ship(&mut self, batch: Batch) {
         let mut fences = Vec::with_capacity(batch.spans.len());
         for (&partition, span) in &batch.spans {
@@ -462,7 +469,7 @@ impl Router<'_> {
         let table = batch.data_type.table();
         metrics::histogram!("timesink_batch_rows", "table" => table).record(batch.rows as f64);
         metrics::histogram!("timesink_batch_bytes", "table" => table).record(batch.bytes as f64);
-        if let Some(writer) = self.writers.get(&batch.data_type) {
+        if let Some(writer) = self.writers.get(&(batch.data_type, batch.writer)) {
             // A batch larger than the whole budget takes all of it.
             let rows = batch.rows.clamp(1, self.config.batch.max_rows_in_flight) as u32;
             let budget = self.budget.clone().acquire_many_owned(rows).await.ok();
@@ -479,13 +486,17 @@ impl Router<'_> {
     fn written(&mut self, written: Written) {
         let Written {
             data_type,
+            writer,
             took,
             report,
         } = written;
         self.batcher.observe_write(data_type, took);
         let limits = self.config.batch.for_type(data_type);
-        metrics::gauge!("timesink_batch_linger_seconds", "table" => data_type.table())
-            .set(self.batcher.linger(data_type, &limits).as_secs_f64());
+        metrics::gauge!("timesink_batch_linger_seconds", "table" => data_type.table()).set(
+            self.batcher
+                .linger(data_type, writer, &limits)
+                .as_secs_f64(),
+        );
         if !report.fenced.is_empty() {
             self.fenced(report);
         }

@@ -1,6 +1,7 @@
 //! Delivery guarantees on the real services: the `timesink` binary stopped by
 //! SIGTERM mid-stream and restarted; a per-exchange topic created while the
-//! sink runs; the same key twice; a row PostgreSQL refuses.
+//! sink runs; the same key twice; a row PostgreSQL refuses; several writers
+//! for one table.
 
 mod common;
 
@@ -277,6 +278,91 @@ async fn fixed_batches_deliver_exactly_once_too() {
         invalid: Default::default(),
     };
     assert_exactly_once(&world, &topic, &sent).await;
+}
+
+/// `batch.writers`: three connections write one table at once, each its own
+/// partitions (4 partitions: writer 0 has two). The same records also come
+/// again under other message keys, so mostly in other partitions, written
+/// by other writers at the same moment: they meet as conflicts (or a
+/// deadlock, retried) between concurrent transactions, never as two rows.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn three_writers_for_a_table_deliver_exactly_once() {
+    let world = World::new(4).await;
+    let topic = world.topic(DataType::Level1);
+    let env = [
+        ("TIMESINK_BATCH__WRITERS__LEVEL1", "3".to_string()),
+        ("TIMESINK_BATCH__LEVEL1__MAX_ROWS", "50".to_string()),
+    ];
+    let distinct = 3000u64;
+    let first = keyed_quotes(0..distinct);
+    let again: Vec<(String, String)> = first
+        .iter()
+        .map(|(key, value)| (format!("again-{key}"), value.clone()))
+        .collect();
+    send_many(&topic, &first[..1500]).await;
+    let mut sink = SinkProcess::start(&world, &env);
+    eventually(60, "some rows stored", || async {
+        world.count("level1_quotes").await > 0
+    })
+    .await;
+    // A restart while transactions of all three writers are under way.
+    terminate(&mut sink, Duration::from_secs(20));
+    let mut sink = SinkProcess::start(&world, &env);
+    let interleaved: Vec<(String, String)> = first[1500..]
+        .iter()
+        .zip(&again)
+        .flat_map(|(a, b)| [a.clone(), b.clone()])
+        .chain(again[1500..].iter().cloned())
+        .collect();
+    send_many(&topic, &interleaved).await;
+    drained(&world, &topic, 90).await;
+    // Each writer keeps its own connection and staging table: three for
+    // level1_quotes while the sink runs.
+    let stages: i64 = world
+        .db
+        .query_one(
+            "SELECT count(*) FROM pg_class \
+             WHERE relname = 'timesink_stage_level1_quotes' AND relpersistence = 't'",
+            &[],
+        )
+        .await
+        .expect("count staging tables")
+        .get(0);
+    assert_eq!(stages, 3, "level1 writer connections");
+    terminate(&mut sink, Duration::from_secs(20));
+
+    // Every key once: rows == distinct keys == distinct records sent;
+    // stored offsets == end offsets == Kafka commits (every message,
+    // repeats included); no dead letters.
+    let row = world
+        .db
+        .query_one(
+            "SELECT count(*), count(DISTINCT symbol) FROM level1_quotes",
+            &[],
+        )
+        .await
+        .expect("count rows");
+    assert_eq!(
+        (row.get::<_, i64>(0), row.get::<_, i64>(1)),
+        (distinct as i64, distinct as i64),
+        "rows, distinct keys"
+    );
+    let mut expected: Vec<String> = (0..distinct).map(|i| format!("K{i}")).collect();
+    expected.sort();
+    assert_eq!(stored_symbols(&world).await, expected, "every key present");
+    let ends = end_offsets(&topic);
+    assert_eq!(ends.values().sum::<i64>(), 2 * distinct as i64);
+    let stored = world.stored_offsets().await;
+    let committed = committed_offsets(&world.config.kafka.group_id, &topic);
+    for (p, end) in &ends {
+        assert_eq!(
+            stored.get(&(topic.clone(), *p)),
+            Some(end),
+            "stored offset of {p}"
+        );
+        assert_eq!(committed.get(p), Some(end), "Kafka commit of {p}");
+    }
+    assert!(end_offsets_if_exists(&format!("{topic}.dlq")).is_none());
 }
 
 /// Where nothing is stored in PostgreSQL, each partition starts at the
