@@ -123,6 +123,15 @@ start_kafka() {
   log "nisshi on 127.0.0.1:$kafka_port"
 }
 
+stop_kafka() {
+  if [ -f "$state/nisshi.pid" ]; then
+    pid=$(cat "$state/nisshi.pid")
+    kill "$pid" 2>/dev/null || true
+    while kill -0 "$pid" 2>/dev/null; do sleep 0.1; done
+    rm -f "$state/nisshi.pid"
+  fi
+}
+
 stop() {
   if [ -f "$state/nisshi.pid" ]; then
     kill "$(cat "$state/nisshi.pid")" 2>/dev/null || true
@@ -138,6 +147,9 @@ case "${1:-}" in
   install) install ;;
   start) install; start_pg; start_kafka ;;
   stop) stop ;;
+  # nisshi's memory storage slows down with all it holds: a fresh broker
+  # for each benchmark run (everything on it is lost).
+  restart-broker) stop_kafka; start_kafka ;;
   status)
     as_postgres "$pg_bin/pg_ctl" -D "$pg_data" status || true
     [ -f "$state/nisshi.pid" ] && kill -0 "$(cat "$state/nisshi.pid")" && echo "nisshi running" || echo "nisshi stopped" ;;
@@ -145,5 +157,5 @@ case "${1:-}" in
     echo "export DATABASE_URL=postgres://postgres@127.0.0.1:$pg_port/postgres"
     echo "export KAFKA_BROKERS=127.0.0.1:$kafka_port"
     echo "export TEST_PG_CA=$tls/ca.crt" ;;
-  *) echo "usage: $0 install|start|stop|status|env" >&2; exit 2 ;;
+  *) echo "usage: $0 install|start|stop|restart-broker|status|env" >&2; exit 2 ;;
 esac

@@ -313,7 +313,16 @@ async fn a_dead_letter_topic_that_refuses_blocks_the_source_commit() {
     create_topics(std::slice::from_ref(&dlq), 2).await;
     drained(&world, &topic, 60).await;
     sink.terminate(Duration::from_secs(20));
-    assert_exactly_once(&world, &topic, &Sent { total, invalid }).await;
+    assert_exactly_once(
+        &world,
+        &topic,
+        &Sent {
+            total,
+            invalid,
+            repeats: 0,
+        },
+    )
+    .await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
