@@ -77,8 +77,11 @@ ENCODINGS = "json,bincode,lz4-json"
 TABLES = ["crypto_prices", "ohlcv_data", "market_analytics", "level1_quotes"]
 TICK = os.sysconf("SC_CLK_TCK")
 TYPES = ["PRICES", "OHLCV", "ANALYTICS", "LEVEL1"]
-# Seed 002's batches as they are: each waits its linger, one transaction each.
-FIXED = {"TIMESINK_BATCH__ADAPTIVE": "false"}
+# Seed 002's batches as they are: its sizes, each batch waits its linger, one
+# transaction each.
+SEED_SIZES = {"PRICES": 500, "OHLCV": 200, "ANALYTICS": 100, "LEVEL1": 1000}
+FIXED = {"TIMESINK_BATCH__ADAPTIVE": "false",
+         **{f"TIMESINK_BATCH__{t}__MAX_ROWS": str(n) for t, n in SEED_SIZES.items()}}
 # Prices only is one table: the setting for such a load, a second writer.
 TWO_WRITERS = {"TIMESINK_BATCH__WRITERS__PRICES": "2"}
 TWO_WRITERS_LABEL = "prices, `batch.writers.prices = 2`"

@@ -273,8 +273,11 @@ impl BatchLimits {
     }
 }
 
-/// Flush rules per data type; the sizes and lingers are the platform's
-/// (seed 002).
+/// Flush rules per data type. The lingers are the platform's (seed 002);
+/// its sizes (500, 200, 100 and 1,000 rows) cut a backlog into small
+/// batches, each of which costs the sink and PostgreSQL: with 5,000 rows a
+/// drain of the mix reached 0.81 of PostgreSQL's own COPY against 0.77
+/// (medians of 5 alternating runs on 2 cores).
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct BatchConfig {
@@ -356,10 +359,10 @@ impl Default for BatchConfig {
             max_transaction_rows: 20_000,
             max_transaction_bytes: 16 * MIB,
             max_rows_in_flight: 30_000,
-            prices: limits(500, 50),
-            ohlcv: limits(200, 100),
-            analytics: limits(100, 1000),
-            level1: limits(1000, 10),
+            prices: limits(5000, 50),
+            ohlcv: limits(5000, 100),
+            analytics: limits(5000, 1000),
+            level1: limits(5000, 10),
             topics: BTreeMap::new(),
             writers: Writers::default(),
         }
@@ -806,7 +809,7 @@ mod tests {
             c.batch
                 .for_topic("crypto-level1-x", DataType::Level1)
                 .max_rows,
-            1000
+            5000
         );
         assert_eq!(
             c.batch.for_topic("crypto-prices", DataType::Price).linger,
