@@ -127,16 +127,15 @@ stop_kafka() {
   if [ -f "$state/nisshi.pid" ]; then
     pid=$(cat "$state/nisshi.pid")
     kill "$pid" 2>/dev/null || true
-    while kill -0 "$pid" 2>/dev/null; do sleep 0.1; done
+    # Gone before its port is taken again; SIGKILL after 10 s.
+    for _ in $(seq 100); do kill -0 "$pid" 2>/dev/null || break; sleep 0.1; done
+    if kill -0 "$pid" 2>/dev/null; then kill -9 "$pid"; fi
     rm -f "$state/nisshi.pid"
   fi
 }
 
 stop() {
-  if [ -f "$state/nisshi.pid" ]; then
-    kill "$(cat "$state/nisshi.pid")" 2>/dev/null || true
-    rm -f "$state/nisshi.pid"
-  fi
+  stop_kafka
   if [ -s "$pg_data/PG_VERSION" ]; then
     as_postgres "$pg_bin/pg_ctl" -D "$pg_data" -m fast stop >/dev/null 2>&1 || true
   fi
