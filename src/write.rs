@@ -158,17 +158,23 @@ pub enum ErrorClass {
 pub fn classify(error: &tokio_postgres::Error) -> ErrorClass {
     match error.code() {
         Some(code) if *code == SqlState::UNIQUE_VIOLATION => ErrorClass::Conflict,
-        // 22: data exception, 23: integrity constraint violation,
-        // P0001: raised by a trigger or function.
-        Some(code)
-            if code.code().starts_with("22")
-                || code.code().starts_with("23")
-                || *code == SqlState::RAISE_EXCEPTION =>
-        {
-            ErrorClass::Row
-        }
+        Some(code) if is_row_caused(code.code()) => ErrorClass::Row,
         _ => ErrorClass::Transient,
     }
+}
+
+/// Whether an SQLSTATE is caused by the values of the row being written, so
+/// that the same row fails again however often it is retried and the rest
+/// of its batch does not: 22 data exception (a NUL in text, a value out of
+/// range), 23 integrity constraint violation, 44 a view's `WITH CHECK
+/// OPTION`, P0 raised by a trigger (PL/pgSQL `RAISE`, `ASSERT`), and 54000
+/// a row over a limit of PostgreSQL's (an index entry over 2,704 bytes, a
+/// row over a page).
+fn is_row_caused(code: &str) -> bool {
+    ["22", "23", "44", "P0"]
+        .iter()
+        .any(|class| code.starts_with(class))
+        || code == "54000"
 }
 
 /// How PostgreSQL said no, for logs and `dlq.reason`.
@@ -763,6 +769,21 @@ async fn sleep_or_stop(delay: Duration, stop: &CancellationToken) -> bool {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn row_caused_sqlstates_are_told_from_the_rest() {
+        for code in [
+            "22021", "22003", "23502", "23514", "44000", "P0001", "P0004", "54000",
+        ] {
+            assert!(is_row_caused(code), "{code}");
+        }
+        // Statement or environment limits, privileges, the connection: not a row's doing.
+        for code in [
+            "54001", "54011", "42501", "08006", "40001", "57014", "25006",
+        ] {
+            assert!(!is_row_caused(code), "{code}");
+        }
+    }
 
     #[test]
     fn backoff_doubles_up_to_a_cap() {
