@@ -71,3 +71,14 @@ CREATE TABLE IF NOT EXISTS timesink_offsets (
     updated_at      TIMESTAMPTZ NOT NULL DEFAULT now(),
     PRIMARY KEY (consumer_group, topic, partition)
 );
+
+-- The broker's id (KIP-516) of each topic whose offsets a consumer group has
+-- stored. A topic deleted and created again keeps its name but gets a new id:
+-- the offsets stored for the old one then start again from 0.
+CREATE TABLE IF NOT EXISTS timesink_topics (
+    consumer_group  TEXT        NOT NULL,
+    topic           TEXT        NOT NULL,
+    topic_id        TEXT        NOT NULL,
+    updated_at      TIMESTAMPTZ NOT NULL DEFAULT now(),
+    PRIMARY KEY (consumer_group, topic)
+);

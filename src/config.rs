@@ -54,6 +54,15 @@ pub struct Config {
     /// LZ4 inflation; a larger one is dead-lettered (whole, as received).
     /// 4 MiB: four times Kafka's default message limit, room for arrays.
     pub max_value_bytes: usize,
+    /// The most records one JSON array may carry; a longer array is
+    /// dead-lettered before its elements are read.
+    pub max_array_elements: usize,
+    /// The most digits one decimal may hold as stored: digits sent, shifted
+    /// by the exponent (`1e131071` holds 131,072). A larger one dead-letters
+    /// its message before the digits are copied. PostgreSQL's `NUMERIC`
+    /// takes up to 147,455; 1,000 is far above any price and keeps a message
+    /// of such values small in memory.
+    pub max_decimal_digits: usize,
     /// How often a progress line (rows/s per table, lag) is logged, in
     /// milliseconds; 0 turns it off.
     pub progress_interval_ms: u64,
@@ -76,6 +85,8 @@ impl Default for Config {
             dead_letter: DeadLetterConfig::default(),
             shutdown_timeout_ms: 30_000,
             max_value_bytes: 4 * 1024 * 1024,
+            max_array_elements: 10_000,
+            max_decimal_digits: crate::decimal::DEFAULT_MAX_DIGITS,
             progress_interval_ms: 0,
             log_format: LogFormat::Text,
             http: HttpConfig::default(),
@@ -398,6 +409,11 @@ pub struct DeadLetterConfig {
     /// Replication factor of a dead-letter topic the sink creates (3 in
     /// production, 1 on a single local broker).
     pub replication_factor: i32,
+    /// How dead letters are compressed on their way to the broker: `lz4`,
+    /// `zstd`, `gzip`, `snappy` or `none`. Their values are kept byte for
+    /// byte; compression only lets a large one fit the topic's
+    /// `max.message.bytes`.
+    pub compression: String,
 }
 
 impl Default for DeadLetterConfig {
@@ -405,6 +421,7 @@ impl Default for DeadLetterConfig {
         DeadLetterConfig {
             suffix: ".dlq".into(),
             replication_factor: 1,
+            compression: "lz4".into(),
         }
     }
 }
@@ -634,6 +651,17 @@ impl Config {
                 "must contain a dot, so that dead-letter topics never match the subscription",
             ));
         }
+        if !["none", "gzip", "snappy", "lz4", "zstd"]
+            .contains(&self.dead_letter.compression.as_str())
+        {
+            return Err(invalid(
+                "dead_letter.compression",
+                format!(
+                    "{:?} is not one of none, gzip, snappy, lz4, zstd",
+                    self.dead_letter.compression
+                ),
+            ));
+        }
         if self.dead_letter.replication_factor < 1 {
             return Err(invalid(
                 "dead_letter.replication_factor",
@@ -642,6 +670,12 @@ impl Config {
         }
         if self.max_value_bytes == 0 {
             return Err(invalid("max_value_bytes", "must be at least 1"));
+        }
+        if self.max_array_elements == 0 {
+            return Err(invalid("max_array_elements", "must be at least 1"));
+        }
+        if self.max_decimal_digits == 0 {
+            return Err(invalid("max_decimal_digits", "must be at least 1"));
         }
         if !self.http.listen.is_empty() && self.http.listen.parse::<std::net::SocketAddr>().is_err()
         {
@@ -678,6 +712,15 @@ impl Config {
 
     pub fn shutdown_timeout(&self) -> Duration {
         Duration::from_millis(self.shutdown_timeout_ms)
+    }
+
+    /// The bounds on the work one message may cause.
+    pub fn bounds(&self) -> crate::decode::Bounds {
+        crate::decode::Bounds {
+            value_bytes: self.max_value_bytes,
+            array_elements: self.max_array_elements,
+            decimal_digits: self.max_decimal_digits,
+        }
     }
 }
 

@@ -33,7 +33,7 @@ use tokio::sync::mpsc::error::TrySendError;
 
 use crate::config::Config;
 use crate::database::Database;
-use crate::health::Health;
+use crate::health::{Health, Offsets};
 use crate::message::SourceMessage;
 use crate::record::DataType;
 use crate::write::Backoff;
@@ -70,6 +70,11 @@ pub struct Assignment {
     pub epoch: u64,
     /// The `next_offset` stored in PostgreSQL, if any.
     pub stored: Option<i64>,
+    /// Where reading starts (checked against the log), when known.
+    pub start: Option<i64>,
+    /// The log's end at the assignment, when known: with `start`, the lag
+    /// before anything is committed.
+    pub high: Option<i64>,
 }
 
 /// What the rest of the sink asks of the consumer thread.
@@ -100,6 +105,8 @@ pub enum ConsumeError {
     Thread(#[source] std::io::Error),
 }
 
+const CHECK_TOPIC_ID_SQL: &str = include_str!("../sql/queries/check_topic_id.sql");
+
 /// Reads stored offsets from PostgreSQL, for the rebalance callback.
 struct OffsetStore {
     runtime: Handle,
@@ -108,13 +115,27 @@ struct OffsetStore {
     client: Option<tokio_postgres::Client>,
 }
 
+/// What PostgreSQL holds for some partitions of a topic.
+#[derive(Debug, Default)]
+struct Stored {
+    /// The stored `next_offset` of each partition that has one.
+    offsets: HashMap<i32, i64>,
+    /// The topic's id recorded before, when it differs from the broker's:
+    /// the topic was deleted and created again, and its stored offsets were
+    /// moved back to 0 in the same transaction.
+    recreated_from: Option<String>,
+}
+
 impl OffsetStore {
-    /// The stored `next_offset` of each of `partitions` of `topic` that has one.
+    /// The stored offsets of `partitions` of `topic`; with the topic's id
+    /// from the broker, first checked against the id recorded for it (see
+    /// `sql/queries/check_topic_id.sql`).
     fn lookup(
         &mut self,
         topic: &str,
         partitions: &[i32],
-    ) -> Result<HashMap<i32, i64>, tokio_postgres::Error> {
+        topic_id: Option<&str>,
+    ) -> Result<Stored, tokio_postgres::Error> {
         let runtime = self.runtime.clone();
         runtime.block_on(async {
             if self
@@ -124,21 +145,36 @@ impl OffsetStore {
             {
                 self.client = Some(self.database.connect().await?);
             }
-            let client = self.client.as_ref().expect("connected above");
-            let rows = client
-                .query(
-                    "SELECT partition, next_offset FROM timesink_offsets \
-                     WHERE consumer_group = $1 AND topic = $2 AND partition = ANY($3)",
-                    &[&self.group, &topic, &partitions],
-                )
-                .await;
-            match rows {
-                Ok(rows) => Ok(rows.iter().map(|r| (r.get(0), r.get(1))).collect()),
-                Err(e) => {
-                    self.client = None;
-                    Err(e)
+            let client = self.client.as_mut().expect("connected above");
+            let found = async {
+                let tx = client.transaction().await?;
+                let mut recreated_from = None;
+                if let Some(id) = topic_id {
+                    let before = tx
+                        .query_opt(CHECK_TOPIC_ID_SQL, &[&self.group, &topic, &id])
+                        .await?;
+                    recreated_from = before
+                        .map(|r| r.get::<_, String>(0))
+                        .filter(|before| before != id);
                 }
+                let rows = tx
+                    .query(
+                        "SELECT partition, next_offset FROM timesink_offsets \
+                         WHERE consumer_group = $1 AND topic = $2 AND partition = ANY($3)",
+                        &[&self.group, &topic, &partitions],
+                    )
+                    .await?;
+                tx.commit().await?;
+                Ok(Stored {
+                    offsets: rows.iter().map(|r| (r.get(0), r.get(1))).collect(),
+                    recreated_from,
+                })
             }
+            .await;
+            if found.is_err() {
+                self.client = None;
+            }
+            found
         })
     }
 
@@ -147,11 +183,12 @@ impl OffsetStore {
         &mut self,
         topic: &str,
         partitions: &[i32],
+        topic_id: Option<&str>,
         stop: &AtomicBool,
-    ) -> Option<HashMap<i32, i64>> {
+    ) -> Option<Stored> {
         let mut backoff = Backoff::new();
         loop {
-            match self.lookup(topic, partitions) {
+            match self.lookup(topic, partitions, topic_id) {
                 Ok(found) => return Some(found),
                 Err(e) => {
                     if stop.load(Ordering::Relaxed) {
@@ -184,7 +221,12 @@ pub struct SinkContext {
     topics: Mutex<HashMap<String, Arc<str>>>,
     /// Where a partition with no stored offset and no Kafka commit starts
     /// (`auto.offset.reset`); None leaves it to librdkafka.
-    reset: Option<Offset>,
+    reset: Option<Candidate>,
+    /// The broker's id of each topic as last checked, for seeing it change.
+    topic_ids: Mutex<HashMap<Arc<str>, String>>,
+    /// Partitions whose fetch position librdkafka's statistics showed past
+    /// the log's end: checked against the log by the consumer loop.
+    suspects: Mutex<Vec<(Arc<str>, i32)>>,
 }
 
 fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
@@ -231,9 +273,11 @@ impl SinkContext {
         }
     }
 
-    /// Sets each partition's start to its stored offset and gives it a new
-    /// epoch; partitions with none stored start where the group's Kafka
-    /// commit or `auto.offset.reset` says.
+    /// Sets each partition's start and gives it a new epoch. The start is
+    /// the stored offset; where none is stored, the group's Kafka commit or
+    /// `auto.offset.reset`; either way checked against the partition's log
+    /// (see [`checked_start`]), and a topic created again since its offsets
+    /// were stored starts from its beginning.
     fn prepare_assignment(
         &self,
         consumer: &BaseConsumer<Self>,
@@ -246,73 +290,236 @@ impl SinkContext {
                 .or_default()
                 .push(e.partition());
         }
+        let names: Vec<&str> = by_topic.keys().map(String::as_str).collect();
+        let ids = self.topic_ids_now(consumer, &names);
         let mut assigned = Vec::new();
-        let mut unstored = TopicPartitionList::new();
-        for (topic, partitions) in by_topic {
+        for (topic, partitions) in &by_topic {
+            let name = self.topic(topic);
+            let id = ids.get(topic.as_str()).map(String::as_str);
             let Some(stored) =
-                lock(&self.store).lookup_until_answered(&topic, &partitions, &self.stopping)
+                lock(&self.store).lookup_until_answered(topic, partitions, id, &self.stopping)
             else {
                 continue;
             };
-            let name = self.topic(&topic);
-            for p in partitions {
-                let offset = stored.get(&p).copied();
-                match offset {
-                    Some(o) => set_start(tpl, &topic, p, Offset::Offset(o)),
-                    None => {
-                        unstored.add_partition(&topic, p);
-                    }
+            if let Some(id) = id {
+                lock(&self.topic_ids).insert(name.clone(), id.to_owned());
+            }
+            if let Some(before) = &stored.recreated_from {
+                report_recreated(topic, before, id.unwrap_or_default());
+            }
+            let candidates = self.candidates(consumer, topic, partitions, &stored);
+            for &p in partitions {
+                let start = self.start_of(consumer, &name, p, candidates.get(&p).copied());
+                if let Some(offset) = start.seek {
+                    set_start(tpl, topic, p, offset);
                 }
                 let epoch = self.new_epoch(&name, p);
                 assigned.push(Assignment {
                     topic: name.clone(),
                     partition: p,
                     epoch,
-                    stored: offset,
+                    stored: stored.offsets.get(&p).copied(),
+                    start: start.at,
+                    high: start.high,
                 });
             }
         }
-        self.start_unstored(consumer, tpl, unstored);
         assigned
     }
 
-    /// Sets the start of the partitions with no stored offset: the group's
-    /// Kafka commit, else `auto.offset.reset`. Looked up here, not left to
-    /// librdkafka: for a partition without a commit it waits 100 ms before
-    /// it looks up the reset position (a fixed backoff in its offset reset),
-    /// a tenth of a second off every fresh start. Should the lookup fail,
-    /// librdkafka does it itself as before.
-    fn start_unstored(
+    /// The ids the broker gives `topics` now; none where it cannot say
+    /// (logged: the offsets are then checked against the log's range only).
+    fn topic_ids_now(
         &self,
         consumer: &BaseConsumer<Self>,
-        tpl: &mut TopicPartitionList,
-        unstored: TopicPartitionList,
-    ) {
-        if unstored.count() == 0 {
-            return;
+        topics: &[&str],
+    ) -> HashMap<String, String> {
+        match crate::topic_ids::describe(consumer.client(), topics, KAFKA_LOOKUP_TIMEOUT) {
+            Ok(ids) => ids,
+            Err(e) => {
+                tracing::warn!(error = %e, "reading topic ids failed; a topic created again under the same name is told only by its offsets");
+                HashMap::new()
+            }
         }
-        let committed = match consumer.committed_offsets(unstored, COMMITTED_LOOKUP_TIMEOUT) {
+    }
+
+    /// Each partition's start before the log is checked: its stored offset;
+    /// where none is stored, the group's Kafka commit, else the reset
+    /// position (`auto.offset.reset`). A topic created again starts at its
+    /// beginning: Kafka commits of the old one mean nothing either. Missing:
+    /// the Kafka commits could not be read; librdkafka then reads them itself.
+    fn candidates(
+        &self,
+        consumer: &BaseConsumer<Self>,
+        topic: &str,
+        partitions: &[i32],
+        stored: &Stored,
+    ) -> HashMap<i32, Candidate> {
+        let mut candidates: HashMap<i32, Candidate> = stored
+            .offsets
+            .iter()
+            .map(|(&p, &o)| (p, Candidate::At(o)))
+            .collect();
+        let unstored: Vec<i32> = partitions
+            .iter()
+            .copied()
+            .filter(|p| !stored.offsets.contains_key(p))
+            .collect();
+        if unstored.is_empty() {
+            return candidates;
+        }
+        if stored.recreated_from.is_some() {
+            candidates.extend(unstored.iter().map(|&p| (p, Candidate::Beginning)));
+            return candidates;
+        }
+        let mut lookup = TopicPartitionList::new();
+        for &p in &unstored {
+            lookup.add_partition(topic, p);
+        }
+        // Looked up here, not left to librdkafka: for a partition without a
+        // commit it waits 100 ms before it looks up the reset position (a
+        // fixed backoff in its offset reset), a tenth of a second off every
+        // fresh start.
+        let committed = match consumer.committed_offsets(lookup, KAFKA_LOOKUP_TIMEOUT) {
             Ok(committed) => committed,
             Err(e) => {
-                tracing::warn!(error = %e, "reading the group's Kafka commits failed; librdkafka reads them itself");
-                return;
+                tracing::warn!(topic, error = %e, "reading the group's Kafka commits failed; librdkafka reads them itself");
+                return candidates;
             }
         };
         for e in committed.elements() {
-            let start = match (e.error(), e.offset()) {
-                (Ok(()), Offset::Offset(o)) => Some(Offset::Offset(o)),
+            let candidate = match (e.error(), e.offset()) {
+                (Ok(()), Offset::Offset(o)) => Some(Candidate::At(o)),
                 (Ok(()), Offset::Invalid) => self.reset,
                 _ => None,
             };
-            if let Some(start) = start {
-                set_start(tpl, e.topic(), e.partition(), start);
+            if let Some(c) = candidate {
+                candidates.insert(e.partition(), c);
             }
+        }
+        candidates
+    }
+
+    /// Where a partition starts: `candidate` checked against the log's
+    /// range now. The range cannot be read (logged): the candidate as it
+    /// is, unchecked.
+    fn start_of(
+        &self,
+        consumer: &BaseConsumer<Self>,
+        topic: &Arc<str>,
+        partition: i32,
+        candidate: Option<Candidate>,
+    ) -> PartitionStart {
+        let range = match consumer.fetch_watermarks(topic, partition, KAFKA_LOOKUP_TIMEOUT) {
+            Ok(range) => range,
+            Err(e) => {
+                tracing::warn!(%topic, partition, error = %e, "reading the partition's offset range failed; its start is not checked");
+                return PartitionStart {
+                    seek: candidate.map(Candidate::offset),
+                    at: match candidate {
+                        Some(Candidate::At(o)) => Some(o),
+                        _ => None,
+                    },
+                    high: None,
+                };
+            }
+        };
+        let Some(candidate) = candidate else {
+            return PartitionStart {
+                seek: None,
+                at: None,
+                high: Some(range.1),
+            };
+        };
+        let (at, outside) = checked_start(candidate, range);
+        if let Some(OutOfRange { offset, low, high }) = outside {
+            let reason = if offset < low {
+                "before_log_start"
+            } else {
+                "past_log_end"
+            };
+            tracing::warn!(
+                %topic, partition, offset, low, high, reading_from = at,
+                "the offset to start from is outside the partition's log ({reason}); reading from the log's start"
+            );
+            metrics::counter!("timesink_offset_resets_total", "reason" => reason).increment(1);
+        }
+        PartitionStart {
+            seek: Some(Offset::Offset(at)),
+            at: Some(at),
+            high: Some(range.1),
         }
     }
 }
 
-/// How long the rebalance callback waits for the group's Kafka commits.
-const COMMITTED_LOOKUP_TIMEOUT: Duration = Duration::from_secs(5);
+/// Logs and counts a topic found created again since its offsets were stored.
+fn report_recreated(topic: &str, before: &str, now: &str) {
+    tracing::warn!(
+        topic,
+        id_before = before,
+        id_now = now,
+        "the topic was deleted and created again since its offsets were stored: they are reset and it is read from its start"
+    );
+    metrics::counter!("timesink_offset_resets_total", "reason" => "recreated").increment(1);
+}
+
+/// A partition's start before it is checked against the log.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Candidate {
+    /// An offset: stored in PostgreSQL, or the group's Kafka commit.
+    At(i64),
+    /// The log's start or end (`auto.offset.reset`).
+    Beginning,
+    End,
+}
+
+impl Candidate {
+    fn offset(self) -> Offset {
+        match self {
+            Candidate::At(o) => Offset::Offset(o),
+            Candidate::Beginning => Offset::Beginning,
+            Candidate::End => Offset::End,
+        }
+    }
+}
+
+/// Where a partition starts, as far as known.
+struct PartitionStart {
+    /// What librdkafka is told; None leaves it to librdkafka.
+    seek: Option<Offset>,
+    /// The offset reading starts at.
+    at: Option<i64>,
+    /// The log's end when the start was chosen.
+    high: Option<i64>,
+}
+
+/// A start outside its partition's log.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+struct OutOfRange {
+    offset: i64,
+    low: i64,
+    high: i64,
+}
+
+/// The offset to start from, given a candidate and the log's `[low, high]`.
+/// An offset outside the log is never used: one before its start was
+/// deleted (retention), one past its end belongs to a log that is gone
+/// (truncated, or a topic replaced). Either way the earliest offset the sink
+/// can prove it has not seen is the log's start.
+fn checked_start(candidate: Candidate, (low, high): (i64, i64)) -> (i64, Option<OutOfRange>) {
+    match candidate {
+        Candidate::At(offset) if offset < low || offset > high => {
+            (low, Some(OutOfRange { offset, low, high }))
+        }
+        Candidate::At(offset) => (offset, None),
+        Candidate::Beginning => (low, None),
+        Candidate::End => (high, None),
+    }
+}
+
+/// How long the rebalance callback waits for each answer of the broker
+/// (Kafka commits, topic ids, a partition's offset range).
+const KAFKA_LOOKUP_TIMEOUT: Duration = Duration::from_secs(5);
 
 fn set_start(tpl: &mut TopicPartitionList, topic: &str, partition: i32, start: Offset) {
     if let Err(e) = tpl.set_partition_offset(topic, partition, start) {
@@ -323,10 +530,10 @@ fn set_start(tpl: &mut TopicPartitionList, topic: &str, partition: i32, start: O
 /// The start of a partition with neither a stored offset nor a Kafka
 /// commit, from librdkafka's `auto.offset.reset`; None for `error` (or a
 /// value librdkafka will refuse), which is left to librdkafka.
-fn reset_position(auto_offset_reset: Option<&str>) -> Option<Offset> {
+fn reset_position(auto_offset_reset: Option<&str>) -> Option<Candidate> {
     match auto_offset_reset? {
-        "smallest" | "earliest" | "beginning" => Some(Offset::Beginning),
-        "largest" | "latest" | "end" => Some(Offset::End),
+        "smallest" | "earliest" | "beginning" => Some(Candidate::Beginning),
+        "largest" | "latest" | "end" => Some(Candidate::End),
         _ => None,
     }
 }
@@ -340,18 +547,42 @@ impl ClientContext for SinkContext {
             .values()
             .filter(|b| b.nodeid >= 0 && b.source == "learned" && b.state == "UP")
             .count() as i64;
-        let lags: Vec<(&str, i32, i64)> = statistics
+        let partitions: Vec<Offsets<'_>> = statistics
             .topics
             .iter()
             .flat_map(|(name, t)| {
                 t.partitions
                     .values()
-                    .filter(|p| p.partition >= 0 && p.consumer_lag >= 0)
-                    .map(move |p| (name.as_str(), p.partition, p.consumer_lag))
+                    .filter(|p| p.partition >= 0 && p.hi_offset >= 0)
+                    .map(move |p| Offsets {
+                        topic: name.as_str(),
+                        partition: p.partition,
+                        high: p.hi_offset,
+                        committed: (p.committed_offset >= 0).then_some(p.committed_offset),
+                    })
             })
             .collect();
         let now_ms = chrono::Utc::now().timestamp_millis();
-        self.health.kafka_statistics(brokers_up, &lags, now_ms);
+        self.health
+            .kafka_statistics(brokers_up, &partitions, now_ms);
+        // A fetch position past the log's end: the log was truncated or
+        // replaced (a broker that does not answer "offset out of range"
+        // would leave the partition reading nothing for ever).
+        let past_end: Vec<(Arc<str>, i32)> = statistics
+            .topics
+            .iter()
+            .flat_map(|(name, t)| {
+                t.partitions
+                    .values()
+                    .filter(|p| p.partition >= 0 && p.hi_offset >= 0 && p.next_offset > p.hi_offset)
+                    .map(move |p| (name.as_str(), p.partition))
+            })
+            .filter_map(|(name, p)| {
+                let topic = self.topic(name);
+                self.epoch_of(&topic, p).map(|_| (topic, p))
+            })
+            .collect();
+        lock(&self.suspects).extend(past_end);
     }
 }
 
@@ -481,6 +712,8 @@ pub fn start(
         stopping: AtomicBool::new(false),
         health,
         topics: Mutex::new(HashMap::new()),
+        topic_ids: Mutex::new(HashMap::new()),
+        suspects: Mutex::new(Vec::new()),
     };
     let consumer: BaseConsumer<SinkContext> = client
         .create_with_context(context)
@@ -655,6 +888,7 @@ fn run(
     let mut stopped = false;
     let mut resyncs: Vec<(Arc<str>, i32)> = Vec::new();
     let mut reading = Reading::default();
+    let mut next_log_check = Instant::now() + LOG_CHECK_INTERVAL;
     loop {
         // Commands first: commits must not wait behind fetching.
         let mut pending = TopicPartitionList::new();
@@ -688,6 +922,10 @@ fn run(
         }
         if close {
             break;
+        }
+        if !stopped && Instant::now() >= next_log_check {
+            next_log_check = Instant::now() + LOG_CHECK_INTERVAL;
+            resyncs.extend(changed_logs(&consumer, &context));
         }
         if !resyncs.is_empty() && !stopped {
             resyncs = resync(&consumer, &context, std::mem::take(&mut resyncs), stop);
@@ -802,8 +1040,9 @@ fn run(
     drop(consumer);
 }
 
-/// Re-reads stored offsets of fenced partitions and seeks there under a new
-/// epoch. Returns the partitions to try again.
+/// Re-reads stored offsets of fenced partitions (or of partitions whose log
+/// changed), checks them against the log as an assignment does, and seeks
+/// there under a new epoch. Returns the partitions to try again.
 fn resync(
     consumer: &BaseConsumer<SinkContext>,
     context: &SinkContext,
@@ -815,24 +1054,28 @@ fn resync(
         if context.epoch_of(&topic, partition).is_none() {
             continue; // no longer ours
         }
-        let Some(stored) = lock(&context.store).lookup_until_answered(&topic, &[partition], stop)
+        let id = lock(&context.topic_ids).get(&topic).cloned();
+        let Some(stored) =
+            lock(&context.store).lookup_until_answered(&topic, &[partition], id.as_deref(), stop)
         else {
             retry.push((topic, partition));
             continue;
         };
-        let offset = match stored.get(&partition) {
-            Some(&o) => Offset::Offset(o),
-            None => Offset::Beginning,
-        };
-        match consumer.seek(&topic, partition, offset, Duration::from_secs(5)) {
+        let offset = stored.offsets.get(&partition).copied();
+        let candidate = offset.map_or(Candidate::Beginning, Candidate::At);
+        let start = context.start_of(consumer, &topic, partition, Some(candidate));
+        let seek = start.seek.unwrap_or(Offset::Beginning);
+        match consumer.seek(&topic, partition, seek, Duration::from_secs(5)) {
             Ok(()) => {
                 let epoch = context.new_epoch(&topic, partition);
-                tracing::info!(%topic, partition, ?offset, "re-read the stored offset and moved there");
+                tracing::info!(%topic, partition, offset = ?seek, "re-read the stored offset and moved there");
                 context.send_event(Event::Assigned(vec![Assignment {
                     topic,
                     partition,
                     epoch,
-                    stored: stored.get(&partition).copied(),
+                    stored: offset,
+                    start: start.at,
+                    high: start.high,
                 }]));
             }
             Err(e) => {
@@ -844,6 +1087,72 @@ fn resync(
     retry
 }
 
+/// How often the assigned topics' logs are checked while running.
+const LOG_CHECK_INTERVAL: Duration = Duration::from_secs(10);
+
+/// The assigned partitions whose log changed under the sink, to be read
+/// again from a checked start ([`resync`]): every partition of a topic whose
+/// id changed (deleted and created again: its stored offsets are reset on
+/// the way), and each partition that librdkafka's statistics showed reading
+/// past the log's end, if the broker confirms it.
+fn changed_logs(
+    consumer: &BaseConsumer<SinkContext>,
+    context: &SinkContext,
+) -> Vec<(Arc<str>, i32)> {
+    let assigned: Vec<(Arc<str>, i32)> = lock(&context.epochs).keys().cloned().collect();
+    let mut changed = Vec::new();
+    let mut topics: Vec<&str> = assigned.iter().map(|(t, _)| &**t).collect();
+    topics.sort_unstable();
+    topics.dedup();
+    // A failure was logged at the assignment; here it would repeat every check.
+    let ids = crate::topic_ids::describe(consumer.client(), &topics, KAFKA_LOOKUP_TIMEOUT)
+        .unwrap_or_else(|e| {
+            tracing::debug!(error = %e, "reading topic ids failed");
+            HashMap::new()
+        });
+    for (topic, id) in &ids {
+        let known = lock(&context.topic_ids).get(topic.as_str()).cloned();
+        if known.as_ref().is_none_or(|known| known == id) {
+            continue;
+        }
+        // Recorded (and the stored offsets reset) before anything is read again.
+        let recorded = lock(&context.store).lookup(topic, &[], Some(id));
+        match recorded {
+            Ok(stored) => {
+                if let Some(before) = &stored.recreated_from {
+                    report_recreated(topic, before, id);
+                }
+                let name = context.topic(topic);
+                lock(&context.topic_ids).insert(name, id.clone());
+                changed.extend(assigned.iter().filter(|(t, _)| **t == **topic).cloned());
+            }
+            Err(e) => {
+                tracing::warn!(%topic, error = %crate::write::describe(&e), "recording a changed topic id failed; trying again");
+            }
+        }
+    }
+    let suspects = std::mem::take(&mut *lock(&context.suspects));
+    for (topic, partition) in suspects {
+        if changed.contains(&(topic.clone(), partition)) {
+            continue;
+        }
+        let position = consumer.position().ok().and_then(|positions| {
+            match positions.find_partition(&topic, partition)?.offset() {
+                Offset::Offset(o) => Some(o),
+                _ => None,
+            }
+        });
+        let range = consumer.fetch_watermarks(&topic, partition, KAFKA_LOOKUP_TIMEOUT);
+        if let (Some(position), Ok((_, high))) = (position, range)
+            && position > high
+        {
+            tracing::warn!(%topic, partition, position, high, "reading past the partition's end: its log changed; checking the stored offset against it");
+            changed.push((topic, partition));
+        }
+    }
+    changed
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -851,10 +1160,10 @@ mod tests {
     #[test]
     fn reset_positions_follow_librdkafka_names() {
         for name in ["smallest", "earliest", "beginning"] {
-            assert_eq!(reset_position(Some(name)), Some(Offset::Beginning));
+            assert_eq!(reset_position(Some(name)), Some(Candidate::Beginning));
         }
         for name in ["largest", "latest", "end"] {
-            assert_eq!(reset_position(Some(name)), Some(Offset::End));
+            assert_eq!(reset_position(Some(name)), Some(Candidate::End));
         }
         // `error` (and anything else) stays librdkafka's to handle.
         assert_eq!(reset_position(Some("error")), None);
@@ -862,8 +1171,29 @@ mod tests {
         let default = consumer_config(&Config::default());
         assert_eq!(
             reset_position(default.get("auto.offset.reset")),
-            Some(Offset::Beginning)
+            Some(Candidate::Beginning)
         );
+    }
+
+    #[test]
+    fn a_start_outside_the_log_is_the_log_start() {
+        let range = (10, 20);
+        assert_eq!(checked_start(Candidate::At(15), range), (15, None));
+        assert_eq!(checked_start(Candidate::At(10), range), (10, None));
+        assert_eq!(checked_start(Candidate::At(20), range), (20, None));
+        let before = OutOfRange {
+            offset: 9,
+            low: 10,
+            high: 20,
+        };
+        assert_eq!(checked_start(Candidate::At(9), range), (10, Some(before)));
+        let past = OutOfRange {
+            offset: 1_005,
+            ..before
+        };
+        assert_eq!(checked_start(Candidate::At(1_005), range), (10, Some(past)));
+        assert_eq!(checked_start(Candidate::Beginning, range), (10, None));
+        assert_eq!(checked_start(Candidate::End, range), (20, None));
     }
 
     /// TLS and SASL are librdkafka properties: this build of librdkafka takes

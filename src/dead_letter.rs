@@ -3,7 +3,13 @@
 //!
 //! A dead letter is produced and acknowledged before the source offset is
 //! stored, so dead letters are at-least-once. A missing dead-letter topic is
-//! created with its source topic's partition count.
+//! created with its source topic's partition count, and created again when
+//! it is deleted while the sink runs.
+//!
+//! A dead letter always fits: it is compressed (`dead_letter.compression`),
+//! and one the dead-letter topic still refuses as too large is replaced by a
+//! stub that has everything but the value (see [`stub_headers`]), so that no
+//! message can hold its partition back.
 
 use std::collections::HashMap;
 use std::sync::Mutex;
@@ -51,9 +57,35 @@ pub struct DeadLetters {
     /// The consumer group, repeated in `dlq.sink`.
     sink: String,
     /// Dead-letter topics known to exist and their partition counts, so
-    /// metadata is asked once per topic.
+    /// metadata is asked once per topic (until one is found deleted).
     known_topics: Mutex<HashMap<String, i32>>,
 }
+
+/// Why the broker refused a dead letter, as far as the sink acts on it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Refusal {
+    /// Larger than the topic takes, even compressed: send the stub.
+    TooLarge,
+    /// The topic is gone: create it again, then send again.
+    NoTopic,
+    Other,
+}
+
+fn refusal(error: &KafkaError) -> Refusal {
+    match error.rdkafka_error_code() {
+        Some(RDKafkaErrorCode::MessageSizeTooLarge) => Refusal::TooLarge,
+        Some(RDKafkaErrorCode::UnknownTopicOrPartition | RDKafkaErrorCode::UnknownTopic) => {
+            Refusal::NoTopic
+        }
+        _ => Refusal::Other,
+    }
+}
+
+/// The value of a dead letter too large for its topic even compressed is
+/// left out; the stub says so and how large it was. Its key stays when it is
+/// small (it names the record), the source's headers when they are.
+const STUB_KEEPS_KEY_BYTES: usize = 1024;
+const STUB_KEEPS_HEADER_BYTES: usize = 64 * 1024;
 
 /// One message to dead-letter and why.
 pub struct DeadLetter<'a> {
@@ -71,6 +103,7 @@ impl DeadLetters {
             client.set(k, v);
         }
         client
+            .set("compression.codec", &config.dead_letter.compression)
             .set("bootstrap.servers", &config.kafka.brokers)
             // A metadata lookup must not create the dead-letter topic with the
             // broker's defaults: ensure_topic creates it like its source.
@@ -99,6 +132,11 @@ impl DeadLetters {
     }
 
     /// Produces every dead letter and waits until each is acknowledged.
+    ///
+    /// They go out together; one the broker refuses as too large (it checks
+    /// `max.message.bytes` of the topic per batch, compressed) goes again
+    /// alone, and if refused again, as a stub without its value. A topic
+    /// found deleted is forgotten, so that the writer's retry creates it again.
     pub async fn send_all(&self, letters: &[DeadLetter<'_>]) -> Result<(), DeadLetterError> {
         let mut topics: Vec<&str> = letters.iter().map(|l| &*l.message.topic).collect();
         topics.sort_unstable();
@@ -107,27 +145,70 @@ impl DeadLetters {
         for source in topics {
             partitions.insert(source, self.ensure_topic(source).await?);
         }
-        let sends = letters
-            .iter()
-            .map(|l| self.send(l, partitions[&*l.message.topic]));
-        for result in futures::future::join_all(sends).await {
-            result?;
+        let sends = letters.iter().map(|l| {
+            let topic = self.topic_for(&l.message.topic);
+            let dlq_partitions = partitions[&*l.message.topic];
+            async move {
+                let sent = self.produce(l, &topic, dlq_partitions, false).await;
+                (l, topic, sent)
+            }
+        });
+        let mut too_large = Vec::new();
+        let mut failed = None;
+        for (letter, topic, sent) in futures::future::join_all(sends).await {
+            match sent.map_err(|e| (refusal(&e), e)) {
+                Ok(()) => {}
+                Err((Refusal::TooLarge, _)) => too_large.push((letter, topic)),
+                Err((refused, e)) => {
+                    if refused == Refusal::NoTopic {
+                        tracing::warn!(dead_letter_topic = %topic, "dead-letter topic is gone; creating it again");
+                    }
+                    // Looked up again at the next try: the topic may be
+                    // gone even when the error does not say so (a timeout).
+                    self.lock_known().remove(&topic);
+                    failed.get_or_insert_with(|| produce_error(letter, topic, e));
+                }
+            }
+        }
+        if let Some(e) = failed {
+            return Err(e);
+        }
+        for (letter, topic) in too_large {
+            let dlq_partitions = partitions[&*letter.message.topic];
+            let mut sent = self.produce(letter, &topic, dlq_partitions, false).await;
+            if matches!(&sent, Err(e) if refusal(e) == Refusal::TooLarge) {
+                let m = letter.message;
+                tracing::warn!(
+                    source_topic = %m.topic, partition = m.partition, offset = m.offset,
+                    dead_letter_topic = %topic, value_bytes = m.value().map_or(0, <[u8]>::len),
+                    "dead letter too large for its topic even compressed; sending a stub without the value"
+                );
+                metrics::counter!("timesink_dead_letter_stubs_total").increment(1);
+                sent = self.produce(letter, &topic, dlq_partitions, true).await;
+            }
+            sent.map_err(|e| produce_error(letter, topic, e))?;
         }
         Ok(())
     }
 
-    /// Sends one dead letter to the same partition number as its source where
-    /// the dead-letter topic has it (it has when the sink created it).
-    async fn send(
+    /// Produces a dead letter (or its stub) and waits for the broker's answer.
+    async fn produce(
         &self,
         letter: &DeadLetter<'_>,
+        topic: &str,
         dlq_partitions: i32,
-    ) -> Result<(), DeadLetterError> {
+        stub: bool,
+    ) -> Result<(), KafkaError> {
         let m = letter.message;
-        let topic = self.topic_for(&m.topic);
-        let mut headers = OwnedHeaders::new_with_capacity(m.header_count() + 6);
-        for (key, value) in m.header_pairs() {
-            headers = headers.insert(Header { key, value });
+        let mut headers = OwnedHeaders::new_with_capacity(m.header_count() + 8);
+        let header_bytes: usize = m
+            .header_pairs()
+            .map(|(k, v)| k.len() + v.map_or(0, <[u8]>::len))
+            .sum();
+        if !stub || header_bytes <= STUB_KEEPS_HEADER_BYTES {
+            for (key, value) in m.header_pairs() {
+                headers = headers.insert(Header { key, value });
+            }
         }
         // One line, human readable.
         let reason: String = letter
@@ -148,20 +229,24 @@ impl DeadLetters {
             added.push(("dlq.timestamp", t.as_str()));
         }
         added.push(("dlq.sink", self.sink.as_str()));
-        for (key, value) in added {
+        let stubbed = stub.then(|| stub_headers(m, header_bytes));
+        for (key, value) in added
+            .into_iter()
+            .chain(stubbed.iter().flatten().map(|(k, v)| (*k, v.as_str())))
+        {
             headers = headers.insert(Header {
                 key,
                 value: Some(value.as_bytes()),
             });
         }
-        let mut record: FutureRecord<'_, [u8], [u8]> = FutureRecord::to(&topic).headers(headers);
+        let mut record: FutureRecord<'_, [u8], [u8]> = FutureRecord::to(topic).headers(headers);
         if m.partition < dlq_partitions {
             record = record.partition(m.partition);
         }
-        if let Some(key) = m.key() {
+        if let Some(key) = m.key().filter(|k| !stub || k.len() <= STUB_KEEPS_KEY_BYTES) {
             record = record.key(key);
         }
-        if let Some(value) = m.value() {
+        if let Some(value) = m.value().filter(|_| !stub) {
             record = record.payload(value);
         }
         if let Some(t) = m.timestamp_ms {
@@ -171,12 +256,7 @@ impl DeadLetters {
             .send(record, Duration::from_secs(30))
             .await
             .map(|_| ())
-            .map_err(|(source, _)| DeadLetterError::Produce {
-                topic,
-                partition: m.partition,
-                offset: m.offset,
-                source,
-            })
+            .map_err(|(e, _)| e)
     }
 
     /// Creates the dead-letter topic of `source` if it is missing, with the
@@ -261,4 +341,31 @@ impl DeadLetters {
         // A poisoned set of names is still a valid set of names.
         self.known_topics.lock().unwrap_or_else(|p| p.into_inner())
     }
+}
+
+fn produce_error(letter: &DeadLetter<'_>, topic: String, source: KafkaError) -> DeadLetterError {
+    DeadLetterError::Produce {
+        topic,
+        partition: letter.message.partition,
+        offset: letter.message.offset,
+        source,
+    }
+}
+
+/// The headers a stub adds: that it is one, and what it leaves out.
+fn stub_headers(m: &SourceMessage, header_bytes: usize) -> Vec<(&'static str, String)> {
+    let mut added = vec![
+        ("dlq.stub", "true".to_owned()),
+        (
+            "dlq.value_bytes",
+            m.value().map_or(0, <[u8]>::len).to_string(),
+        ),
+    ];
+    if let Some(key) = m.key().filter(|k| k.len() > STUB_KEEPS_KEY_BYTES) {
+        added.push(("dlq.key_bytes", key.len().to_string()));
+    }
+    if header_bytes > STUB_KEEPS_HEADER_BYTES {
+        added.push(("dlq.header_bytes", header_bytes.to_string()));
+    }
+    added
 }

@@ -5,6 +5,7 @@
 //! its scale (the number of digits after the point, as sent), so `"42.10"`
 //! is stored as `42.10` and a 30-digit number keeps all 30 digits.
 
+use std::cell::Cell;
 use std::cmp::Ordering;
 use std::fmt;
 
@@ -13,6 +14,27 @@ use compact_str::{CompactString, ToCompactString};
 /// PostgreSQL's own limits for `NUMERIC`: digits before the point and after it.
 const MAX_INTEGER_DIGITS: usize = 131_072;
 const MAX_SCALE: usize = 16_383;
+
+/// The default of `max_decimal_digits`.
+pub const DEFAULT_MAX_DIGITS: usize = 1_000;
+
+thread_local! {
+    /// The most digits a decimal parsed on this thread may hold (see
+    /// [`with_max_digits`]). A thread-local because decimals are parsed deep
+    /// inside serde's derived record readers, which take no context.
+    static MAX_DIGITS: Cell<usize> = const { Cell::new(DEFAULT_MAX_DIGITS) };
+}
+
+/// Runs `f` with decimals bounded to `max` digits as stored (integer digits
+/// plus scale, after the exponent's shift): `1e131071` is six bytes in a
+/// message and 131,072 digits in memory, so the bound is checked before any
+/// digit is copied.
+pub fn with_max_digits<T>(max: usize, f: impl FnOnce() -> T) -> T {
+    let before = MAX_DIGITS.replace(max);
+    let result = f();
+    MAX_DIGITS.set(before);
+    result
+}
 
 /// An exact decimal number.
 #[derive(Clone, PartialEq, Eq, Hash)]
@@ -33,6 +55,8 @@ pub enum DecimalError {
     Syntax(&'static str),
     #[error("decimal has more digits than PostgreSQL NUMERIC holds")]
     TooLarge,
+    #[error("decimal has {digits} digits, more than max_decimal_digits ({max})")]
+    TooManyDigits { digits: usize, max: usize },
 }
 
 impl Decimal {
@@ -102,6 +126,14 @@ impl Decimal {
         };
         if scale > MAX_SCALE || pad > MAX_INTEGER_DIGITS {
             return Err(DecimalError::TooLarge);
+        }
+        let stored = (all_digits + pad).max(scale);
+        let max = MAX_DIGITS.get();
+        if stored > max {
+            return Err(DecimalError::TooManyDigits {
+                digits: stored,
+                max,
+            });
         }
         let mut digits = CompactString::with_capacity(all_digits + pad + scale);
         digits.push_str(int_part);
@@ -312,6 +344,35 @@ mod tests {
             Err(DecimalError::TooLarge)
         );
         assert_eq!(Decimal::parse("1e-20000"), Err(DecimalError::TooLarge));
+    }
+
+    #[test]
+    fn digits_as_stored_are_bounded_before_they_are_copied() {
+        assert_eq!(
+            Decimal::parse("1e131071"),
+            Err(DecimalError::TooManyDigits {
+                digits: 131_072,
+                max: DEFAULT_MAX_DIGITS
+            })
+        );
+        // The exponent's shift counts, either way, and so do digits sent.
+        assert!(Decimal::parse("1e999").is_ok());
+        assert!(Decimal::parse("1e1000").is_err());
+        assert!(Decimal::parse("1e-1000").is_ok());
+        assert!(Decimal::parse("1e-1001").is_err());
+        assert!(Decimal::parse(&"7".repeat(1_001)).is_err());
+        let reason = with_max_digits(5, || Decimal::parse("123.456"))
+            .unwrap_err()
+            .to_string();
+        assert_eq!(
+            reason,
+            "decimal has 6 digits, more than max_decimal_digits (5)"
+        );
+        // The bound is the caller's only while it runs.
+        assert!(Decimal::parse("123.456").is_ok());
+        let digits = 131_072;
+        let bound = with_max_digits(digits, || Decimal::parse("1e131071"));
+        assert_eq!(bound.map(|d| d.to_string().len()), Ok(digits));
     }
 
     #[test]

@@ -21,6 +21,29 @@ use crate::wire::{
 /// a limit so that a forged length cannot make the decoder allocate wildly.
 const BINCODE_LIMIT: usize = 64 * 1024 * 1024;
 
+/// Bounds on the work one message may cause, each checked before the large
+/// allocation it prevents; beyond one the message is dead-lettered naming it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Bounds {
+    /// `max_value_bytes`: the value as sent, and what an LZ4 frame inflates to.
+    pub value_bytes: usize,
+    /// `max_array_elements`: the records of one JSON array.
+    pub array_elements: usize,
+    /// `max_decimal_digits`: the digits of one decimal as stored (the
+    /// exponent's shift included).
+    pub decimal_digits: usize,
+}
+
+impl Default for Bounds {
+    fn default() -> Self {
+        Bounds {
+            value_bytes: 4 * 1024 * 1024,
+            array_elements: 10_000,
+            decimal_digits: crate::decimal::DEFAULT_MAX_DIGITS,
+        }
+    }
+}
+
 /// Why a message could not be decoded; the text becomes `dlq.reason`.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum DecodeError {
@@ -32,8 +55,10 @@ pub enum DecodeError {
     NotLz4Frame,
     #[error("LZ4 frame: {0}")]
     Lz4(String),
-    #[error("LZ4 frame inflates past {limit} bytes")]
+    #[error("LZ4 frame inflates past {limit} bytes (max_value_bytes)")]
     TooLarge { limit: usize },
+    #[error("JSON array has more than {limit} elements (max_array_elements)")]
+    TooManyElements { limit: usize },
     #[error("value is not valid JSON: {0}")]
     Json(String),
     #[error("{location}: {message}")]
@@ -53,7 +78,9 @@ impl DecodeError {
     pub fn class(&self) -> RejectClass {
         match self {
             DecodeError::Header { .. } => RejectClass::Encoding,
-            DecodeError::TooLarge { .. } => RejectClass::TooLarge,
+            DecodeError::TooLarge { .. } | DecodeError::TooManyElements { .. } => {
+                RejectClass::TooLarge
+            }
             _ => RejectClass::Decode,
         }
     }
@@ -151,27 +178,26 @@ impl Encoding {
     }
 }
 
-/// Decodes one message value into the records it carries, in order.
-///
-/// `max_value_bytes` bounds what an LZ4 frame may inflate to.
+/// Decodes one message value into the records it carries, in order, within
+/// `bounds` (the caller checks the value's own size).
 pub fn decode(
     data_type: DataType,
     encoding: Encoding,
     value: Option<&[u8]>,
-    max_value_bytes: usize,
+    bounds: &Bounds,
 ) -> Result<Vec<Fields>, DecodeError> {
     let value = value.ok_or(DecodeError::NoValue)?;
     let inflated;
     let bytes = if encoding.compressed {
-        inflated = crate::lz4_frame::inflate(value, max_value_bytes)?;
+        inflated = crate::lz4_frame::inflate(value, bounds.value_bytes)?;
         &inflated[..]
     } else {
         value
     };
-    match encoding.content_type {
-        ContentType::Json => decode_json(data_type, bytes),
+    crate::decimal::with_max_digits(bounds.decimal_digits, || match encoding.content_type {
+        ContentType::Json => decode_json(data_type, bytes, bounds.array_elements),
         ContentType::Bincode => decode_bincode(data_type, bytes).map(|f| vec![f]),
-    }
+    })
 }
 
 /// The parts of an object that tell an envelope from a bare record. Every
@@ -200,7 +226,11 @@ struct Metadata<'a> {
 #[derive(Deserialize)]
 struct Text<'a>(#[serde(borrow)] Cow<'a, str>);
 
-fn decode_json(data_type: DataType, bytes: &[u8]) -> Result<Vec<Fields>, DecodeError> {
+fn decode_json(
+    data_type: DataType,
+    bytes: &[u8],
+    max_elements: usize,
+) -> Result<Vec<Fields>, DecodeError> {
     let text = std::str::from_utf8(bytes).map_err(|e| {
         DecodeError::Json(format!("invalid UTF-8 at byte offset {}", e.valid_up_to()))
     })?;
@@ -218,8 +248,7 @@ fn decode_json(data_type: DataType, bytes: &[u8]) -> Result<Vec<Fields>, DecodeE
         serde_json::from_str(text).map_err(|e| DecodeError::Json(e.to_string()))?;
     let top_text = top.get();
     if top_text.starts_with('[') {
-        let elements: Vec<&RawValue> =
-            serde_json::from_str(top_text).map_err(|e| DecodeError::Json(e.to_string()))?;
+        let elements = array_elements(top_text, max_elements)?;
         elements
             .iter()
             .enumerate()
@@ -228,6 +257,46 @@ fn decode_json(data_type: DataType, bytes: &[u8]) -> Result<Vec<Fields>, DecodeE
     } else {
         decode_element(data_type, top, "record").map(|f| vec![f])
     }
+}
+
+/// The elements of a JSON array, refused past `max` before more are kept.
+fn array_elements(text: &str, max: usize) -> Result<Vec<&RawValue>, DecodeError> {
+    struct Elements {
+        max: usize,
+        exceeded: std::cell::Cell<bool>,
+    }
+    impl<'de> serde::de::Visitor<'de> for &Elements {
+        type Value = Vec<&'de RawValue>;
+
+        fn expecting(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+            f.write_str("a JSON array")
+        }
+
+        fn visit_seq<A: serde::de::SeqAccess<'de>>(
+            self,
+            mut seq: A,
+        ) -> Result<Self::Value, A::Error> {
+            let mut elements = Vec::new();
+            while let Some(element) = seq.next_element::<&RawValue>()? {
+                if elements.len() == self.max {
+                    self.exceeded.set(true);
+                    return Err(serde::de::Error::custom("too many elements"));
+                }
+                elements.push(element);
+            }
+            Ok(elements)
+        }
+    }
+    let visitor = Elements {
+        max,
+        exceeded: std::cell::Cell::new(false),
+    };
+    let mut reader = serde_json::Deserializer::from_str(text);
+    let elements = serde::Deserializer::deserialize_seq(&mut reader, &visitor);
+    if visitor.exceeded.get() {
+        return Err(DecodeError::TooManyElements { limit: max });
+    }
+    elements.map_err(|e| DecodeError::Json(e.to_string()))
 }
 
 fn record_error(location: &str, message: impl std::fmt::Display) -> DecodeError {
@@ -458,7 +527,11 @@ mod tests {
     use super::*;
     use crate::record::Timestamp;
 
-    const LIMIT: usize = 1 << 20;
+    const LIMIT: &Bounds = &Bounds {
+        value_bytes: 1 << 20,
+        array_elements: 10_000,
+        decimal_digits: 1_000,
+    };
 
     fn json() -> Encoding {
         Encoding {
@@ -693,6 +766,36 @@ mod tests {
     }
 
     #[test]
+    fn arrays_and_decimals_are_bounded_by_name() {
+        let element =
+            r#"{"coinId":"a","symbol":"A","usdPrice":1,"lastUpdated":1763834400000,"source":"s"}"#;
+        let array = |n: usize| format!("[{}]", vec![element; n].join(","));
+        let bounds = Bounds {
+            array_elements: 3,
+            ..*LIMIT
+        };
+        let decode_json =
+            |text: &str| decode(DataType::Price, json(), Some(text.as_bytes()), &bounds);
+        assert_eq!(decode_json(&array(3)).map(|rows| rows.len()), Ok(3));
+        let err = decode_json(&array(4)).unwrap_err();
+        assert_eq!(err, DecodeError::TooManyElements { limit: 3 });
+        assert_eq!(err.class(), RejectClass::TooLarge);
+        assert_eq!(
+            err.to_string(),
+            "JSON array has more than 3 elements (max_array_elements)"
+        );
+        // A broken array is still a JSON error.
+        assert!(matches!(decode_json("[1,"), Err(DecodeError::Json(_))));
+        // The bomb: a decimal of 131,072 digits, six bytes as sent.
+        let bomb = array(2).replace(r#""usdPrice":1"#, r#""usdPrice":1e131071"#);
+        let err = decode_json(&bomb).unwrap_err().to_string();
+        assert!(
+            err.contains("element 0") && err.contains("more than max_decimal_digits (1000)"),
+            "{err}"
+        );
+    }
+
+    #[test]
     fn lz4_frame_wraps_any_encoding() {
         let body = br#"{"coinId":"lz"}"#;
         let mut enc = lz4_flex::frame::FrameEncoder::new(Vec::new());
@@ -725,7 +828,15 @@ mod tests {
             Err(DecodeError::Lz4(_))
         ));
         assert!(matches!(
-            decode(DataType::Price, encoding, Some(&frame), 4),
+            decode(
+                DataType::Price,
+                encoding,
+                Some(&frame),
+                &Bounds {
+                    value_bytes: 4,
+                    ..*LIMIT
+                }
+            ),
             Err(DecodeError::TooLarge { limit: 4 })
         ));
     }

@@ -33,12 +33,32 @@ pub struct TopicCounters {
     pub consumed_metric: metrics::Counter,
 }
 
-/// What librdkafka last said about one assigned partition.
+/// The lag of one assigned partition.
 #[derive(Debug, Clone, Copy, Default)]
 struct PartitionLag {
     messages: i64,
     seconds: f64,
+    /// Where the sink started reading it: what lag is measured from until
+    /// an offset is committed.
+    start: Option<i64>,
 }
+
+/// What librdkafka's statistics say of one partition's offsets.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Offsets<'a> {
+    pub topic: &'a str,
+    pub partition: i32,
+    /// The log's end (high watermark).
+    pub high: i64,
+    /// The group's committed offset, once there is one.
+    pub committed: Option<i64>,
+}
+
+/// How long after the start an unknown broker or database state counts as
+/// up: librdkafka's first statistics come after `statistics.interval.ms`
+/// (5 s), and the state must not read `unhealthy` while the sink starts
+/// normally. Past it, unknown counts as down.
+pub const STARTUP_GRACE: Duration = Duration::from_secs(10);
 
 /// Shared by the stages and the HTTP endpoints.
 #[derive(Debug)]
@@ -48,6 +68,8 @@ pub struct Health {
     /// Brokers in state UP at the last statistics report; -1 before the first.
     kafka_brokers_up: AtomicI64,
     database_up: AtomicBool,
+    /// Whether the database has been probed once.
+    database_probed: AtomicBool,
     topics: Mutex<BTreeMap<Arc<str>, Arc<TopicCounters>>>,
     /// Assigned partitions and their lag.
     partitions: Mutex<BTreeMap<(Arc<str>, i32), PartitionLag>>,
@@ -127,6 +149,7 @@ impl Health {
             started: Instant::now(),
             kafka_brokers_up: AtomicI64::new(-1),
             database_up: AtomicBool::new(false),
+            database_probed: AtomicBool::new(false),
             topics: Mutex::new(BTreeMap::new()),
             partitions: Mutex::new(BTreeMap::new()),
             lag_reference: Mutex::new(BTreeMap::new()),
@@ -150,11 +173,34 @@ impl Health {
             .clone()
     }
 
-    pub fn assigned(&self, topic: &Arc<str>, partition: i32) {
+    /// A partition is read from `start` (when known); `high` is the log's
+    /// end then: the lag is known from the first second, before librdkafka's
+    /// statistics and before anything is committed.
+    pub fn assigned(
+        &self,
+        topic: &Arc<str>,
+        partition: i32,
+        start: Option<i64>,
+        high: Option<i64>,
+    ) {
         lock(&self.lag_reference).remove(&(topic.clone(), partition));
+        let messages = match (start, high) {
+            (Some(start), Some(high)) => (high - start).max(0),
+            _ => 0,
+        };
         let mut partitions = lock(&self.partitions);
-        partitions.insert((topic.clone(), partition), PartitionLag::default());
+        partitions.insert(
+            (topic.clone(), partition),
+            PartitionLag {
+                messages,
+                seconds: 0.0,
+                start,
+            },
+        );
         metrics::gauge!("timesink_assigned_partitions").set(partitions.len() as f64);
+        let labels = partition_labels(topic, partition);
+        metrics::gauge!("timesink_consumer_lag_messages", &labels).set(messages as f64);
+        metrics::gauge!("timesink_consumer_lag_seconds", &labels).set(0.0);
     }
 
     /// A partition left this instance: its lag is now another's to report.
@@ -190,24 +236,33 @@ impl Health {
     }
 
     /// librdkafka's statistics: brokers up, and per assigned partition the
-    /// messages after the committed offset (`consumer_lag`).
-    pub fn kafka_statistics(&self, brokers_up: i64, lags: &[(&str, i32, i64)], now_ms: i64) {
+    /// messages after the committed offset, or before any commit, after
+    /// where the sink started reading.
+    pub fn kafka_statistics(&self, brokers_up: i64, offsets: &[Offsets<'_>], now_ms: i64) {
         self.kafka_brokers_up.store(brokers_up, Relaxed);
         metrics::gauge!("timesink_kafka_brokers_up").set(brokers_up as f64);
         let reference = lock(&self.lag_reference);
         let mut partitions = lock(&self.partitions);
         for ((topic, partition), lag) in partitions.iter_mut() {
-            let Some(&(_, _, messages)) = lags
+            let Some(o) = offsets
                 .iter()
-                .find(|(t, p, _)| *t == &**topic && p == partition)
+                .find(|o| o.topic == &**topic && o.partition == *partition)
             else {
                 continue;
             };
+            let Some(base) = o.committed.or(lag.start) else {
+                continue;
+            };
+            let messages = (o.high - base).max(0);
             let seconds = match reference.get(&(topic.clone(), *partition)) {
                 Some(&ts) if messages > 0 => ((now_ms - ts).max(0) as f64) / 1000.0,
                 _ => 0.0,
             };
-            *lag = PartitionLag { messages, seconds };
+            *lag = PartitionLag {
+                messages,
+                seconds,
+                start: lag.start,
+            };
             let labels = partition_labels(topic, *partition);
             metrics::gauge!("timesink_consumer_lag_messages", &labels).set(messages as f64);
             metrics::gauge!("timesink_consumer_lag_seconds", &labels).set(seconds);
@@ -216,6 +271,7 @@ impl Health {
 
     pub fn set_database_up(&self, up: bool) {
         self.database_up.store(up, Relaxed);
+        self.database_probed.store(true, Relaxed);
         metrics::gauge!("timesink_database_up").set(if up { 1.0 } else { 0.0 });
     }
 
@@ -246,9 +302,13 @@ impl Health {
             lag_seconds = lag_seconds.max(lag.seconds);
         }
         let brokers = self.kafka_brokers_up.load(Relaxed);
-        let database_up = self.database_up.load(Relaxed);
+        // Unknown is up while the sink starts (see STARTUP_GRACE).
+        let starting = self.started.elapsed() < STARTUP_GRACE;
+        let brokers_up = brokers > 0 || (brokers < 0 && starting);
+        let database_up =
+            self.database_up.load(Relaxed) || (!self.database_probed.load(Relaxed) && starting);
         let mut not_ready = Vec::new();
-        if brokers <= 0 {
+        if !brokers_up {
             not_ready.push("no Kafka broker is up");
         }
         if !database_up {
@@ -258,7 +318,7 @@ impl Health {
             not_ready.push("no partition is assigned");
         }
         Status {
-            state: judge(lag_messages, brokers > 0, database_up, &self.thresholds),
+            state: judge(lag_messages, brokers_up, database_up, &self.thresholds),
             ready: not_ready.is_empty(),
             not_ready,
             lag_messages,
@@ -330,33 +390,47 @@ mod tests {
         assert_eq!(judge(0, true, false, &t), State::Unhealthy);
     }
 
+    fn offsets(committed: [Option<i64>; 2]) -> [Offsets<'static>; 2] {
+        [
+            Offsets {
+                topic: "crypto-prices",
+                partition: 0,
+                high: 1_700,
+                committed: committed[0],
+            },
+            Offsets {
+                topic: "crypto-prices",
+                partition: 1,
+                high: 600,
+                committed: committed[1],
+            },
+        ]
+    }
+
     #[test]
     fn status_sums_lag_per_topic_and_names_what_is_missing() {
         let h = Health::new(thresholds());
+        // Starting: nothing is known of the broker and the database yet.
         let status = h.status();
-        assert!(!status.ready);
-        assert_eq!(status.not_ready.len(), 3);
-        assert_eq!(status.state, State::Unhealthy);
+        assert_eq!(status.not_ready, ["no partition is assigned"]);
+        assert_eq!(status.state, State::Healthy);
 
         let topic: Arc<str> = "crypto-prices".into();
-        h.assigned(&topic, 0);
-        h.assigned(&topic, 1);
+        // Lag is known at the assignment: from the start to the log's end.
+        h.assigned(&topic, 0, Some(1_000), Some(1_500));
+        h.assigned(&topic, 1, Some(0), Some(600));
+        assert_eq!(h.status().lag_messages, 1_100);
         h.set_database_up(true);
         h.committed(&topic, 10, &[(0, 1_000)]);
-        h.kafka_statistics(
-            1,
-            &[("crypto-prices", 0, 700), ("crypto-prices", 1, 600)],
-            4_000,
-        );
+        // Before a commit, from the start; after one, from the commit.
+        h.kafka_statistics(1, &offsets([None, None]), 4_000);
+        assert_eq!(h.status().lag_messages, 700 + 600);
+        h.kafka_statistics(1, &offsets([Some(1_000), None]), 4_000);
         // Partition 1 has committed and read nothing: no age to measure.
         assert_eq!(lock(&h.partitions)[&(topic.clone(), 1)].seconds, 0.0);
         h.first_read(&topic, 1, 500);
         h.first_read(&topic, 1, 900); // only the first counts
-        h.kafka_statistics(
-            1,
-            &[("crypto-prices", 0, 700), ("crypto-prices", 1, 600)],
-            4_000,
-        );
+        h.kafka_statistics(1, &offsets([Some(1_000), None]), 4_000);
         let status = h.status();
         assert!(status.ready, "{:?}", status.not_ready);
         assert_eq!(status.lag_messages, 1_300);
@@ -371,5 +445,8 @@ mod tests {
         h.revoked(&topic, 1);
         assert_eq!(h.status().lag_messages, 0);
         assert!(!h.status().ready);
+        // A broker reported down is down, grace or not.
+        h.kafka_statistics(0, &[], 4_000);
+        assert_eq!(h.status().state, State::Unhealthy);
     }
 }

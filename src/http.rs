@@ -64,7 +64,12 @@ async fn ready(State(shared): State<Shared>) -> impl IntoResponse {
     };
     (
         code,
-        Json(serde_json::json!({ "ready": status.ready, "not_ready": status.not_ready })),
+        Json(serde_json::json!({
+            "ready": status.ready,
+            "not_ready": status.not_ready,
+            "state": status.state,
+            "lag_messages": status.lag_messages,
+        })),
     )
 }
 

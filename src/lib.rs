@@ -26,6 +26,8 @@
 //!   with `/metrics`, whose series [`telemetry`] catalogues.
 //! - [`check`]: `timesink check`, the configuration tried against the
 //!   broker and the database.
+//! - [`topic_ids`]: the broker's topic ids (librdkafka's `DescribeTopics`),
+//!   which tell a topic created again from the one its offsets were stored for.
 //! - [`produce`]: the load generator behind `timesink produce`; [`topics`]:
 //!   `topics.yaml` and topic creation.
 //!
@@ -50,6 +52,7 @@ pub mod produce;
 pub mod record;
 pub mod schema;
 pub mod telemetry;
+pub mod topic_ids;
 pub mod topics;
 pub mod validate;
 pub mod wire;

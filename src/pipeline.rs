@@ -25,7 +25,7 @@ use crate::consume::{self, Assignment, Command, Event};
 use crate::copy_format::RowBuffer;
 use crate::database::Database;
 use crate::dead_letter::DeadLetters;
-use crate::decode::{self, Encoding};
+use crate::decode::{self, Bounds, Encoding};
 use crate::health::{Health, TopicCounters};
 use crate::message::SourceMessage;
 use crate::record::{DataType, Timestamp};
@@ -164,6 +164,11 @@ pub async fn run(
     } else {
         (0, 0)
     };
+    // Exported from the start, so that dashboards show 0, not "no data".
+    for reason in ["recreated", "before_log_start", "past_log_end"] {
+        metrics::counter!("timesink_offset_resets_total", "reason" => reason).absolute(0);
+    }
+    metrics::counter!("timesink_dead_letter_stubs_total").absolute(0);
     let writers = DataType::ALL
         .into_iter()
         .flat_map(|t| (0..config.batch.writers.of(t)).map(move |w| (t, w)));
@@ -367,19 +372,23 @@ impl Router<'_> {
                     partition,
                     epoch,
                     stored,
+                    start,
+                    high,
                 } in assigned
                 {
                     self.batcher.drop_partitions(&topic, &[partition]);
                     // The stored offset may be ahead of the group's Kafka
-                    // commit (a crash between the two commits): commit it, so
-                    // lag tools agree even before anything new arrives.
+                    // commit (a crash between the two commits): commit where
+                    // reading starts, so lag tools agree even before anything
+                    // new arrives. (Not the stored offset when it lies
+                    // outside the log: reading starts elsewhere then.)
                     if let Some(next) = stored {
                         let _ = self.commands.send(Command::Commit {
                             topic: topic.clone(),
-                            offsets: vec![(partition, next)],
+                            offsets: vec![(partition, start.unwrap_or(next))],
                         });
                     }
-                    self.health.assigned(&topic, partition);
+                    self.health.assigned(&topic, partition, start, high);
                     let counters = self.health.topic(&topic);
                     self.partitions.insert(
                         (topic, partition),
@@ -427,7 +436,7 @@ impl Router<'_> {
             data_type,
             exchange,
             &message,
-            self.config.max_value_bytes,
+            &self.config.bounds(),
             clock.0,
             &mut self.rows,
         );
@@ -559,21 +568,22 @@ pub fn process(
     data_type: DataType,
     exchange: Option<&str>,
     message: &SourceMessage,
-    max_value_bytes: usize,
+    bounds: &Bounds,
     now: Timestamp,
     rows: &mut RowBuffer,
 ) -> Outcome {
-    if let Some(value) = message.value().filter(|v| v.len() > max_value_bytes) {
+    if let Some(value) = message.value().filter(|v| v.len() > bounds.value_bytes) {
         return Outcome::DeadLetter(Rejection::new(
             RejectClass::TooLarge,
             format!(
-                "value of {} bytes exceeds max_value_bytes ({max_value_bytes})",
-                value.len()
+                "value of {} bytes exceeds max_value_bytes ({})",
+                value.len(),
+                bounds.value_bytes
             ),
         ));
     }
     let decoded = Encoding::from_headers(message.header_pairs())
-        .and_then(|encoding| decode::decode(data_type, encoding, message.value(), max_value_bytes));
+        .and_then(|encoding| decode::decode(data_type, encoding, message.value(), bounds));
     let fields = match decoded {
         Ok(fields) => fields,
         Err(e) => return Outcome::DeadLetter(Rejection::new(e.class(), e.to_string())),

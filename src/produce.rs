@@ -420,7 +420,7 @@ mod tests {
             let headers =
                 Headers::from_headers(m.headers.iter().map(|(k, v)| (*k, Some(v.as_bytes()))))
                     .unwrap();
-            let fields = decode(t, headers, Some(&m.value), 1 << 20).unwrap();
+            let fields = decode(t, headers, Some(&m.value), &Default::default()).unwrap();
             assert_eq!(fields.len(), m.rows);
             let ctx = Context {
                 default_exchange: exchange.unwrap_or("aggregate"),

@@ -108,7 +108,7 @@ pub const METRICS: &[Metric] = &[
         "timesink_consumer_lag_messages",
         Kind::Gauge,
         &["topic", "partition"],
-        "Messages in the partition after the last committed one (high watermark minus committed offset).",
+        "Messages in the partition after the last committed one (high watermark minus committed offset; before any commit, minus the offset the sink started from).",
     ),
     metric(
         "timesink_consumer_lag_seconds",
@@ -133,6 +133,18 @@ pub const METRICS: &[Metric] = &[
         Kind::Counter,
         &["table"],
         "Transactions retried after a transient failure (connection lost, server restarting).",
+    ),
+    metric(
+        "timesink_offset_resets_total",
+        Kind::Counter,
+        &["reason"],
+        "Partitions whose start was not the offset stored for them: the topic was deleted and created again (reason=recreated), or the offset lies before the log's start (before_log_start) or past its end (past_log_end). Each is logged with topic, partition and range.",
+    ),
+    metric(
+        "timesink_dead_letter_stubs_total",
+        Kind::Counter,
+        &[],
+        "Dead letters too large for their topic even compressed, sent as a stub without the value (logged with topic, partition, offset).",
     ),
     metric(
         "timesink_consumer_paused",

@@ -235,7 +235,13 @@ mod tests {
             content_type: ContentType::Json,
             compressed: false,
         };
-        let mut fields = decode(data_type, encoding, Some(json.as_bytes()), 1 << 20).unwrap();
+        let mut fields = decode(
+            data_type,
+            encoding,
+            Some(json.as_bytes()),
+            &Default::default(),
+        )
+        .unwrap();
         let ctx = Context {
             default_exchange: exchange,
             now: NOW,

@@ -6,6 +6,7 @@ use std::sync::Arc;
 
 use timesink::batch::Outcome;
 use timesink::copy_format::RowBuffer;
+use timesink::decode::Bounds;
 use timesink::message::SourceMessage;
 use timesink::pipeline::process;
 use timesink::record::{DataType, Timestamp};
@@ -33,7 +34,7 @@ pub fn run(data_type: DataType, headers: Vec<(String, Option<Vec<u8>>)>, value: 
         data_type,
         Some("binance"),
         &message,
-        1 << 20,
+        &Bounds::default(),
         now,
         &mut rows,
     ) {
