@@ -640,6 +640,11 @@ impl Rng {
         Rng(seed | 1)
     }
 
+    /// A fixed sequence, for data that must look random but stay the same.
+    pub fn seeded(seed: u64) -> Rng {
+        Rng(seed | 1)
+    }
+
     /// Uniform in `range`.
     pub fn range(&mut self, range: std::ops::Range<u64>) -> u64 {
         // xorshift64*
