@@ -308,8 +308,9 @@ impl SinkContext {
                 report_recreated(topic, before, id.unwrap_or_default());
             }
             let candidates = self.candidates(consumer, topic, partitions, &stored);
-            for &p in partitions {
-                let start = self.start_of(consumer, &name, p, candidates.get(&p).copied());
+            let ranges = log_ranges(consumer, topic, partitions);
+            for (&p, range) in partitions.iter().zip(ranges) {
+                let start = self.start_of(&name, p, candidates.get(&p).copied(), range);
                 if let Some(offset) = start.seek {
                     set_start(tpl, topic, p, offset);
                 }
@@ -401,16 +402,16 @@ impl SinkContext {
     }
 
     /// Where a partition starts: `candidate` checked against the log's
-    /// range now. The range cannot be read (logged): the candidate as it
-    /// is, unchecked.
+    /// `range` (see [`log_ranges`]). The range could not be read (logged):
+    /// the candidate as it is, unchecked.
     fn start_of(
         &self,
-        consumer: &BaseConsumer<Self>,
         topic: &Arc<str>,
         partition: i32,
         candidate: Option<Candidate>,
+        range: Result<(i64, i64), KafkaError>,
     ) -> PartitionStart {
-        let range = match consumer.fetch_watermarks(topic, partition, KAFKA_LOOKUP_TIMEOUT) {
+        let range = match range {
             Ok(range) => range,
             Err(e) => {
                 tracing::warn!(%topic, partition, error = %e, "reading the partition's offset range failed; its start is not checked");
@@ -450,6 +451,44 @@ impl SinkContext {
             high: Some(range.1),
         }
     }
+}
+
+/// Lookups of partition ranges in flight at once.
+const RANGE_LOOKUPS: usize = 8;
+
+/// Each partition's `[low, high]` offsets, in the order of `partitions`.
+/// Each is two requests to the partition's leader: they go out several at a
+/// time, so that an assignment of many partitions does not wait for each in
+/// turn.
+fn log_ranges<C: ConsumerContext>(
+    consumer: &BaseConsumer<C>,
+    topic: &str,
+    partitions: &[i32],
+) -> Vec<Result<(i64, i64), KafkaError>> {
+    let per_thread = partitions.len().div_ceil(RANGE_LOOKUPS).max(1);
+    std::thread::scope(|scope| {
+        let lookups: Vec<_> = partitions
+            .chunks(per_thread)
+            .map(|chunk| {
+                let lookup = scope.spawn(move || {
+                    chunk
+                        .iter()
+                        .map(|&p| consumer.fetch_watermarks(topic, p, KAFKA_LOOKUP_TIMEOUT))
+                        .collect::<Vec<_>>()
+                });
+                (chunk.len(), lookup)
+            })
+            .collect();
+        lookups
+            .into_iter()
+            .flat_map(|(n, lookup)| {
+                // A lookup thread that panicked leaves its partitions unchecked.
+                lookup
+                    .join()
+                    .unwrap_or_else(|_| vec![Err(KafkaError::NoMessageReceived); n])
+            })
+            .collect()
+    })
 }
 
 /// Logs and counts a topic found created again since its offsets were stored.
@@ -1063,7 +1102,9 @@ fn resync(
         };
         let offset = stored.offsets.get(&partition).copied();
         let candidate = offset.map_or(Candidate::Beginning, Candidate::At);
-        let start = context.start_of(consumer, &topic, partition, Some(candidate));
+        let range = log_ranges(consumer, &topic, &[partition]).pop();
+        let range = range.unwrap_or(Err(KafkaError::NoMessageReceived));
+        let start = context.start_of(&topic, partition, Some(candidate), range);
         let seek = start.seek.unwrap_or(Offset::Beginning);
         match consumer.seek(&topic, partition, seek, Duration::from_secs(5)) {
             Ok(()) => {
