@@ -67,6 +67,17 @@ async fn create_topic(topic: &str, partitions: i32, config: &[(&str, &str)]) {
     }
 }
 
+/// A producer that compresses with zstd, so that a message of several MB
+/// reaches the broker under its limit.
+fn zstd_producer() -> FutureProducer {
+    ClientConfig::new()
+        .set("bootstrap.servers", brokers())
+        .set("compression.type", "zstd")
+        .set("message.max.bytes", "10000000")
+        .create()
+        .expect("producer")
+}
+
 /// The coin ids stored, sorted.
 async fn stored_coins(world: &World) -> Vec<String> {
     let rows = world
@@ -208,12 +219,7 @@ async fn a_large_dead_letter_is_compressed_and_holds_nothing_back() {
     elements[4_000] = elements[4_000].replace("\"1.5\"", "\"-1\"");
     let array = format!("[{}]", elements.join(","));
     assert!(array.len() > 1_500_000, "{}", array.len());
-    let producer: FutureProducer = ClientConfig::new()
-        .set("bootstrap.servers", brokers())
-        .set("compression.type", "zstd")
-        .set("message.max.bytes", "10000000")
-        .create()
-        .expect("producer");
+    let producer = zstd_producer();
     let record: FutureRecord<'_, str, str> = FutureRecord::to(&topic).key("big").payload(&array);
     producer
         .send(record, Duration::from_secs(10))
@@ -363,12 +369,7 @@ async fn a_decimal_bomb_is_dead_lettered_at_once_in_little_memory() {
     let element = r#"{"coinId":"b","symbol":"B","usdPrice":1e131071,"lastUpdated":1763834400000,"source":"t"}"#;
     let array =
         |bytes: usize| format!("[{}]", vec![element; bytes / (element.len() + 1)].join(","));
-    let zstd: FutureProducer = ClientConfig::new()
-        .set("bootstrap.servers", brokers())
-        .set("compression.type", "zstd")
-        .set("message.max.bytes", "10000000")
-        .create()
-        .expect("producer");
+    let zstd = zstd_producer();
     let started = Instant::now();
     for (key, bytes) in [("bomb", 3_900_000), ("small bomb", 249_000)] {
         let bomb = array(bytes);
@@ -480,27 +481,9 @@ async fn lag_is_shown_before_the_first_commit_and_start_is_not_unhealthy() {
     sink.terminate(Duration::from_secs(20));
 }
 
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .and_then(|l| l.local_addr())
-        .map(|a| a.port())
-        .expect("a free loopback port")
-}
-
 /// GET a path of the sink's HTTP port: the status code and body, or None.
 fn try_get(port: u16, path: &str) -> Option<(u16, String)> {
-    let agent: ureq::Agent = ureq::Agent::config_builder()
-        .http_status_as_error(false)
-        .timeout_global(Some(Duration::from_secs(5)))
-        .build()
-        .into();
-    let mut response = agent
-        .get(&format!("http://127.0.0.1:{port}{path}"))
-        .call()
-        .ok()?;
-    let code = response.status().as_u16();
-    let body = response.body_mut().read_to_string().ok()?;
-    Some((code, body))
+    get(&format!("http://127.0.0.1:{port}{path}"))
 }
 
 fn http_get(port: u16, path: &str) -> String {

@@ -9,29 +9,11 @@ mod common;
 
 use std::time::Duration;
 
-use common::{SinkProcess, World, drained, eventually, quote, send_many, sink_command, unique};
+use common::{
+    SinkProcess, World, drained, eventually, free_port, get, quote, send_many, sink_command, unique,
+};
 use timesink::record::DataType;
 use timesink::telemetry::METRICS;
-
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .and_then(|l| l.local_addr())
-        .map(|a| a.port())
-        .expect("a free loopback port")
-}
-
-/// GET `url`: the status code and body, or None when nothing answers.
-fn get(url: &str) -> Option<(u16, String)> {
-    let agent: ureq::Agent = ureq::Agent::config_builder()
-        .http_status_as_error(false)
-        .timeout_global(Some(Duration::from_secs(5)))
-        .build()
-        .into();
-    let mut response = agent.get(url).call().ok()?;
-    let code = response.status().as_u16();
-    let body = response.body_mut().read_to_string().ok()?;
-    Some((code, body))
-}
 
 fn json(body: &str) -> serde_json::Value {
     serde_json::from_str(body).unwrap_or_else(|e| panic!("not JSON ({e}): {body}"))

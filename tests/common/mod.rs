@@ -717,3 +717,24 @@ pub async fn send_many(topic: &str, messages: &[(String, String)]) -> Vec<(i32, 
     }
     at
 }
+
+/// A loopback port nothing listens on now (for a sink's or Prometheus's HTTP).
+pub fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .map(|a| a.port())
+        .expect("a free loopback port")
+}
+
+/// GET `url`: the status code and body, or None when nothing answers.
+pub fn get(url: &str) -> Option<(u16, String)> {
+    let agent: ureq::Agent = ureq::Agent::config_builder()
+        .http_status_as_error(false)
+        .timeout_global(Some(Duration::from_secs(5)))
+        .build()
+        .into();
+    let mut response = agent.get(url).call().ok()?;
+    let code = response.status().as_u16();
+    let body = response.body_mut().read_to_string().ok()?;
+    Some((code, body))
+}
