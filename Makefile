@@ -23,17 +23,28 @@ test-faults: services
 
 ## The fuzz targets (fuzz/: JSON, bincode, LZ4 + inner, the LZ4 frame reader
 ## against lz4_flex's, headers), each for
-## FUZZ_RUNS executions, starting from the committed seeds in fuzz/seeds/,
-## with inputs up to the largest message the sink takes (max_value_bytes).
+## FUZZ_RUNS executions, starting from the committed seeds in fuzz/seeds/.
+## Then json and lz4 again for FUZZ_LARGEST_RUNS from seeds of the largest
+## message the sink takes (max_value_bytes, 4 MiB: too many elements, the
+## largest valid array, the decimal bomb; fuzz/largest_seeds.py and
+## fuzz/seeds/lz4-largest): mutation alone never grows an input that far,
+## and each such run takes milliseconds.
 FUZZ_RUNS ?= 10000000
-FUZZ_MAX_LEN ?= 4194304
+FUZZ_LARGEST_RUNS ?= 5000
 FUZZ_TARGETS := json bincode lz4 lz4_frame headers
 fuzz:
 	@command -v cargo-fuzz >/dev/null || $(CARGO) +nightly install cargo-fuzz --version 0.13.2 --locked
 	cd fuzz && for t in $(FUZZ_TARGETS); do \
 	  mkdir -p corpus/$$t && \
 	  $(CARGO) +nightly fuzz run -O -s none $$t corpus/$$t seeds/$$t -- \
-	    -runs=$(FUZZ_RUNS) -max_len=$(FUZZ_MAX_LEN) -print_final_stats=1 || exit 1; \
+	    -runs=$(FUZZ_RUNS) -max_len=8192 -print_final_stats=1 || exit 1; \
+	done
+	python3 fuzz/largest_seeds.py fuzz/corpus/json-largest-seeds
+	cd fuzz && for t in json lz4; do \
+	  seeds=seeds/$$t-largest; [ $$t = json ] && seeds=corpus/json-largest-seeds; \
+	  mkdir -p corpus/$$t-largest && \
+	  $(CARGO) +nightly fuzz run -O -s none $$t corpus/$$t-largest $$seeds -- \
+	    -runs=$(FUZZ_LARGEST_RUNS) -max_len=4194304 -print_final_stats=1 || exit 1; \
 	done
 
 ## timesink against PostgreSQL's own COPY of the same rows, in the same run
