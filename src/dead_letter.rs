@@ -186,7 +186,10 @@ impl DeadLetters {
                 metrics::counter!("timesink_dead_letter_stubs_total").increment(1);
                 sent = self.produce(letter, &topic, dlq_partitions, true).await;
             }
-            sent.map_err(|e| produce_error(letter, topic, e))?;
+            if let Err(e) = sent {
+                self.lock_known().remove(&topic);
+                return Err(produce_error(letter, topic, e));
+            }
         }
         Ok(())
     }

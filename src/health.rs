@@ -70,6 +70,9 @@ pub struct Health {
     database_up: AtomicBool,
     /// Whether the database has been probed once.
     database_probed: AtomicBool,
+    /// Tables that cannot go on until something outside the sink changes,
+    /// with the reason.
+    blocked: Mutex<BTreeMap<&'static str, String>>,
     topics: Mutex<BTreeMap<Arc<str>, Arc<TopicCounters>>>,
     /// Assigned partitions and their lag.
     partitions: Mutex<BTreeMap<(Arc<str>, i32), PartitionLag>>,
@@ -128,6 +131,8 @@ pub struct Status {
     pub database_up: bool,
     pub assigned_partitions: usize,
     pub uptime_seconds: u64,
+    /// Tables that cannot go on until the operator acts, with the reason.
+    pub blocked: BTreeMap<String, String>,
     pub topics: BTreeMap<String, TopicStatus>,
 }
 
@@ -150,6 +155,7 @@ impl Health {
             kafka_brokers_up: AtomicI64::new(-1),
             database_up: AtomicBool::new(false),
             database_probed: AtomicBool::new(false),
+            blocked: Mutex::new(BTreeMap::new()),
             topics: Mutex::new(BTreeMap::new()),
             partitions: Mutex::new(BTreeMap::new()),
             lag_reference: Mutex::new(BTreeMap::new()),
@@ -269,6 +275,23 @@ impl Health {
         }
     }
 
+    /// Reports `table` blocked with `reason`, or no longer (None); true
+    /// when that changes whether it is blocked (to be logged once).
+    pub fn set_blocked(&self, table: &'static str, reason: Option<String>) -> bool {
+        let mut blocked = lock(&self.blocked);
+        let changed = match reason {
+            Some(reason) => blocked.insert(table, reason).is_none(),
+            None => blocked.remove(table).is_some(),
+        };
+        let value = if blocked.contains_key(table) {
+            1.0
+        } else {
+            0.0
+        };
+        metrics::gauge!("timesink_table_blocked", "table" => table).set(value);
+        changed
+    }
+
     pub fn set_database_up(&self, up: bool) {
         self.database_up.store(up, Relaxed);
         self.database_probed.store(true, Relaxed);
@@ -317,8 +340,20 @@ impl Health {
         if partitions.is_empty() {
             not_ready.push("no partition is assigned");
         }
+        let blocked: BTreeMap<String, String> = lock(&self.blocked)
+            .iter()
+            .map(|(t, r)| ((*t).to_owned(), r.clone()))
+            .collect();
+        if !blocked.is_empty() {
+            not_ready.push("a table is blocked (see blocked)");
+        }
+        let mut state = judge(lag_messages, brokers_up, database_up, &self.thresholds);
+        if !blocked.is_empty() {
+            state = State::Unhealthy;
+        }
         Status {
-            state: judge(lag_messages, brokers_up, database_up, &self.thresholds),
+            state,
+            blocked,
             ready: not_ready.is_empty(),
             not_ready,
             lag_messages,
@@ -445,6 +480,19 @@ mod tests {
         h.revoked(&topic, 1);
         assert_eq!(h.status().lag_messages, 0);
         assert!(!h.status().ready);
+        // A blocked table: unhealthy and not ready, named with its reason;
+        // each change reported once.
+        h.assigned(&topic, 0, Some(0), Some(0));
+        assert!(h.set_blocked("crypto_prices", Some("no dead-letter topic".into())));
+        assert!(!h.set_blocked("crypto_prices", Some("no dead-letter topic".into())));
+        let status = h.status();
+        assert_eq!(status.state, State::Unhealthy);
+        assert!(!status.ready);
+        assert_eq!(status.blocked["crypto_prices"], "no dead-letter topic");
+        assert!(h.set_blocked("crypto_prices", None));
+        assert!(!h.set_blocked("crypto_prices", None));
+        assert!(h.status().ready);
+        h.revoked(&topic, 0);
         // A broker reported down is down, grace or not.
         h.kafka_statistics(0, &[], 4_000);
         assert_eq!(h.status().state, State::Unhealthy);

@@ -69,6 +69,7 @@ async fn ready(State(shared): State<Shared>) -> impl IntoResponse {
             "not_ready": status.not_ready,
             "state": status.state,
             "lag_messages": status.lag_messages,
+            "blocked": status.blocked,
         })),
     )
 }

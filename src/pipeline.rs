@@ -175,12 +175,14 @@ pub async fn run(
     for (t, w) in writers {
         // Exported from the start, so that dashboards show 0, not "no data".
         metrics::counter!("timesink_write_retries_total", "table" => t.table()).absolute(0);
+        metrics::gauge!("timesink_table_blocked", "table" => t.table()).set(0.0);
         let (tx, mut rx) = mpsc::channel::<Flush>(WRITER_QUEUE);
         let mut writer = Writer::new(
             t,
             database.clone(),
             config.kafka.group_id.clone(),
             dead_letters.clone(),
+            health.clone(),
         );
         let commands = command_tx.clone();
         let reports = report_tx.clone();

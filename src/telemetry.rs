@@ -147,6 +147,12 @@ pub const METRICS: &[Metric] = &[
         "Dead letters too large for their topic even compressed, sent as a stub without the value (logged with topic, partition, offset).",
     ),
     metric(
+        "timesink_table_blocked",
+        Kind::Gauge,
+        &["table"],
+        "1 while the table cannot go on until something outside the sink changes (its dead letters cannot be written); /status says why.",
+    ),
+    metric(
         "timesink_consumer_paused",
         Kind::Gauge,
         &[],

@@ -32,6 +32,7 @@ use crate::batch::{Batch, Outcome, RejectClass, Rejection};
 use crate::copy_format::{EncodedRows, latest_per_key, stream_all};
 use crate::database::Database;
 use crate::dead_letter::{DeadLetter, DeadLetters};
+use crate::health::Health;
 use crate::record::DataType;
 use crate::schema::{self, TableStatements};
 
@@ -246,6 +247,8 @@ pub struct Writer {
     database: Database,
     group_id: String,
     dead_letters: Arc<DeadLetters>,
+    /// Where the table is reported blocked while its dead letters cannot be written.
+    health: Arc<Health>,
     /// The open connection and its prepared statements; dropped after any
     /// error, so a broken connection is never reused.
     client: Option<Connection>,
@@ -275,6 +278,7 @@ impl Writer {
         database: Database,
         group_id: String,
         dead_letters: Arc<DeadLetters>,
+        health: Arc<Health>,
     ) -> Writer {
         let spec = schema::spec(data_type);
         Writer {
@@ -283,6 +287,7 @@ impl Writer {
             database,
             group_id,
             dead_letters,
+            health,
             client: None,
             merge_next: 0,
         }
@@ -318,10 +323,25 @@ impl Writer {
                     })
                     .collect();
                 match self.dead_letters.send_all(&letters).await {
-                    Ok(()) => break,
+                    Ok(()) => {
+                        if self.health.set_blocked(self.table, None) {
+                            tracing::info!(
+                                table = self.table,
+                                "dead letters acknowledged: the table is no longer blocked"
+                            );
+                        }
+                        break;
+                    }
                     Err(e) => {
                         let delay = backoff.step();
-                        tracing::warn!(error = %e, retry_in = ?delay, "dead letters not acknowledged; source offsets stay put");
+                        // Logged once when the table becomes blocked, then
+                        // at debug level per retry.
+                        let reason = format!("dead letters cannot be written: {e}");
+                        if self.health.set_blocked(self.table, Some(reason)) {
+                            tracing::error!(table = self.table, error = %e, "table blocked: its dead letters are not acknowledged, so its source offsets stay put; retrying");
+                        } else {
+                            tracing::debug!(table = self.table, error = %e, retry_in = ?delay, "dead letters not acknowledged");
+                        }
                         if sleep_or_stop(delay, stop).await {
                             return None;
                         }

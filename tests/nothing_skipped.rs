@@ -491,3 +491,68 @@ fn http_get(port: u16, path: &str) -> String {
         .unwrap_or_else(|| panic!("{path} answers"))
         .1
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_dead_letter_topic_that_takes_nothing_blocks_its_table_loudly_until_it_does() {
+    let world = World::new(1).await;
+    let topic = world.topic(DataType::Price);
+    let dlq = format!("{topic}.dlq");
+    // A dead-letter topic whose limit not even a stub's headers fit.
+    create_topic(&dlq, 1, &[("max.message.bytes", "50")]).await;
+    let port = free_port();
+    let mut sink = SinkProcess::start(
+        &world,
+        &[("TIMESINK_HTTP__LISTEN", format!("127.0.0.1:{port}"))],
+    );
+    let producer = producer();
+    send(&producer, &topic, Some("bad"), b"not json", &[]).await;
+    send(&producer, &topic, Some("ok"), price("ok").as_bytes(), &[]).await;
+    eventually(60, "/status reports crypto_prices blocked", || async {
+        try_get(port, "/status").is_some_and(|(_, body)| {
+            let s: serde_json::Value = serde_json::from_str(&body).expect("JSON");
+            s["state"] == "unhealthy"
+                && s["blocked"]["crypto_prices"]
+                    .as_str()
+                    .is_some_and(|r| r.contains(&dlq))
+        })
+    })
+    .await;
+    let (code, ready) = try_get(port, "/ready").expect("/ready");
+    assert_eq!(code, 503, "{ready}");
+    assert!(ready.contains("blocked"), "{ready}");
+    assert!(
+        http_get(port, "/metrics")
+            .lines()
+            .any(|l| l == "timesink_table_blocked{table=\"crypto_prices\"} 1")
+    );
+    assert_eq!(
+        world.count("crypto_prices").await,
+        0,
+        "held behind the dead letter"
+    );
+
+    // The operator deletes the topic: the sink creates it again, with the
+    // source's settings, and goes on by itself (so it is not waited gone).
+    for r in admin()
+        .delete_topics(&[dlq.as_str()], &AdminOptions::new())
+        .await
+        .expect("delete topic")
+    {
+        r.expect("topic deleted");
+    }
+    drained(&world, &topic, 60).await;
+    eventually(30, "no longer blocked", || async {
+        try_get(port, "/status").is_some_and(|(_, body)| body.contains("\"blocked\":{}"))
+    })
+    .await;
+    let log = sink.log_text();
+    sink.terminate(Duration::from_secs(20));
+    assert_eq!(stored_coins(&world).await, ["ok"]);
+    assert_eq!(read_to_end(&dlq, 30).len(), 1);
+    assert_eq!(
+        log.matches("table blocked").count(),
+        1,
+        "one line per change:\n{log}"
+    );
+    assert_eq!(log.matches("no longer blocked").count(), 1, "{log}");
+}
