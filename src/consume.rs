@@ -1128,8 +1128,10 @@ fn resync(
     retry
 }
 
-/// How often the assigned topics' logs are checked while running.
+/// How often the assigned topics' logs are checked while running, and how
+/// long the broker may take to answer each check.
 const LOG_CHECK_INTERVAL: Duration = Duration::from_secs(10);
+const LOG_CHECK_TIMEOUT: Duration = Duration::from_secs(1);
 
 /// The assigned partitions whose log changed under the sink, to be read
 /// again from a checked start ([`resync`]): every partition of a topic whose
@@ -1145,8 +1147,10 @@ fn changed_logs(
     let mut topics: Vec<&str> = assigned.iter().map(|(t, _)| &**t).collect();
     topics.sort_unstable();
     topics.dedup();
-    // A failure was logged at the assignment; here it would repeat every check.
-    let ids = crate::topic_ids::describe(consumer.client(), &topics, KAFKA_LOOKUP_TIMEOUT)
+    // A failure was logged at the assignment; here it would repeat every
+    // check. The wait is short: the consumer loop (commits, fetching) waits
+    // with it, and the next check comes in 10 s.
+    let ids = crate::topic_ids::describe(consumer.client(), &topics, LOG_CHECK_TIMEOUT)
         .unwrap_or_else(|e| {
             tracing::debug!(error = %e, "reading topic ids failed");
             HashMap::new()
@@ -1183,7 +1187,7 @@ fn changed_logs(
                 _ => None,
             }
         });
-        let range = consumer.fetch_watermarks(&topic, partition, KAFKA_LOOKUP_TIMEOUT);
+        let range = consumer.fetch_watermarks(&topic, partition, LOG_CHECK_TIMEOUT);
         if let (Some(position), Ok((_, high))) = (position, range)
             && position > high
         {
