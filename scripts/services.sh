@@ -17,6 +17,9 @@ pg_data="$state/pg"
 pg_socket="$state/pgsock"
 nisshi_version=0.8.1
 nisshi="${CARGO_HOME:-$HOME/.cargo}/bin/nisshi"
+# TimescaleDB 2.28.3 is built from the platform's shared folder when it is
+# beside the project (TIMESCALEDB_INSTALL points elsewhere; "none" skips it).
+timescaledb_install=${TIMESCALEDB_INSTALL:-$root/../shared/timescaledb/install.sh}
 
 log() { printf 'services: %s\n' "$*" >&2; }
 
@@ -37,6 +40,11 @@ install() {
     export DEBIAN_FRONTEND=noninteractive
     apt-get update -qq
     apt-get install -y -qq libssl-dev pkg-config >/dev/null
+  fi
+  if [ "$timescaledb_install" != none ] && [ -f "$timescaledb_install" ]; then
+    # Before any server starts: it may upgrade PostgreSQL 15's packages.
+    # Idempotent, and quick once installed.
+    bash "$timescaledb_install"
   fi
   if ! command -v prometheus >/dev/null; then
     # For tests/operate.rs, which has a real Prometheus scrape the sink.
@@ -98,8 +106,8 @@ start_pg() {
   # show verify-full passing and failing.
   opts="$opts -c ssl=on -c ssl_cert_file=$tls/server.crt -c ssl_key_file=$tls/server.key"
   local with=""
-  # TimescaleDB is not packaged for Debian; when someone has installed it into
-  # this PostgreSQL, preload it so the sink (and its tests) use it.
+  # TimescaleDB is not packaged for Debian; when it is installed into this
+  # PostgreSQL (by install above), preload it so the sink and its tests use it.
   if [ -f /usr/lib/postgresql/15/lib/timescaledb.so ]; then
     opts="$opts -c shared_preload_libraries=timescaledb -c timescaledb.telemetry_level=off"
     with=" with TimescaleDB"
