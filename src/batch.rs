@@ -174,25 +174,11 @@ impl Batch {
     /// Adds a message and the rows it validated into (taken from `rows`).
     fn push(&mut self, entry: Entry, rows: &mut RowBuffer) {
         self.building.append(rows);
-        let m = &entry.message;
-        self.spans
-            .entry(m.partition)
-            .and_modify(|s| {
-                s.first = s.first.min(m.offset);
-                if m.offset > s.last {
-                    s.last = m.offset;
-                    s.last_timestamp_ms = m.timestamp_ms;
-                }
-            })
-            .or_insert(Span {
-                first: m.offset,
-                last: m.offset,
-                last_timestamp_ms: m.timestamp_ms,
-            });
+        cover(&mut self.spans, &entry.message);
         if let Outcome::Rows(n) = entry.outcome {
             self.rows += n;
         }
-        self.bytes += m.size();
+        self.bytes += entry.message.size();
         self.entries.push(entry);
     }
 
@@ -277,6 +263,54 @@ impl Batch {
     pub fn is_empty(&self) -> bool {
         self.spans.is_empty()
     }
+
+    /// Splits off the entries from `at` on, with their rows, into a batch
+    /// of their own (for a batch PostgreSQL finds too big for one statement).
+    pub fn split_off(&mut self, at: usize) -> Batch {
+        let mut later = Batch::new(self.topic.clone(), self.data_type, self.writer, self.opened);
+        let mut kept = RowBuffer::default();
+        for (owner, row) in self.row_owners().zip(self.encoded_rows()) {
+            if owner < at {
+                kept.push_encoded(row);
+            } else {
+                later.building.push_encoded(row);
+            }
+        }
+        self.encoded.clear();
+        self.building = kept;
+        later.entries = self.entries.split_off(at.min(self.entries.len()));
+        self.recount();
+        later.recount();
+        later
+    }
+
+    /// Recomputes spans, rows and bytes from the entries and rows held.
+    fn recount(&mut self) {
+        self.spans.clear();
+        for e in &self.entries {
+            cover(&mut self.spans, &e.message);
+        }
+        self.rows = self.encoded.iter().map(EncodedRows::len).sum::<usize>() + self.building.len();
+        self.bytes = self.entries.iter().map(|e| e.message.size()).sum();
+    }
+}
+
+/// Widens the span of a message's partition to take the message in.
+fn cover(spans: &mut BTreeMap<i32, Span>, m: &SourceMessage) {
+    spans
+        .entry(m.partition)
+        .and_modify(|s| {
+            s.first = s.first.min(m.offset);
+            if m.offset > s.last {
+                s.last = m.offset;
+                s.last_timestamp_ms = m.timestamp_ms;
+            }
+        })
+        .or_insert(Span {
+            first: m.offset,
+            last: m.offset,
+            last_timestamp_ms: m.timestamp_ms,
+        });
 }
 
 /// An open batch and when it is due.

@@ -97,8 +97,8 @@ async fn database(config: &Config, out: &mut String) -> Result<(), CheckError> {
     let client = tokio::time::timeout(TIMEOUT, database.connect())
         .await
         .map_err(|_| fail(format!("no answer within {TIMEOUT:?}")))?
-        .map_err(|e| fail(crate::write::describe(&e)))?;
-    let query = |e: tokio_postgres::Error| fail(crate::write::describe(&e));
+        .map_err(|e| fail(crate::pg_error::describe(&e)))?;
+    let query = |e: tokio_postgres::Error| fail(crate::pg_error::describe(&e));
 
     let row = client
         .query_one(

@@ -301,9 +301,10 @@ pub struct BatchConfig {
     pub max_transaction_rows: usize,
     /// The most message bytes one transaction takes when queued batches join it.
     pub max_transaction_bytes: usize,
-    /// The most rows all tables together may hold between batching and
-    /// commit (queued, being encoded, being written): the bound on the
-    /// sink's memory under a backlog. Batching waits for room.
+    /// The most rows each table may hold between batching and commit
+    /// (waiting, queued, being written): the bound on the sink's memory
+    /// under a backlog. A table out of room pauses its own partitions; the
+    /// other tables flow on.
     pub max_rows_in_flight: usize,
     pub prices: BatchLimits,
     pub ohlcv: BatchLimits,

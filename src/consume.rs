@@ -13,7 +13,7 @@
 //! Commits are manual only: the Kafka commit of an offset follows its
 //! database commit ([`Command::Commit`]).
 
-use std::collections::{HashMap, VecDeque};
+use std::collections::{HashMap, HashSet, VecDeque};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::mpsc::{Receiver, TryRecvError};
 use std::sync::{Arc, Mutex, MutexGuard};
@@ -35,8 +35,8 @@ use crate::config::Config;
 use crate::database::Database;
 use crate::health::{Health, Offsets};
 use crate::message::SourceMessage;
+use crate::pg_error::Backoff;
 use crate::record::DataType;
-use crate::write::Backoff;
 
 /// How long the pipeline's queue may stay full before fetching pauses. Up
 /// to then the thread waits for room without polling, so this also bounds
@@ -87,6 +87,10 @@ pub enum Command {
     },
     /// Another instance wrote this partition: read its stored offset again and seek there.
     Resync { topic: Arc<str>, partition: i32 },
+    /// Their table is out of room: stop fetching these partitions until [`Command::Resume`].
+    Pause(Vec<(Arc<str>, i32)>),
+    /// Their table has room again.
+    Resume(Vec<(Arc<str>, i32)>),
     /// Commit what is pending, leave the group and end the thread.
     Close,
 }
@@ -227,6 +231,8 @@ pub struct SinkContext {
     /// Partitions whose fetch position librdkafka's statistics showed past
     /// the log's end: checked against the log by the consumer loop.
     suspects: Mutex<Vec<(Arc<str>, i32)>>,
+    /// Which partitions are paused, and why.
+    pauses: Mutex<Pauses>,
 }
 
 fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
@@ -259,6 +265,7 @@ impl SinkContext {
             epochs.remove(key);
         }
         self.epochs_changed.fetch_add(1, Ordering::Relaxed);
+        lock(&self.pauses).forget(partitions);
     }
 
     fn epoch_of(&self, topic: &Arc<str>, partition: i32) -> Option<u64> {
@@ -753,6 +760,7 @@ pub fn start(
         topics: Mutex::new(HashMap::new()),
         topic_ids: Mutex::new(HashMap::new()),
         suspects: Mutex::new(Vec::new()),
+        pauses: Mutex::new(Pauses::default()),
     };
     let consumer: BaseConsumer<SinkContext> = client
         .create_with_context(context)
@@ -906,6 +914,85 @@ impl Reading {
     }
 }
 
+/// Which partitions fetch. Every partition pauses while the pipeline's
+/// queue stays full; the partitions of a table out of room pause while the
+/// pipeline holds them back ([`Command::Pause`]), whatever the queue does.
+#[derive(Debug, Default)]
+struct Pauses {
+    /// Every partition is paused: the pipeline's queue stayed full.
+    all: bool,
+    /// Partitions paused for their table.
+    held_back: HashSet<(Arc<str>, i32)>,
+}
+
+impl Pauses {
+    /// The pipeline's queue stayed full: true when every partition is to
+    /// pause now (it was not yet).
+    fn pause_all(&mut self) -> bool {
+        !std::mem::replace(&mut self.all, true)
+    }
+
+    /// The pipeline's queue has room: the partitions of `assignment` to
+    /// resume (all but those held back), or None when not paused.
+    fn resume_all(&mut self, assignment: Vec<(Arc<str>, i32)>) -> Option<Vec<(Arc<str>, i32)>> {
+        if !std::mem::replace(&mut self.all, false) {
+            return None;
+        }
+        Some(
+            assignment
+                .into_iter()
+                .filter(|p| !self.held_back.contains(p))
+                .collect(),
+        )
+    }
+
+    /// Holds partitions back: those to pause now.
+    fn hold_back(&mut self, partitions: Vec<(Arc<str>, i32)>) -> Vec<(Arc<str>, i32)> {
+        partitions
+            .into_iter()
+            .filter(|p| self.held_back.insert(p.clone()))
+            .collect()
+    }
+
+    /// Lets partitions fetch again: those to resume now (none while every
+    /// partition is paused; `resume_all` takes them along then).
+    fn release(&mut self, partitions: Vec<(Arc<str>, i32)>) -> Vec<(Arc<str>, i32)> {
+        let released: Vec<_> = partitions
+            .into_iter()
+            .filter(|p| self.held_back.remove(p))
+            .collect();
+        if self.all { Vec::new() } else { released }
+    }
+
+    /// Partitions no longer assigned: a later assignment starts unpaused.
+    fn forget(&mut self, partitions: &[(Arc<str>, i32)]) {
+        for p in partitions {
+            self.held_back.remove(p);
+        }
+    }
+}
+
+fn partition_list(partitions: &[(Arc<str>, i32)]) -> TopicPartitionList {
+    let mut tpl = TopicPartitionList::new();
+    for (topic, partition) in partitions {
+        tpl.add_partition(topic, *partition);
+    }
+    tpl
+}
+
+fn assigned_partitions(consumer: &BaseConsumer<SinkContext>) -> Vec<(Arc<str>, i32)> {
+    let context = consumer.context();
+    consumer
+        .assignment()
+        .map(|tpl| {
+            tpl.elements()
+                .iter()
+                .map(|e| (context.topic(e.topic()), e.partition()))
+                .collect()
+        })
+        .unwrap_or_default()
+}
+
 /// The consumer thread's loop.
 fn run(
     consumer: BaseConsumer<SinkContext>,
@@ -942,6 +1029,18 @@ fn run(
                     }
                 }
                 Ok(Command::Resync { topic, partition }) => resyncs.push((topic, partition)),
+                Ok(Command::Pause(partitions)) => {
+                    let now = lock(&context.pauses).hold_back(partitions);
+                    if !now.is_empty() {
+                        let _ = consumer.pause(&partition_list(&now));
+                    }
+                }
+                Ok(Command::Resume(partitions)) => {
+                    let now = lock(&context.pauses).release(partitions);
+                    if !now.is_empty() {
+                        let _ = consumer.resume(&partition_list(&now));
+                    }
+                }
                 Ok(Command::Close) | Err(TryRecvError::Disconnected) => {
                     close = true;
                     break;
@@ -1021,7 +1120,9 @@ fn run(
             }
             held.push_front(event);
             if !paused {
-                if let Ok(assignment) = consumer.assignment() {
+                if lock(&context.pauses).pause_all()
+                    && let Ok(assignment) = consumer.assignment()
+                {
                     let _ = consumer.pause(&assignment);
                 }
                 paused = true;
@@ -1034,8 +1135,9 @@ fn run(
                 // Resume only once half the queue is free: each pause drops
                 // librdkafka's prefetched messages, so flapping between pause
                 // and resume would refetch (and wait for) them over and over.
-                if let Ok(assignment) = consumer.assignment() {
-                    let _ = consumer.resume(&assignment);
+                let assignment = assigned_partitions(&consumer);
+                if let Some(resume) = lock(&context.pauses).resume_all(assignment) {
+                    let _ = consumer.resume(&partition_list(&resume));
                 }
                 paused = false;
                 tracing::debug!("pipeline has room: fetching resumed");
@@ -1172,7 +1274,7 @@ fn changed_logs(
                 changed.extend(assigned.iter().filter(|(t, _)| **t == **topic).cloned());
             }
             Err(e) => {
-                tracing::warn!(%topic, error = %crate::write::describe(&e), "recording a changed topic id failed; trying again");
+                tracing::warn!(%topic, error = %crate::pg_error::describe(&e), "recording a changed topic id failed; trying again");
             }
         }
     }

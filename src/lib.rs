@@ -35,6 +35,7 @@
 //! [`decimal`] (exact decimals), [`message`] (a consumed message).
 
 pub mod batch;
+pub mod budget;
 pub mod check;
 pub mod config;
 pub mod consume;
@@ -47,6 +48,7 @@ pub mod health;
 pub mod http;
 pub mod lz4_frame;
 pub mod message;
+pub mod pg_error;
 pub mod pipeline;
 pub mod produce;
 pub mod record;

@@ -160,7 +160,7 @@ fn real_main() -> anyhow::Result<()> {
                 anyhow::anyhow!(
                     "database.url ({}): {}",
                     database.target(),
-                    timesink::write::describe(&e)
+                    timesink::pg_error::describe(&e)
                 )
             })?;
             let report = schema::apply(&mut client, config.database.timescaledb).await?;

@@ -15,11 +15,12 @@ use std::sync::atomic::Ordering::Relaxed;
 use std::sync::mpsc as std_mpsc;
 use std::time::{Duration, Instant};
 
-use tokio::sync::{Semaphore, mpsc};
+use tokio::sync::mpsc;
 use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
 
 use crate::batch::{Batch, Batcher, Entry, Outcome, RejectClass, Rejection};
+use crate::budget::{Fetching, TableBudget};
 use crate::config::Config;
 use crate::consume::{self, Assignment, Command, Event};
 use crate::copy_format::RowBuffer;
@@ -44,7 +45,7 @@ const WRITER_QUEUE: usize = 256;
 
 #[derive(Debug, thiserror::Error)]
 pub enum RunError {
-    #[error("connecting to PostgreSQL: {}", crate::write::describe(.0))]
+    #[error("connecting to PostgreSQL: {}", crate::pg_error::describe(.0))]
     Database(#[source] tokio_postgres::Error),
     #[error("configuration key `database.url`: {0}")]
     DatabaseUrl(#[from] crate::database::UrlError),
@@ -70,6 +71,8 @@ struct PartitionState {
     /// Whether a message has been read since the assignment (the first one
     /// is where lag in seconds is measured from until a commit).
     read_any: bool,
+    /// The table its topic feeds (None: a topic of no known data type).
+    data_type: Option<DataType>,
 }
 
 fn table_index(t: DataType) -> usize {
@@ -83,7 +86,7 @@ async fn prepare_schema(
     database: &Database,
     shutdown: &CancellationToken,
 ) -> Result<Option<schema::SchemaReport>, RunError> {
-    let mut backoff = crate::write::Backoff::new();
+    let mut backoff = crate::pg_error::Backoff::new();
     loop {
         let attempt = async {
             let mut client = database.connect().await.map_err(RunError::Database)?;
@@ -115,14 +118,7 @@ impl RunError {
             ) => e,
             _ => return false,
         };
-        match db.code() {
-            // Not an error PostgreSQL sent: the connection itself failed.
-            None => true,
-            Some(code) => {
-                let c = code.code();
-                c.starts_with("08") || c.starts_with("53") || c.starts_with("57P")
-            }
-        }
+        crate::pg_error::classify(db) == crate::pg_error::Class::Transient
     }
 }
 
@@ -175,7 +171,9 @@ pub async fn run(
     for (t, w) in writers {
         // Exported from the start, so that dashboards show 0, not "no data".
         metrics::counter!("timesink_write_retries_total", "table" => t.table()).absolute(0);
+        metrics::counter!("timesink_batch_splits_total", "table" => t.table()).absolute(0);
         metrics::gauge!("timesink_table_blocked", "table" => t.table()).set(0.0);
+        metrics::gauge!("timesink_table_paused", "table" => t.table()).set(0.0);
         let (tx, mut rx) = mpsc::channel::<Flush>(WRITER_QUEUE);
         let mut writer = Writer::new(
             t,
@@ -207,6 +205,7 @@ pub async fn run(
                 // A batch that could not join `current` starts the next one.
                 next = carried.take();
                 let started = Instant::now();
+                let held = current.held;
                 let write = writer.write(current, &stop);
                 tokio::pin!(write);
                 // While PostgreSQL takes this transaction, the batches that
@@ -243,6 +242,7 @@ pub async fn run(
                     data_type: t,
                     writer: w,
                     took,
+                    held,
                     report,
                 });
             }
@@ -267,7 +267,10 @@ pub async fn run(
         partitions: HashMap::new(),
         writers: writer_queues,
         commands: command_tx.clone(),
-        budget: Arc::new(Semaphore::new(config.batch.max_rows_in_flight)),
+        budgets: DataType::ALL
+            .into_iter()
+            .map(|t| (t, TableBudget::new(config.batch.max_rows_in_flight)))
+            .collect(),
         health: health.clone(),
         rows: RowBuffer::default(),
     };
@@ -279,12 +282,12 @@ pub async fn run(
         tokio::select! {
             event = events.recv() => match event {
                 Some(Event::Stopped) | None => break,
-                Some(event) => router.handle(event).await,
+                Some(event) => router.handle(event),
             },
             Some(written) = reports.recv() => router.written(written),
             _ = sleep_until(deadline) => {
                 for batch in router.batcher.take_due(Instant::now()) {
-                    router.ship(batch).await;
+                    router.ship(batch);
                 }
             }
             _ = shutdown.cancelled(), if !stopping => {
@@ -298,7 +301,14 @@ pub async fn run(
     // Write what is batched, then let the writers finish.
     let finish = async {
         for batch in router.batcher.take_all() {
-            router.ship(batch).await;
+            router.ship(batch);
+        }
+        // Batches waiting for room go as earlier ones are written.
+        while !router.all_written() {
+            match reports.recv().await {
+                Some(written) => router.written(written),
+                None => break,
+            }
         }
         router.writers.clear();
         for task in writer_tasks {
@@ -337,6 +347,8 @@ struct Written {
     data_type: DataType,
     writer: usize,
     took: Duration,
+    /// The rows of the table's budget the written flush held.
+    held: usize,
     report: Report,
 }
 
@@ -348,9 +360,10 @@ struct Router<'c> {
     /// The writer tasks' queues, by table and writer.
     writers: HashMap<(DataType, usize), mpsc::Sender<Flush>>,
     commands: std_mpsc::Sender<Command>,
-    /// Rows between batching and commit, all tables together: a batch takes
-    /// its rows' worth before it is shipped and gives it back once dropped.
-    budget: Arc<Semaphore>,
+    /// Per table, the rows between batching and commit and the batches
+    /// waiting for room (with their writer): a table out of room pauses
+    /// its own partitions, never the router.
+    budgets: HashMap<DataType, TableBudget<(usize, Flush)>>,
     health: Arc<Health>,
     /// The rows of the message at hand, encoded, on their way into its
     /// batch: one buffer for every message, so none allocates its own.
@@ -358,14 +371,14 @@ struct Router<'c> {
 }
 
 impl Router<'_> {
-    async fn handle(&mut self, event: Event) {
+    fn handle(&mut self, event: Event) {
         match event {
             Event::Messages(messages) => {
                 // One reading of the clocks for the chunk: its messages
                 // arrived together.
                 let clock = (now(), Instant::now());
                 for (message, epoch) in messages {
-                    self.message(message, epoch, clock).await;
+                    self.message(message, epoch, clock);
                 }
             }
             Event::Assigned(assigned) => {
@@ -392,6 +405,16 @@ impl Router<'_> {
                     }
                     self.health.assigned(&topic, partition, start, high);
                     let counters = self.health.topic(&topic);
+                    let data_type = self.config.topics.classify(&topic).map(|(t, _)| t);
+                    // A partition of a table out of room waits with the others.
+                    if data_type
+                        .and_then(|t| self.budgets.get(&t))
+                        .is_some_and(TableBudget::is_paused)
+                    {
+                        let _ = self
+                            .commands
+                            .send(Command::Pause(vec![(topic.clone(), partition)]));
+                    }
                     self.partitions.insert(
                         (topic, partition),
                         PartitionState {
@@ -399,6 +422,7 @@ impl Router<'_> {
                             expected: stored,
                             counters,
                             read_any: false,
+                            data_type,
                         },
                     );
                 }
@@ -414,7 +438,7 @@ impl Router<'_> {
         }
     }
 
-    async fn message(&mut self, message: SourceMessage, epoch: u64, clock: (Timestamp, Instant)) {
+    fn message(&mut self, message: SourceMessage, epoch: u64, clock: (Timestamp, Instant)) {
         let key = (message.topic.clone(), message.partition);
         match self.partitions.get_mut(&key) {
             Some(state) if state.epoch == epoch => {
@@ -455,12 +479,12 @@ impl Router<'_> {
             .batcher
             .push(data_type, entry, &mut self.rows, limits, clock.1)
         {
-            self.ship(batch).await;
+            self.ship(batch);
         }
     }
 
     /// Hands a batch to its writer, with the fences of its partitions.
-    async fn ship(&mut self, batch: Batch) {
+    fn ship(&mut self, batch: Batch) {
         let mut fences = Vec::with_capacity(batch.spans.len());
         for (&partition, span) in &batch.spans {
             let Some(state) = self.partitions.get_mut(&(batch.topic.clone(), partition)) else {
@@ -480,18 +504,74 @@ impl Router<'_> {
         let table = batch.data_type.table();
         metrics::histogram!("timesink_batch_rows", "table" => table).record(batch.rows as f64);
         metrics::histogram!("timesink_batch_bytes", "table" => table).record(batch.bytes as f64);
-        if let Some(writer) = self.writers.get(&(batch.data_type, batch.writer)) {
-            // A batch larger than the whole budget takes all of it.
-            let rows = batch.rows.clamp(1, self.config.batch.max_rows_in_flight) as u32;
-            let budget = self.budget.clone().acquire_many_owned(rows).await.ok();
-            let _ = writer
-                .send(Flush {
-                    batch,
-                    fences,
-                    budget,
-                })
-                .await;
+        let (data_type, writer, rows) = (batch.data_type, batch.writer, batch.rows);
+        if let Some(budget) = self.budgets.get_mut(&data_type) {
+            let flush = Flush {
+                batch,
+                fences,
+                held: 0,
+            };
+            budget.push(rows, (writer, flush));
         }
+        self.admit(data_type);
+    }
+
+    /// Hands a table's waiting batches to its writers while its budget has
+    /// room and their queues take them; pauses or resumes the table's
+    /// partitions as that changes.
+    fn admit(&mut self, data_type: DataType) {
+        let Some(budget) = self.budgets.get_mut(&data_type) else {
+            return;
+        };
+        while let Some((held, (writer, mut flush))) = budget.admit() {
+            let Some(queue) = self.writers.get(&(data_type, writer)) else {
+                budget.release(held);
+                continue;
+            };
+            flush.held = held;
+            match queue.try_send(flush) {
+                Ok(()) => {}
+                Err(mpsc::error::TrySendError::Full(mut flush)) => {
+                    flush.held = 0;
+                    budget.put_back(held, (writer, flush));
+                    break;
+                }
+                Err(mpsc::error::TrySendError::Closed(_)) => budget.release(held),
+            }
+        }
+        let change = budget.fetching();
+        let paused = budget.is_paused();
+        metrics::gauge!("timesink_table_paused", "table" => data_type.table()).set(if paused {
+            1.0
+        } else {
+            0.0
+        });
+        let Some(change) = change else { return };
+        let partitions = self.partitions_of(data_type);
+        tracing::debug!(
+            table = data_type.table(),
+            ?change,
+            partitions = partitions.len(),
+            "table's budget changed fetching"
+        );
+        let _ = self.commands.send(match change {
+            Fetching::Pause => Command::Pause(partitions),
+            Fetching::Resume => Command::Resume(partitions),
+        });
+    }
+
+    /// The assigned partitions whose topic feeds `data_type`'s table.
+    fn partitions_of(&self, data_type: DataType) -> Vec<(Arc<str>, i32)> {
+        self.partitions
+            .iter()
+            .filter(|(_, state)| state.data_type == Some(data_type))
+            .map(|(key, _)| key.clone())
+            .collect()
+    }
+
+    /// Whether every batch handed out has been written.
+    fn all_written(&self) -> bool {
+        self.budgets.values().all(TableBudget::is_idle)
     }
 
     fn written(&mut self, written: Written) {
@@ -499,8 +579,13 @@ impl Router<'_> {
             data_type,
             writer,
             took,
+            held,
             report,
         } = written;
+        if let Some(budget) = self.budgets.get_mut(&data_type) {
+            budget.release(held);
+        }
+        self.admit(data_type);
         self.batcher.observe_write(data_type, took);
         let limits = self.config.batch.for_type(data_type);
         metrics::gauge!("timesink_batch_linger_seconds", "table" => data_type.table()).set(

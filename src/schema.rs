@@ -150,9 +150,9 @@ pub struct SchemaReport {
 
 #[derive(Debug, thiserror::Error)]
 pub enum SchemaError {
-    #[error("creating the tables (sql/001_tables.sql): {}", crate::write::describe(.0))]
+    #[error("creating the tables (sql/001_tables.sql): {}", crate::pg_error::describe(.0))]
     Tables(#[source] tokio_postgres::Error),
-    #[error("setting up TimescaleDB (sql/002_timescaledb.sql): {}", crate::write::describe(.0))]
+    #[error("setting up TimescaleDB (sql/002_timescaledb.sql): {}", crate::pg_error::describe(.0))]
     Timescale(#[source] tokio_postgres::Error),
     #[error("database.timescaledb = \"required\" but the timescaledb extension is not installed")]
     TimescaleMissing,

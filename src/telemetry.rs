@@ -132,7 +132,13 @@ pub const METRICS: &[Metric] = &[
         "timesink_write_retries_total",
         Kind::Counter,
         &["table"],
-        "Transactions retried after a transient failure (connection lost, server restarting).",
+        "Transactions retried after a failure: transient (connection lost, server restarting) or blocked (privileges, a changed table, a read-only server).",
+    ),
+    metric(
+        "timesink_batch_splits_total",
+        Kind::Counter,
+        &["table"],
+        "Transactions PostgreSQL found too big for one statement (statement_timeout, 57014; 54001), written again in halves.",
     ),
     metric(
         "timesink_offset_resets_total",
@@ -150,7 +156,13 @@ pub const METRICS: &[Metric] = &[
         "timesink_table_blocked",
         Kind::Gauge,
         &["table"],
-        "1 while the table cannot go on until something outside the sink changes (its dead letters cannot be written); /status says why.",
+        "1 while the table cannot go on until the operator acts (PostgreSQL refuses its writes: privileges, a missing or changed table, a read-only server; or its dead letters cannot be written); /status and /ready say why.",
+    ),
+    metric(
+        "timesink_table_paused",
+        Kind::Gauge,
+        &["table"],
+        "1 while the table's rows between batching and commit fill its budget (batch.max_rows_in_flight) and its partitions are paused; the other tables flow on.",
     ),
     metric(
         "timesink_consumer_paused",

@@ -11,20 +11,19 @@
 //!    its message is dead-lettered (acknowledged before `COMMIT`) and the rest lands.
 //!
 //! Dead letters from validation are acknowledged before the transaction starts.
-//! Every error is classified once, by [`classify`]: a row error dead-letters
-//! the row, anything else is retried with capped exponential backoff on a
-//! fresh connection.
+//! Every error is classified once, by [`classify`] (`pg_error`): a row
+//! error dead-letters the row; a batch too big for one statement is written
+//! in halves; anything else is retried with capped exponential backoff on a
+//! fresh connection, and what only the operator can cure reports the table
+//! blocked until it heals.
 
 use std::collections::BTreeMap;
-use std::fmt::Write as _;
 use std::pin::Pin;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 use futures::SinkExt;
-use tokio::sync::OwnedSemaphorePermit;
-use tokio_postgres::error::SqlState;
 use tokio_postgres::{Client, CopyInSink, Statement, ToStatement};
 use tokio_util::sync::CancellationToken;
 
@@ -33,6 +32,7 @@ use crate::copy_format::{EncodedRows, latest_per_key, stream_all};
 use crate::database::Database;
 use crate::dead_letter::{DeadLetter, DeadLetters};
 use crate::health::Health;
+use crate::pg_error::{Backoff, Class, classify, describe};
 use crate::record::DataType;
 use crate::schema::{self, TableStatements};
 
@@ -58,10 +58,9 @@ pub struct Fence {
 pub struct Flush {
     pub batch: Batch,
     pub fences: Vec<Fence>,
-    /// The share of the sink's row budget (`batch.max_rows_in_flight`) this
-    /// flush holds: given back when it is dropped, after its commit. None in
-    /// unit tests.
-    pub budget: Option<OwnedSemaphorePermit>,
+    /// The rows of its table's budget (`batch.max_rows_in_flight`) this
+    /// flush holds, given back to the router once it is written.
+    pub held: usize,
 }
 
 impl Flush {
@@ -96,11 +95,42 @@ impl Flush {
             }
         }
         self.batch.append(later.batch);
-        match (&mut self.budget, later.budget) {
-            (Some(mine), Some(theirs)) => mine.merge(theirs),
-            (mine @ None, theirs) => *mine = theirs,
-            (Some(_), None) => {}
+        self.held += later.held;
+    }
+
+    /// Splits the flush into two halves of its messages, in order, each
+    /// with its own fences: the first ends where the second begins.
+    pub fn split(mut self) -> (Flush, Flush) {
+        let later = self.batch.split_off(self.batch.entries.len() / 2);
+        let mut second = Vec::new();
+        for fence in &mut self.fences {
+            let (first, then) = (
+                self.batch.spans.get(&fence.partition),
+                later.spans.get(&fence.partition),
+            );
+            match (first, then) {
+                (Some(first), Some(_)) => {
+                    let middle = first.last + 1;
+                    second.push(Fence {
+                        expected: Some(middle),
+                        ..*fence
+                    });
+                    fence.next = middle;
+                }
+                (None, Some(_)) => second.push(*fence),
+                _ => {}
+            }
         }
+        self.fences
+            .retain(|f| self.batch.spans.contains_key(&f.partition));
+        let later = Flush {
+            batch: later,
+            fences: second,
+            // What the whole held stays with the first half: the writer
+            // gives it back once the whole is written.
+            held: 0,
+        };
+        (self, later)
     }
 
     /// Whether batches may still join: fewer than `rows` rows and `bytes`
@@ -144,53 +174,22 @@ pub struct Report {
     pub committed_timestamps: Vec<(i32, i64)>,
 }
 
-/// How an error from PostgreSQL is handled.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum ErrorClass {
-    /// A row's key is already in the table: take the merge path.
-    Conflict,
-    /// PostgreSQL refuses a row's values: dead-letter that row.
-    Row,
-    /// The connection, the server or the moment: retry the batch.
-    Transient,
-}
-
-/// The one place that decides between retry and dead letter.
-pub fn classify(error: &tokio_postgres::Error) -> ErrorClass {
-    match error.code() {
-        Some(code) if *code == SqlState::UNIQUE_VIOLATION => ErrorClass::Conflict,
-        Some(code) if is_row_caused(code.code()) => ErrorClass::Row,
-        _ => ErrorClass::Transient,
-    }
-}
-
-/// Whether an SQLSTATE is caused by the values of the row being written, so
-/// that the same row fails again however often it is retried and the rest
-/// of its batch does not: 22 data exception (a NUL in text, a value out of
-/// range), 23 integrity constraint violation, 44 a view's `WITH CHECK
-/// OPTION`, P0 raised by a trigger (PL/pgSQL `RAISE`, `ASSERT`), and 54000
-/// a row over a limit of PostgreSQL's (an index entry over 2,704 bytes, a
-/// row over a page).
-fn is_row_caused(code: &str) -> bool {
-    ["22", "23", "44", "P0"]
-        .iter()
-        .any(|class| code.starts_with(class))
-        || code == "54000"
-}
-
-/// How PostgreSQL said no, for logs and `dlq.reason`.
-pub fn describe(error: &tokio_postgres::Error) -> String {
-    match error.as_db_error() {
-        Some(db) => format!("SQLSTATE {}: {}", db.code().code(), db.message()),
-        // "error connecting to server" says little without its cause.
-        None => {
-            let mut text = error.to_string();
-            let mut source = std::error::Error::source(error);
-            while let Some(e) = source {
-                let _ = write!(text, ": {e}");
-                source = e.source();
+impl Report {
+    /// Adds a committed flush (or part of one): its partitions' new next
+    /// offsets and last timestamps replace any from an earlier part.
+    fn committed(&mut self, flush: &Flush, rows: usize, rejected: usize) {
+        self.rows += rows;
+        self.dead_letters
+            .extend(std::iter::repeat_n(RejectClass::Database, rejected));
+        for f in &flush.fences {
+            self.committed.retain(|&(p, _)| p != f.partition);
+            self.committed.push((f.partition, f.next));
+        }
+        for (&p, span) in &flush.batch.spans {
+            if let Some(t) = span.last_timestamp_ms {
+                self.committed_timestamps.retain(|&(q, _)| q != p);
+                self.committed_timestamps.push((p, t));
             }
-            text
         }
     }
 }
@@ -205,39 +204,20 @@ enum AttemptError {
     NoCulprit(String),
 }
 
+impl AttemptError {
+    /// What to do about it ([`classify`]); a dead letter that cannot be
+    /// written, or a batch no row of which is to blame, needs the operator.
+    fn class(&self) -> Class {
+        match self {
+            AttemptError::Db(e) => classify(e),
+            AttemptError::DeadLetter(_) | AttemptError::NoCulprit(_) => Class::Blocked,
+        }
+    }
+}
+
 enum Attempt {
     Committed { rows: usize, rejected: usize },
     Fenced(Vec<i32>),
-}
-
-/// Capped exponential backoff between retries.
-#[derive(Debug, Clone)]
-pub struct Backoff {
-    next: Duration,
-    cap: Duration,
-}
-
-impl Backoff {
-    pub fn new() -> Backoff {
-        Backoff {
-            next: Duration::from_millis(100),
-            // A retry costs one connection attempt; 5 s keeps recovery quick.
-            cap: Duration::from_secs(5),
-        }
-    }
-
-    /// The delay to wait now; each call doubles the next one, up to the cap.
-    pub fn step(&mut self) -> Duration {
-        let now = self.next;
-        self.next = (self.next * 2).min(self.cap);
-        now
-    }
-}
-
-impl Default for Backoff {
-    fn default() -> Self {
-        Backoff::new()
-    }
 }
 
 /// Writes the batches of one table, on its own connection.
@@ -295,7 +275,7 @@ impl Writer {
 
     /// Writes a flush, retrying transient failures until it is committed or
     /// fenced, or until `stop` is cancelled (then `None`: nothing committed).
-    pub async fn write(&mut self, mut flush: Flush, stop: &CancellationToken) -> Option<Report> {
+    pub async fn write(&mut self, flush: Flush, stop: &CancellationToken) -> Option<Report> {
         let mut report = Report {
             topic: Some(flush.batch.topic.clone()),
             ..Report::default()
@@ -354,9 +334,15 @@ impl Writer {
             backoff = Backoff::new();
         }
 
-        loop {
+        // The flush, or its parts once PostgreSQL found it too big for one
+        // statement: written in order, each in a transaction of its own.
+        let mut parts = std::collections::VecDeque::from([flush]);
+        // Whether this flush has failed before (a transient failure is
+        // logged once per flush, then at debug level).
+        let mut failed = false;
+        while let Some(mut part) = parts.pop_front() {
             let started = Instant::now();
-            match self.attempt(&mut flush).await {
+            match self.attempt(&mut part).await {
                 Ok(Attempt::Committed { rows, rejected }) => {
                     metrics::histogram!("timesink_copy_duration_seconds", "table" => self.table)
                         .record(started.elapsed().as_secs_f64());
@@ -366,52 +352,91 @@ impl Writer {
                         took = ?started.elapsed(),
                         "batch committed"
                     );
-                    report.rows += rows;
-                    report
-                        .dead_letters
-                        .extend(std::iter::repeat_n(RejectClass::Database, rejected));
-                    report.committed = flush.fences.iter().map(|f| (f.partition, f.next)).collect();
-                    report.committed_timestamps = flush
-                        .batch
-                        .spans
-                        .iter()
-                        .filter_map(|(&p, s)| s.last_timestamp_ms.map(|t| (p, t)))
-                        .collect();
+                    if self.health.set_blocked(self.table, None) {
+                        tracing::info!(
+                            table = self.table,
+                            "table no longer blocked: writes go through again"
+                        );
+                    } else if failed {
+                        tracing::info!(table = self.table, "write went through after retrying");
+                    }
+                    failed = false;
+                    backoff = Backoff::new();
+                    report.committed(&part, rows, rejected);
                     // Recording each message's latency and freeing the batch
                     // take a tenth of a write: both happen off the writer's path.
                     let (table, now_ms) = (self.table, chrono::Utc::now().timestamp_millis());
-                    tokio::task::spawn_blocking(move || record_latency(table, flush, now_ms));
-                    return Some(report);
+                    tokio::task::spawn_blocking(move || record_latency(table, part, now_ms));
                 }
                 Ok(Attempt::Fenced(partitions)) => {
                     tracing::info!(
-                        topic = %flush.batch.topic, ?partitions,
+                        topic = %part.batch.topic, ?partitions,
                         "partitions were written by another instance; dropping this instance's batch for them"
                     );
                     report.fenced.extend(
-                        flush
-                            .fences
+                        part.fences
                             .iter()
                             .filter(|f| partitions.contains(&f.partition)),
                     );
-                    flush.fences.retain(|f| !partitions.contains(&f.partition));
-                    flush.batch.remove_partitions(&partitions);
-                    if flush.fences.is_empty() {
-                        return Some(report);
+                    for p in std::iter::once(&mut part).chain(parts.iter_mut()) {
+                        p.fences.retain(|f| !partitions.contains(&f.partition));
+                        p.batch.remove_partitions(&partitions);
+                    }
+                    parts.retain(|p| !p.fences.is_empty());
+                    if !part.fences.is_empty() {
+                        parts.push_front(part);
                     }
                 }
                 Err(e) => {
                     self.client = None;
+                    let class = e.class();
+                    if class == Class::TooBig && part.batch.entries.len() > 1 {
+                        let (first, second) = part.split();
+                        tracing::info!(
+                            table = self.table, error = %e,
+                            rows = first.batch.rows + second.batch.rows,
+                            "PostgreSQL found the batch too big for one statement; writing it in halves"
+                        );
+                        metrics::counter!("timesink_batch_splits_total", "table" => self.table)
+                            .increment(1);
+                        parts.push_front(second);
+                        parts.push_front(first);
+                        continue;
+                    }
+                    parts.push_front(part);
                     let delay = backoff.step();
                     metrics::counter!("timesink_write_retries_total", "table" => self.table)
                         .increment(1);
-                    tracing::warn!(table = self.table, error = %e, retry_in = ?delay, "write failed; retrying");
+                    self.report_failure(class, &e, delay, failed);
+                    failed = true;
                     if sleep_or_stop(delay, stop).await {
                         return None;
                     }
                 }
             }
         }
+        Some(report)
+    }
+
+    /// Logs a failed write, and reports the table blocked when only the
+    /// operator can cure it: one line when that state changes, then at
+    /// debug level per retry.
+    fn report_failure(&self, class: Class, error: &AttemptError, delay: Duration, failed: bool) {
+        let blocked = matches!(class, Class::Blocked | Class::TooBig);
+        if blocked {
+            if self.health.set_blocked(self.table, Some(error.to_string())) {
+                tracing::error!(
+                    table = self.table, %error,
+                    "table blocked: PostgreSQL refuses its writes until the operator acts \
+                     (nothing is skipped: its offsets stay put); re-checking every few seconds"
+                );
+                return;
+            }
+        } else if !failed {
+            tracing::warn!(table = self.table, %error, retry_in = ?delay, "write failed; retrying");
+            return;
+        }
+        tracing::debug!(table = self.table, %error, class = class.label(), retry_in = ?delay, "write failed again");
     }
 
     /// Connects ahead of the first batch (while the consumer joins its
@@ -483,10 +508,14 @@ impl Writer {
         let (copied, committed) = tokio::join!(copied, client.batch_execute("COMMIT"));
         match copied {
             Ok(_) => committed?,
-            Err(e) if classify(&e) == ErrorClass::Transient => return Err(e.into()),
+            // Only a row's error or a key already there is for the careful
+            // path to sort out; anything else fails the whole attempt.
+            Err(e) if !matches!(classify(&e), Class::Row | Class::Conflict) => {
+                return Err(e.into());
+            }
             Err(e) => {
                 committed?; // the rollback; an error here ends the connection
-                let conflict = classify(&e) == ErrorClass::Conflict;
+                let conflict = classify(&e) == Class::Conflict;
                 if conflict {
                     self.merge_next = MERGE_STREAK;
                 }
@@ -541,7 +570,7 @@ impl Writer {
             self.client_ref().batch_execute("SAVEPOINT batch").await?;
             match self.copy_range(encoded, 0..encoded.len(), merge).await {
                 Ok(()) => break encoded.len(),
-                Err(e) if classify(&e) == ErrorClass::Transient => return Err(e.into()),
+                Err(e) if classify(&e) != Class::Row => return Err(e.into()),
                 Err(first) => {
                     self.client_ref()
                         .batch_execute("ROLLBACK TO SAVEPOINT batch")
@@ -616,8 +645,8 @@ impl Writer {
             .copy;
         match copy_in(client, copy, data.clone()).await {
             Ok(()) => return client.batch_execute("RELEASE SAVEPOINT copy").await,
-            Err(e) if classify(&e) != ErrorClass::Conflict => {
-                if classify(&e) == ErrorClass::Row {
+            Err(e) if classify(&e) != Class::Conflict => {
+                if classify(&e) == Class::Row {
                     client.batch_execute("ROLLBACK TO SAVEPOINT copy").await?;
                 }
                 return Err(e);
@@ -641,7 +670,7 @@ impl Writer {
         match merged {
             Ok(()) => client.batch_execute("RELEASE SAVEPOINT copy").await,
             Err(e) => {
-                if classify(&e) != ErrorClass::Transient {
+                if classify(&e) == Class::Row {
                     client.batch_execute("ROLLBACK TO SAVEPOINT copy").await?;
                 }
                 Err(e)
@@ -662,7 +691,7 @@ impl Writer {
         while let Some(range) = pending.pop() {
             match self.copy_range(rows, range.clone(), merge).await {
                 Ok(()) => {}
-                Err(e) if classify(&e) == ErrorClass::Transient => return Err(e),
+                Err(e) if classify(&e) != Class::Row => return Err(e),
                 Err(e) if range.len() == 1 => culprits.push((range.start, e)),
                 Err(_) => {
                     let mid = range.start + range.len() / 2;
@@ -790,29 +819,6 @@ async fn sleep_or_stop(delay: Duration, stop: &CancellationToken) -> bool {
 mod tests {
     use super::*;
 
-    #[test]
-    fn row_caused_sqlstates_are_told_from_the_rest() {
-        for code in [
-            "22021", "22003", "23502", "23514", "44000", "P0001", "P0004", "54000",
-        ] {
-            assert!(is_row_caused(code), "{code}");
-        }
-        // Statement or environment limits, privileges, the connection: not a row's doing.
-        for code in [
-            "54001", "54011", "42501", "08006", "40001", "57014", "25006",
-        ] {
-            assert!(!is_row_caused(code), "{code}");
-        }
-    }
-
-    #[test]
-    fn backoff_doubles_up_to_a_cap() {
-        let mut b = Backoff::new();
-        let steps: Vec<u64> = (0..12).map(|_| b.step().as_millis() as u64).collect();
-        assert_eq!(&steps[..4], &[100, 200, 400, 800]);
-        assert_eq!(*steps.last().unwrap(), 5_000);
-    }
-
     fn flush(topic: &str, spans: &[(i32, i64, i64, u64)]) -> Flush {
         let topic: Arc<str> = topic.into();
         let mut batch = crate::batch::Batch::empty(topic, DataType::Level1);
@@ -836,7 +842,7 @@ mod tests {
         Flush {
             batch,
             fences,
-            budget: None,
+            held: 0,
         }
     }
 
@@ -941,6 +947,55 @@ mod tests {
         assert_eq!(
             (flush.batch.rows, flush.batch.encoded_rows().count()),
             (0, 0)
+        );
+    }
+
+    #[test]
+    fn a_split_flush_is_two_halves_whose_fences_meet() {
+        let mut joined = flush_of_rows(0..2);
+        joined
+            .coalesce(flush_of_rows(2..5))
+            .expect("a continuation");
+        let (mut first, mut second) = joined.split();
+        assert_eq!(
+            (first.batch.entries.len(), second.batch.entries.len()),
+            (2, 3)
+        );
+        assert_eq!((first.batch.rows, second.batch.rows), (2, 3));
+        assert_eq!(first.fences[0].expected, Some(0));
+        assert_eq!(first.fences[0].next, 2);
+        assert_eq!(second.fences[0].expected, Some(2));
+        assert_eq!(second.fences[0].next, 5);
+        assert_eq!(second.batch.spans[&0].first, 2);
+        // The two halves' rows are the whole's, in order.
+        first.batch.seal();
+        second.batch.seal();
+        let halves = [
+            stream_all(&first.batch.encoded),
+            stream_all(&second.batch.encoded),
+        ];
+        let rows = |s: &[bytes::Bytes]| s[1..s.len() - 1].concat();
+        assert_eq!(
+            [rows(&halves[0]), rows(&halves[1])].concat(),
+            rows(&stream_all(&flush_of_rows(0..5).batch.encoded))
+        );
+        // A partition only in the second half keeps its fence there only.
+        let mut two = flush_of_rows(0..1);
+        let mut other = flush_of_rows(0..1);
+        for e in &mut other.batch.entries {
+            e.message.partition = 1;
+        }
+        other.fences[0].partition = 1;
+        other.batch.spans = [(1, other.batch.spans[&0])].into();
+        two.coalesce(other).expect("another partition joins");
+        let (a, b) = two.split();
+        assert_eq!(
+            a.fences.iter().map(|f| f.partition).collect::<Vec<_>>(),
+            [0]
+        );
+        assert_eq!(
+            b.fences.iter().map(|f| f.partition).collect::<Vec<_>>(),
+            [1]
         );
     }
 }

@@ -36,7 +36,11 @@ async fn timescaledb_installed(world: &World, test: &str) -> bool {
     assert!(
         !required || (available && preloaded),
         "REQUIRE_TIMESCALEDB=1 but the test cluster has timescaledb {} (run ../shared/timescaledb/install.sh, then restart with scripts/services.sh)",
-        if available { "installed, not preloaded" } else { "not installed" }
+        if available {
+            "installed, not preloaded"
+        } else {
+            "not installed"
+        }
     );
     if !available {
         eprintln!("SKIPPED {test}: the timescaledb extension is not installed in the test cluster");
@@ -164,7 +168,10 @@ async fn with_timescaledb_off_the_sink_writes_plain_tables() {
         .await
         .unwrap()
         .get(0);
-    assert_eq!(extension, 0, "timescaledb = off must not create the extension");
+    assert_eq!(
+        extension, 0,
+        "timescaledb = off must not create the extension"
+    );
 }
 
 /// 20 prices over 20 days, then the same keys with a new price: 20 rows

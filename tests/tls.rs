@@ -33,7 +33,7 @@ async fn try_connect(url: &str) -> Result<bool, String> {
     let client = db
         .connect()
         .await
-        .map_err(|e| timesink::write::describe(&e))?;
+        .map_err(|e| timesink::pg_error::describe(&e))?;
     let row = client
         .query_one(
             "SELECT ssl FROM pg_stat_ssl WHERE pid = pg_backend_pid()",

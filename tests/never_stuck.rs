@@ -1,0 +1,174 @@
+//! Never silently stuck, on the real broker and database: what a production
+//! database and its operators do to a running sink — privileges revoked,
+//! tables changed, shutdowns at bad moments — is classified, isolated to
+//! its table, reported, and healed without losing or repeating anything.
+
+mod common;
+
+use std::time::{Duration, Instant};
+
+use common::*;
+use timesink::record::DataType;
+
+/// A login role that owns `world`'s database (so it may create the tables
+/// there, and owns them), as a least-privilege sink would run; with the
+/// TimescaleDB extension created ahead by the superuser where it is
+/// installed. Returns the role and a URL that connects as it.
+async fn owner_role(world: &World) -> (String, String) {
+    let url = &world.config.database.url;
+    let (head, db) = url.rsplit_once('/').expect("a database in the URL");
+    let role = format!("{db}_sink");
+    world
+        .db
+        .batch_execute(&format!(
+            "CREATE ROLE {role} LOGIN; ALTER DATABASE {db} OWNER TO {role}; \
+             GRANT pg_read_all_settings TO {role}"
+        ))
+        .await
+        .expect("create the sink's role");
+    let preloaded: bool = world
+        .db
+        .query_one(
+            "SELECT current_setting('shared_preload_libraries') LIKE '%timescaledb%'",
+            &[],
+        )
+        .await
+        .expect("settings")
+        .get(0);
+    if preloaded {
+        world
+            .db
+            .batch_execute("CREATE EXTENSION IF NOT EXISTS timescaledb")
+            .await
+            .expect("create the extension");
+    }
+    let head = head.replacen("postgres@", &format!("{role}@"), 1);
+    (role.clone(), format!("{head}/{db}"))
+}
+
+fn try_get(port: u16, path: &str) -> Option<(u16, String)> {
+    get(&format!("http://127.0.0.1:{port}{path}"))
+}
+
+fn status(port: u16) -> Option<serde_json::Value> {
+    try_get(port, "/status").and_then(|(_, body)| serde_json::from_str(&body).ok())
+}
+
+/// Valid prices keyed `P{i}` (coin `P{i}`).
+fn prices(range: std::ops::Range<u64>) -> Vec<(String, String)> {
+    range
+        .map(|i| {
+            (
+                format!("P{i}"),
+                format!(
+                    r#"{{"coinId":"P{i}","symbol":"P","usdPrice":"1.5","lastUpdated":"2026-11-01T12:00:00Z","source":"t"}}"#
+                ),
+            )
+        })
+        .collect()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_revoked_table_is_blocked_loudly_while_the_others_flow_and_heals_on_grant() {
+    let world = World::new(1).await;
+    let (role, url) = owner_role(&world).await;
+    let level1 = world.topic(DataType::Level1);
+    let prices_topic = world.topic(DataType::Price);
+    let port = free_port();
+    let mut sink = SinkProcess::start(
+        &world,
+        &[
+            ("DATABASE_URL", url),
+            ("TIMESINK_HTTP__LISTEN", format!("127.0.0.1:{port}")),
+            ("TIMESINK_BATCH__MAX_ROWS_IN_FLIGHT", "1000".into()),
+        ],
+    );
+    send_many(&level1, &keyed_quotes(0..1)).await;
+    drained(&world, &level1, 60).await;
+
+    // The operator revokes INSERT on one table; ten times its row budget
+    // arrives behind it.
+    world
+        .db
+        .batch_execute(&format!("REVOKE INSERT ON level1_quotes FROM {role}"))
+        .await
+        .expect("revoke");
+    send_many(&level1, &keyed_quotes(1..10_001)).await;
+    let revoked = Instant::now();
+    eventually(15, "/status reports level1_quotes blocked", || async {
+        status(port).is_some_and(|s| {
+            s["state"] == "unhealthy"
+                && s["blocked"]["level1_quotes"]
+                    .as_str()
+                    .is_some_and(|r| r.contains("42501") && r.contains("permission denied"))
+        })
+    })
+    .await;
+    let reported = revoked.elapsed();
+    let (code, ready) = try_get(port, "/ready").expect("/ready");
+    assert_eq!(code, 503, "{ready}");
+    assert!(
+        ready.contains("level1_quotes") && ready.contains("42501"),
+        "/ready names the table and the SQLSTATE: {ready}"
+    );
+    let (_, metrics) = try_get(port, "/metrics").expect("/metrics");
+    assert!(
+        metrics
+            .lines()
+            .any(|l| l == "timesink_table_blocked{table=\"level1_quotes\"} 1"),
+        "{metrics}"
+    );
+
+    // Meanwhile another table flows at full speed.
+    send_many(&prices_topic, &prices(0..5_000)).await;
+    let started = Instant::now();
+    drained(&world, &prices_topic, 30).await;
+    let took = started.elapsed();
+    assert!(
+        took < Duration::from_secs(10),
+        "5,000 prices took {took:?} beside a blocked table"
+    );
+    assert_eq!(world.count("crypto_prices").await, 5_000);
+    assert_eq!(
+        world.count("level1_quotes").await,
+        1,
+        "nothing gets past the REVOKE"
+    );
+    let (_, metrics) = try_get(port, "/metrics").expect("/metrics");
+    assert!(
+        metrics
+            .lines()
+            .any(|l| l == "timesink_table_paused{table=\"level1_quotes\"} 1"),
+        "the blocked table's partitions are paused:\n{metrics}"
+    );
+
+    // GRANT: it catches up by itself.
+    world
+        .db
+        .batch_execute(&format!("GRANT INSERT ON level1_quotes TO {role}"))
+        .await
+        .expect("grant");
+    drained(&world, &level1, 60).await;
+    eventually(15, "no longer blocked", || async {
+        status(port).is_some_and(|s| s["blocked"] == serde_json::json!({}))
+    })
+    .await;
+    let log = sink.log_text();
+    sink.terminate(Duration::from_secs(20));
+    let sent = Sent {
+        total: 10_001,
+        ..Sent::default()
+    };
+    assert_exactly_once(&world, &level1, &sent).await;
+    assert_eq!(
+        log.matches("table blocked").count(),
+        1,
+        "one line when it blocks:\n{log}"
+    );
+    assert_eq!(
+        log.matches("no longer blocked").count(),
+        1,
+        "one when it heals:\n{log}"
+    );
+    eprintln!("blocked reported after {reported:?}; 5,000 prices beside it in {took:?}");
+}
