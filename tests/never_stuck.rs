@@ -172,3 +172,53 @@ async fn a_revoked_table_is_blocked_loudly_while_the_others_flow_and_heals_on_gr
     );
     eprintln!("blocked reported after {reported:?}; 5,000 prices beside it in {took:?}");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_statement_timeout_shorter_than_a_flush_splits_it_until_it_fits() {
+    let world = World::new(1).await;
+    let level1 = world.topic(DataType::Level1);
+    // The tables ahead, with a trigger that makes each row take 2 ms, and
+    // a statement_timeout a 1,000-row COPY cannot meet.
+    let mut client = connect(&world.config.database.url).await;
+    timesink::schema::apply(&mut client, world.config.database.timescaledb)
+        .await
+        .expect("schema");
+    let db = world.config.database.url.rsplit('/').next().expect("db");
+    world
+        .db
+        .batch_execute(&format!(
+            "CREATE FUNCTION slow() RETURNS trigger LANGUAGE plpgsql AS \
+               $$ BEGIN PERFORM pg_sleep(0.002); RETURN NEW; END $$; \
+             CREATE TRIGGER slow BEFORE INSERT ON level1_quotes \
+               FOR EACH ROW EXECUTE FUNCTION slow(); \
+             ALTER DATABASE {db} SET statement_timeout = '1s'"
+        ))
+        .await
+        .expect("slow table");
+    send_many(&level1, &keyed_quotes(0..3_000)).await;
+    let port = free_port();
+    let mut sink = SinkProcess::start(
+        &world,
+        &[("TIMESINK_HTTP__LISTEN", format!("127.0.0.1:{port}"))],
+    );
+    drained(&world, &level1, 60).await;
+    let (_, metrics) = try_get(port, "/metrics").expect("/metrics");
+    let log = sink.log_text();
+    sink.terminate(Duration::from_secs(20));
+    let splits: f64 = metrics
+        .lines()
+        .find_map(|l| l.strip_prefix("timesink_batch_splits_total{table=\"level1_quotes\"} "))
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(0.0);
+    assert!(splits >= 1.0, "no split counted:\n{metrics}");
+    assert!(
+        log.contains("57014"),
+        "the split names the SQLSTATE:\n{log}"
+    );
+    assert!(!log.contains("table blocked"), "{log}");
+    let sent = Sent {
+        total: 3_000,
+        ..Sent::default()
+    };
+    assert_exactly_once(&world, &level1, &sent).await;
+}
