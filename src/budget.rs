@@ -92,6 +92,11 @@ impl<T> TableBudget<T> {
         self.waiting.is_empty() && self.used == 0
     }
 
+    /// The rows in flight and waiting.
+    pub fn rows(&self) -> usize {
+        self.used + self.waiting.iter().map(|(rows, _)| rows).sum::<usize>()
+    }
+
     pub fn waiting(&self) -> usize {
         self.waiting.len()
     }

@@ -47,8 +47,10 @@ pub struct Config {
     /// When each data type's batches are flushed.
     pub batch: BatchConfig,
     pub dead_letter: DeadLetterConfig,
-    /// How long a shutdown may take to write and commit what is batched, in
-    /// milliseconds, before the sink exits anyway (uncommitted data is read again).
+    /// How long a shutdown may take, from the signal to the exit, in
+    /// milliseconds: writing and committing what is batched, the last Kafka
+    /// commit, leaving the group. Past it the sink exits with code 3 (what
+    /// was not committed is read again on the next start).
     pub shutdown_timeout_ms: u64,
     /// The largest value a message may carry, in bytes, as sent and after
     /// LZ4 inflation; a larger one is dead-lettered (whole, as received).

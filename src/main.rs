@@ -91,9 +91,23 @@ enum TopicsAction {
     },
 }
 
+/// Exit codes (README, "Commands"): 0 stopped cleanly, 1 could not start
+/// or failed, 3 stopped at `shutdown_timeout_ms` with rows not yet
+/// committed (read again on the next start).
+const EXIT_SHUTDOWN_TIMEOUT: u8 = 3;
+
 fn main() -> ExitCode {
     match real_main() {
         Ok(()) => ExitCode::SUCCESS,
+        // Logged by the sink already, as its last line.
+        Err(e)
+            if matches!(
+                e.downcast_ref::<pipeline::RunError>(),
+                Some(pipeline::RunError::ShutdownTimeout { .. })
+            ) =>
+        {
+            ExitCode::from(EXIT_SHUTDOWN_TIMEOUT)
+        }
         Err(e) => {
             eprintln!("timesink: {e:#}");
             ExitCode::FAILURE
@@ -130,30 +144,13 @@ fn real_main() -> anyhow::Result<()> {
         .build()
         .context("starting the async runtime")?;
     match cli.command {
-        Command::Run => runtime.block_on(async {
-            let health = Arc::new(Health::new(config.health.clone()));
-            let shutdown = CancellationToken::new();
-            tokio::spawn(signals(shutdown.clone()));
-            // The endpoints outlive the signal: they answer while the sink
-            // writes what it has batched.
-            let http_stop = CancellationToken::new();
-            if let Ok(addr) = config.http.listen.parse::<std::net::SocketAddr>() {
-                let metrics = telemetry::install().context("installing the metrics recorder")?;
-                let listener = tokio::net::TcpListener::bind(addr)
-                    .await
-                    .with_context(|| format!("http.listen = {addr}: cannot listen there"))?;
-                tracing::info!(%addr, "serving /metrics, /health, /ready and /status");
-                let (health, stop) = (health.clone(), http_stop.clone());
-                tokio::spawn(async move {
-                    if let Err(e) = http::serve(listener, health, metrics, stop).await {
-                        tracing::error!(error = %e, "the HTTP server stopped");
-                    }
-                });
-            }
-            let result = pipeline::run(config, health, shutdown).await;
-            http_stop.cancel();
-            result.map_err(anyhow::Error::from)
-        }),
+        Command::Run => {
+            let result = run(&runtime, config);
+            // Whatever still runs (a connection to a frozen server) must not
+            // hold the exit past the shutdown timeout.
+            runtime.shutdown_timeout(std::time::Duration::from_millis(100));
+            result
+        }
         Command::Schema => runtime.block_on(async {
             let database = config.database()?;
             let mut client = database.connect().await.map_err(|e| {
@@ -240,6 +237,34 @@ fn real_main() -> anyhow::Result<()> {
             Ok(())
         }),
     }
+}
+
+/// `timesink run`: the sink, with its HTTP endpoints, until SIGTERM or SIGINT.
+fn run(runtime: &tokio::runtime::Runtime, config: Config) -> anyhow::Result<()> {
+    runtime.block_on(async {
+        let health = Arc::new(Health::new(config.health.clone()));
+        let shutdown = CancellationToken::new();
+        tokio::spawn(signals(shutdown.clone()));
+        // The endpoints outlive the signal: they answer while the sink
+        // writes what it has batched.
+        let http_stop = CancellationToken::new();
+        if let Ok(addr) = config.http.listen.parse::<std::net::SocketAddr>() {
+            let metrics = telemetry::install().context("installing the metrics recorder")?;
+            let listener = tokio::net::TcpListener::bind(addr)
+                .await
+                .with_context(|| format!("http.listen = {addr}: cannot listen there"))?;
+            tracing::info!(%addr, "serving /metrics, /health, /ready and /status");
+            let (health, stop) = (health.clone(), http_stop.clone());
+            tokio::spawn(async move {
+                if let Err(e) = http::serve(listener, health, metrics, stop).await {
+                    tracing::error!(error = %e, "the HTTP server stopped");
+                }
+            });
+        }
+        let result = pipeline::run(config, health, shutdown).await;
+        http_stop.cancel();
+        result.map_err(anyhow::Error::from)
+    })
 }
 
 /// Cancels `shutdown` on SIGTERM or SIGINT.

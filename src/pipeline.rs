@@ -55,8 +55,11 @@ pub enum RunError {
     DeadLetter(#[from] crate::dead_letter::DeadLetterError),
     #[error(transparent)]
     Consume(#[from] consume::ConsumeError),
-    #[error("shutdown did not finish within {0:?}; uncommitted messages will be read again")]
-    ShutdownTimeout(Duration),
+    #[error(
+        "shutdown_timeout_ms ({}) reached with {rows} rows not yet committed: they, and whatever was read after them, will be read again from the stored offsets on the next start (nothing is lost)",
+        .timeout.as_millis()
+    )]
+    ShutdownTimeout { timeout: Duration, rows: usize },
 }
 
 /// The state of one assigned partition, as the pipeline sees it.
@@ -93,7 +96,13 @@ async fn prepare_schema(
             let report = schema::apply(&mut client, config.database.timescaledb).await?;
             Ok::<_, RunError>(report)
         };
-        match attempt.await {
+        // A server that accepts connections but never answers (frozen)
+        // must not hold up a shutdown.
+        let result = tokio::select! {
+            result = attempt => result,
+            _ = shutdown.cancelled() => return Ok(None),
+        };
+        match result {
             Ok(report) => return Ok(Some(report)),
             Err(e) if e.is_transient() => {
                 let delay = backoff.step();
@@ -276,29 +285,36 @@ pub async fn run(
     };
 
     // Main loop: until shutdown, then until the consumer confirms it stopped.
-    let mut stopping = false;
+    // From the signal on, everything left has `shutdown_timeout` in all.
+    let timeout = config.shutdown_timeout();
+    let mut deadline: Option<Instant> = None;
     loop {
-        let deadline = router.batcher.next_deadline();
+        let due = router.batcher.next_deadline();
         tokio::select! {
             event = events.recv() => match event {
                 Some(Event::Stopped) | None => break,
                 Some(event) => router.handle(event),
             },
             Some(written) = reports.recv() => router.written(written),
-            _ = sleep_until(deadline) => {
+            _ = sleep_until(due) => {
                 for batch in router.batcher.take_due(Instant::now()) {
                     router.ship(batch);
                 }
             }
-            _ = shutdown.cancelled(), if !stopping => {
-                tracing::info!("shutting down: fetching stops, batched rows are written and committed");
+            _ = shutdown.cancelled(), if deadline.is_none() => {
+                tracing::info!(timeout = ?timeout, "shutting down: fetching stops, batched rows are written and committed");
                 consumer.stop.store(true, std::sync::atomic::Ordering::Relaxed);
-                stopping = true;
+                deadline = Some(Instant::now() + timeout);
             }
+            // The consumer thread may be held up (a rebalance waiting for
+            // the database): the shutdown does not wait for it.
+            _ = sleep_until(deadline.map(|d| d - timeout / 5)) => break,
         }
     }
+    let deadline = deadline.unwrap_or_else(|| Instant::now() + timeout);
 
-    // Write what is batched, then let the writers finish.
+    // Write what is batched, then let the writers finish; a fifth of the
+    // time stays for the consumer's last Kafka commit and leaving the group.
     let finish = async {
         for batch in router.batcher.take_all() {
             router.ship(batch);
@@ -315,22 +331,41 @@ pub async fn run(
             let _ = task.await;
         }
     };
-    let timeout = config.shutdown_timeout();
-    let finished = tokio::time::timeout(timeout, finish).await.is_ok();
+    let finished = tokio::time::timeout_at((deadline - timeout / 5).into(), finish)
+        .await
+        .is_ok();
+    let left = router.rows_left();
     if !finished {
         writers_stop.cancel();
     }
     let _ = command_tx.send(Command::Close);
     drop(command_tx);
-    let _ = tokio::task::spawn_blocking(move || consumer.thread.join()).await;
+    while !consumer.thread.is_finished() && Instant::now() < deadline {
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    let closed = consumer.thread.is_finished();
     if let Some(task) = progress_task {
         task.abort();
     }
-    if finished {
-        tracing::info!("stopped cleanly");
-        Ok(())
-    } else {
-        Err(RunError::ShutdownTimeout(timeout))
+    match (finished, closed) {
+        (true, true) => {
+            tracing::info!("stopped cleanly: everything read is committed");
+            Ok(())
+        }
+        (true, false) => {
+            tracing::warn!(
+                "stopped: everything read is committed, but the consumer did not leave the group in time (its partitions move after the session timeout)"
+            );
+            Ok(())
+        }
+        (false, _) => {
+            let e = RunError::ShutdownTimeout {
+                timeout,
+                rows: left,
+            };
+            tracing::error!("{e}");
+            Err(e)
+        }
     }
 }
 
@@ -567,6 +602,11 @@ impl Router<'_> {
             .filter(|(_, state)| state.data_type == Some(data_type))
             .map(|(key, _)| key.clone())
             .collect()
+    }
+
+    /// The rows batched, waiting or being written: not yet committed.
+    fn rows_left(&self) -> usize {
+        self.batcher.buffered_rows() + self.budgets.values().map(TableBudget::rows).sum::<usize>()
     }
 
     /// Whether every batch handed out has been written.

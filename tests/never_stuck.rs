@@ -7,6 +7,7 @@ mod common;
 
 use std::time::{Duration, Instant};
 
+use common::private::PrivatePg;
 use common::*;
 use timesink::record::DataType;
 
@@ -218,6 +219,167 @@ async fn a_statement_timeout_shorter_than_a_flush_splits_it_until_it_fits() {
     assert!(!log.contains("table blocked"), "{log}");
     let sent = Sent {
         total: 3_000,
+        ..Sent::default()
+    };
+    assert_exactly_once(&world, &level1, &sent).await;
+}
+
+/// The shutdown timeout of the sinks stopped at bad moments below.
+const SHUTDOWN: Duration = Duration::from_secs(4);
+
+fn stoppable(port: u16) -> Vec<(&'static str, String)> {
+    vec![
+        ("TIMESINK_HTTP__LISTEN", format!("127.0.0.1:{port}")),
+        (
+            "TIMESINK_SHUTDOWN_TIMEOUT_MS",
+            SHUTDOWN.as_millis().to_string(),
+        ),
+    ]
+}
+
+/// Stops the sink with `signal` and checks that it ends within its
+/// shutdown timeout, with exit code 3 and one line naming what is left to
+/// be read again.
+fn stopped_in_time(sink: &mut SinkProcess, signal: &str) {
+    let started = Instant::now();
+    sink.signal(signal);
+    let status = sink.wait(Duration::from_secs(30));
+    let took = started.elapsed();
+    let log = sink.log_text();
+    assert!(
+        took < SHUTDOWN + Duration::from_millis(1500),
+        "SIG{signal}: the exit took {took:?}, over shutdown_timeout_ms ({SHUTDOWN:?}):\n{log}"
+    );
+    assert_eq!(status.code(), Some(3), "SIG{signal}: {status}\n{log}");
+    let lines: Vec<&str> = log
+        .lines()
+        .filter(|l| l.contains("will be read again"))
+        .collect();
+    assert_eq!(lines.len(), 1, "one line says what is left:\n{log}");
+    assert!(lines[0].contains("rows not yet committed"), "{}", lines[0]);
+    eprintln!("SIG{signal}: exited with 3 after {took:?}");
+}
+
+/// The messages of `topic` the sink has read since it started (its /status).
+fn consumed(port: u16, topic: &str) -> u64 {
+    status(port)
+        .and_then(|s| s["topics"][topic]["messages_consumed"].as_u64())
+        .unwrap_or(0)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sigterm_and_sigint_during_a_database_outage_end_within_the_timeout() {
+    let pg = PrivatePg::start();
+    let world = World::on(&pg.admin_url(), 1).await;
+    let level1 = world.topic(DataType::Level1);
+    let mut sent = 0;
+    for signal in ["TERM", "INT"] {
+        let port = free_port();
+        let mut sink = SinkProcess::start(&world, &stoppable(port));
+        send_many(&level1, &keyed_quotes(sent..sent + 100)).await;
+        sent += 100;
+        drained(&world, &level1, 60).await;
+        // The database host hangs: connections open, nothing answers.
+        let before = consumed(port, &level1);
+        pg.freeze();
+        send_many(&level1, &keyed_quotes(sent..sent + 1_000)).await;
+        sent += 1_000;
+        eventually(30, "1,000 more messages read", || async {
+            consumed(port, &level1) >= before + 1_000
+        })
+        .await;
+        stopped_in_time(&mut sink, signal);
+        pg.thaw();
+    }
+    let mut sink = SinkProcess::start(&world, &[]);
+    drained(&world, &level1, 60).await;
+    sink.terminate(Duration::from_secs(20));
+    let sent = Sent {
+        total: sent,
+        ..Sent::default()
+    };
+    assert_exactly_once(&world, &level1, &sent).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sigterm_and_sigint_with_a_blocked_table_end_within_the_timeout() {
+    let world = World::new(1).await;
+    let (role, url) = owner_role(&world).await;
+    let level1 = world.topic(DataType::Level1);
+    let mut sent = 0;
+    for signal in ["TERM", "INT"] {
+        let port = free_port();
+        let mut env = stoppable(port);
+        env.push(("DATABASE_URL", url.clone()));
+        let mut sink = SinkProcess::start(&world, &env);
+        send_many(&level1, &keyed_quotes(sent..sent + 100)).await;
+        sent += 100;
+        drained(&world, &level1, 60).await;
+        world
+            .db
+            .batch_execute(&format!("REVOKE INSERT ON level1_quotes FROM {role}"))
+            .await
+            .expect("revoke");
+        send_many(&level1, &keyed_quotes(sent..sent + 1_000)).await;
+        sent += 1_000;
+        eventually(15, "level1_quotes blocked", || async {
+            status(port).is_some_and(|s| s["blocked"]["level1_quotes"].is_string())
+        })
+        .await;
+        stopped_in_time(&mut sink, signal);
+        world
+            .db
+            .batch_execute(&format!("GRANT INSERT ON level1_quotes TO {role}"))
+            .await
+            .expect("grant");
+    }
+    let mut sink = SinkProcess::start(&world, &[("DATABASE_URL", url)]);
+    drained(&world, &level1, 60).await;
+    sink.terminate(Duration::from_secs(20));
+    let sent = Sent {
+        total: sent,
+        ..Sent::default()
+    };
+    assert_exactly_once(&world, &level1, &sent).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sigterm_and_sigint_with_a_full_pipeline_end_within_the_timeout() {
+    let world = World::new(1).await;
+    let level1 = world.topic(DataType::Level1);
+    let mut sent = 0;
+    for signal in ["TERM", "INT"] {
+        let port = free_port();
+        let mut env = stoppable(port);
+        env.push(("TIMESINK_BATCH__MAX_ROWS_IN_FLIGHT", "2000".into()));
+        let mut sink = SinkProcess::start(&world, &env);
+        send_many(&level1, &keyed_quotes(sent..sent + 100)).await;
+        sent += 100;
+        drained(&world, &level1, 60).await;
+        // A lock holds every write: the table's budget fills, its
+        // partitions pause, and the rest waits in the pipeline.
+        let locker = connect(&world.config.database.url).await;
+        locker
+            .batch_execute("BEGIN; LOCK TABLE level1_quotes IN ACCESS EXCLUSIVE MODE")
+            .await
+            .expect("lock");
+        send_many(&level1, &keyed_quotes(sent..sent + 10_000)).await;
+        sent += 10_000;
+        eventually(30, "the table's partitions paused", || async {
+            try_get(port, "/metrics").is_some_and(|(_, m)| {
+                m.lines()
+                    .any(|l| l == "timesink_table_paused{table=\"level1_quotes\"} 1")
+            })
+        })
+        .await;
+        stopped_in_time(&mut sink, signal);
+        locker.batch_execute("COMMIT").await.expect("unlock");
+    }
+    let mut sink = SinkProcess::start(&world, &[]);
+    drained(&world, &level1, 60).await;
+    sink.terminate(Duration::from_secs(20));
+    let sent = Sent {
+        total: sent,
         ..Sent::default()
     };
     assert_exactly_once(&world, &level1, &sent).await;

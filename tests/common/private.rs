@@ -108,6 +108,42 @@ impl PrivatePg {
         assert!(status.success(), "start the private PostgreSQL");
     }
 
+    /// Freezes the server and every backend (SIGSTOP to its process
+    /// group): connections stay open and nothing answers, as a hung host.
+    pub fn freeze(&self) {
+        self.signal_all("STOP");
+    }
+
+    pub fn thaw(&self) {
+        self.signal_all("CONT");
+    }
+
+    fn signal_all(&self, signal: &str) {
+        let pid =
+            std::fs::read_to_string(self.data().join("postmaster.pid")).expect("postmaster.pid");
+        let pid = pid
+            .lines()
+            .next()
+            .expect("the postmaster's pid")
+            .trim()
+            .to_owned();
+        // Every backend and auxiliary process runs in a session of its
+        // own: each child of the postmaster is signalled, then the postmaster.
+        let children = Command::new("pkill")
+            .arg(format!("-{signal}"))
+            .args(["-P", &pid])
+            .status()
+            .expect("pkill");
+        assert!(children.code() == Some(0), "pkill -{signal} -P {pid}");
+        let ok = Command::new("kill")
+            .arg(format!("-{signal}"))
+            .arg(&pid)
+            .status()
+            .expect("kill")
+            .success();
+        assert!(ok, "kill -{signal} the private PostgreSQL");
+    }
+
     /// Stops the server (fast: connections are closed).
     pub fn down(&self) {
         let status = pg("pg_ctl")
