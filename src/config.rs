@@ -28,6 +28,39 @@ pub enum ConfigError {
     Invalid { key: String, problem: String },
 }
 
+/// A configuration error as the operator can act on it: the environment
+/// variable it came from, or the key and the file.
+fn explain(error: figment::Error, from_env: &[(String, String)]) -> String {
+    let mut path = error.path.clone();
+    if let figment::error::Kind::UnknownField(field, _) = &error.kind
+        && path.last() != Some(field)
+    {
+        path.push(field.clone());
+    }
+    let key = path.join(".");
+    let variable = from_env
+        .iter()
+        .find(|(k, _)| key == *k || key.starts_with(&format!("{k}.")))
+        .map(|(_, name)| name);
+    match (variable, &error.kind) {
+        (Some(name), figment::error::Kind::UnknownField(..)) => format!(
+            "environment variable {name}: `{key}` is not a configuration key ({}); \
+             unset it, or name a key as TIMESINK_<SECTION>__<KEY>",
+            error.kind
+        ),
+        (Some(name), kind) => format!("environment variable {name} (key `{key}`): {kind}"),
+        (None, kind) => {
+            let source = error
+                .metadata
+                .as_ref()
+                .and_then(|m| m.source.as_ref())
+                .map(|s| format!(" in {s}"))
+                .unwrap_or_default();
+            format!("key `{key}`{source}: {kind}")
+        }
+    }
+}
+
 fn invalid(key: impl Into<String>, problem: impl Into<String>) -> ConfigError {
     ConfigError::Invalid {
         key: key.into(),
@@ -498,7 +531,9 @@ impl Config {
         let env = with_secret_files(env.into_iter().collect())?;
         let lookup = |name: &str| env.iter().find(|(k, _)| k == name).map(|(_, v)| v.clone());
         // The nested TIMESINK_<SECTION>__<KEY> form; the three short names and
-        // the librdkafka pass-through are read separately below.
+        // the librdkafka pass-through are read separately below. Each key
+        // remembers its variable, for errors to name it.
+        let mut from_env: Vec<(String, String)> = Vec::new();
         for (name, value) in &env {
             let Some(rest) = name.strip_prefix("TIMESINK_") else {
                 continue;
@@ -509,16 +544,11 @@ impl Config {
             let key = rest.to_ascii_lowercase().replace("__", ".");
             let value: figment::value::Value = value.parse().unwrap_or_else(|never| match never {});
             figment = figment.merge(Serialized::defaults(figment::util::nest(&key, value)));
+            from_env.push((key, name.clone()));
         }
         let mut config: Config = figment.extract().map_err(|e| {
-            let mut text = String::new();
-            for (i, err) in e.into_iter().enumerate() {
-                if i > 0 {
-                    text.push_str("; ");
-                }
-                text.push_str(&err.to_string());
-            }
-            ConfigError::Load(text)
+            let errors: Vec<String> = e.into_iter().map(|e| explain(e, &from_env)).collect();
+            ConfigError::Load(errors.join("; "))
         })?;
         if let Some(v) = lookup("KAFKA_BROKERS") {
             config.kafka.brokers = v;
@@ -752,6 +782,44 @@ mod tests {
         let mut f = tempfile::Builder::new().suffix(".toml").tempfile().unwrap();
         std::io::Write::write_all(&mut f, text.as_bytes()).unwrap();
         f
+    }
+
+    #[test]
+    fn errors_from_the_environment_name_the_variable() {
+        let load = |vars: &[(&str, &str)]| {
+            Config::load_from(
+                None,
+                vars.iter().map(|(k, v)| (k.to_string(), v.to_string())),
+            )
+            .unwrap_err()
+            .to_string()
+        };
+        // A wrapper's own variable that shares the prefix.
+        let e = load(&[("TIMESINK_BIN", "/usr/local/bin/timesink")]);
+        assert!(e.contains("environment variable TIMESINK_BIN"), "{e}");
+        assert!(e.contains("`bin` is not a configuration key"), "{e}");
+        assert!(!e.contains("src/config.rs"), "{e}");
+        let e = load(&[("TIMESINK_BATCH__MAX_ROWS_IN_FLIGHTS", "5")]);
+        assert!(
+            e.contains("environment variable TIMESINK_BATCH__MAX_ROWS_IN_FLIGHTS"),
+            "{e}"
+        );
+        assert!(e.contains("batch.max_rows_in_flights"), "{e}");
+        let e = load(&[("TIMESINK_BATCH__MAX_ROWS_IN_FLIGHT", "many")]);
+        assert!(
+            e.contains(
+                "environment variable TIMESINK_BATCH__MAX_ROWS_IN_FLIGHT (key `batch.max_rows_in_flight`):"
+            ),
+            "{e}"
+        );
+        assert!(e.contains("many"), "{e}");
+        // From a file: the key and the file.
+        let f = file("[batch]\nmax_rows_in_flight = \"many\"\n");
+        let e = Config::load_from(Some(f.path()), std::iter::empty())
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("key `batch.max_rows_in_flight`"), "{e}");
+        assert!(e.contains(&f.path().display().to_string()), "{e}");
     }
 
     /// The README's configuration block is every key, at its default.

@@ -34,6 +34,7 @@ use tokio::sync::mpsc::error::TrySendError;
 use crate::config::Config;
 use crate::database::Database;
 use crate::health::{Health, Offsets};
+use crate::kafka_log::Link;
 use crate::message::SourceMessage;
 use crate::pg_error::Backoff;
 use crate::record::DataType;
@@ -233,6 +234,8 @@ pub struct SinkContext {
     suspects: Mutex<Vec<(Arc<str>, i32)>>,
     /// Which partitions are paused, and why.
     pauses: Mutex<Pauses>,
+    /// Whether the brokers are out of reach, said once per change.
+    link: Link,
 }
 
 fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
@@ -585,6 +588,14 @@ fn reset_position(auto_offset_reset: Option<&str>) -> Option<Candidate> {
 }
 
 impl ClientContext for SinkContext {
+    fn log(&self, level: rdkafka::config::RDKafkaLogLevel, fac: &str, message: &str) {
+        crate::kafka_log::log(level, fac, message);
+    }
+
+    fn error(&self, error: KafkaError, reason: &str) {
+        self.link.error(&error, reason);
+    }
+
     fn stats(&self, statistics: Statistics) {
         // Brokers learned from metadata: not the bootstrap entries (no node
         // id) nor the logical group coordinator (a second view of one).
@@ -611,6 +622,9 @@ impl ClientContext for SinkContext {
         let now_ms = chrono::Utc::now().timestamp_millis();
         self.health
             .kafka_statistics(brokers_up, &partitions, now_ms);
+        if brokers_up > 0 {
+            self.link.reachable();
+        }
         // A fetch position past the log's end: the log was truncated or
         // replaced (a broker that does not answer "offset out of range"
         // would leave the partition reading nothing for ever).
@@ -761,6 +775,7 @@ pub fn start(
         topic_ids: Mutex::new(HashMap::new()),
         suspects: Mutex::new(Vec::new()),
         pauses: Mutex::new(Pauses::default()),
+        link: Link::new(&config.kafka.brokers, "consumer"),
     };
     let consumer: BaseConsumer<SinkContext> = client
         .create_with_context(context)
@@ -1168,6 +1183,10 @@ fn run(
                 if chunk.len() >= CHUNK {
                     held.push_back(Event::Messages(std::mem::take(&mut chunk)));
                 }
+            }
+            // Brokers out of reach are reported once, by SinkContext::error.
+            Some(Err(e)) if crate::kafka_log::is_unreachable(&e) => {
+                tracing::debug!(error = %e, "Kafka consumer error")
             }
             Some(Err(e)) => tracing::warn!(error = %e, "Kafka consumer error"),
             None if !chunk.is_empty() => {

@@ -12,17 +12,17 @@
 //! message can hold its partition back.
 
 use std::collections::HashMap;
-use std::sync::Mutex;
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use rdkafka::ClientConfig;
 use rdkafka::admin::{AdminClient, AdminOptions, NewTopic, ResourceSpecifier, TopicReplication};
-use rdkafka::client::DefaultClientContext;
 use rdkafka::error::{KafkaError, RDKafkaErrorCode};
 use rdkafka::message::{Header, OwnedHeaders};
 use rdkafka::producer::{FutureProducer, FutureRecord, Producer};
 
 use crate::config::Config;
+use crate::kafka_log::{Link, Quiet};
 use crate::message::SourceMessage;
 
 /// How long to wait for broker metadata and topic creation.
@@ -50,8 +50,10 @@ pub enum DeadLetterError {
 
 /// Produces dead letters; shared by the writers.
 pub struct DeadLetters {
-    producer: FutureProducer,
-    admin: AdminClient<DefaultClientContext>,
+    producer: FutureProducer<Quiet>,
+    admin: AdminClient<Quiet>,
+    /// Whether the brokers are out of reach, as the two clients see it.
+    link: Arc<Link>,
     suffix: String,
     replication_factor: i32,
     /// The consumer group, repeated in `dlq.sink`.
@@ -113,12 +115,20 @@ impl DeadLetters {
             .set("message.timeout.ms", "30000");
         // Consumer-only pass-through properties would only produce warnings here.
         client.set_log_level(rdkafka::config::RDKafkaLogLevel::Error);
-        let producer: FutureProducer = client.create().map_err(DeadLetterError::Client)?;
-        let admin: AdminClient<DefaultClientContext> =
-            client.create().map_err(DeadLetterError::Client)?;
+        // One view of the brokers for both clients: an acknowledged dead
+        // letter says they are back.
+        let link = Arc::new(Link::new(&config.kafka.brokers, "dead letters"));
+        let quiet = || Quiet { link: link.clone() };
+        let producer: FutureProducer<Quiet> = client
+            .create_with_context(quiet())
+            .map_err(DeadLetterError::Client)?;
+        let admin: AdminClient<Quiet> = client
+            .create_with_context(quiet())
+            .map_err(DeadLetterError::Client)?;
         Ok(DeadLetters {
             producer,
             admin,
+            link,
             suffix: config.dead_letter.suffix.clone(),
             replication_factor: config.dead_letter.replication_factor,
             sink: config.kafka.group_id.clone(),
@@ -157,7 +167,7 @@ impl DeadLetters {
         let mut failed = None;
         for (letter, topic, sent) in futures::future::join_all(sends).await {
             match sent.map_err(|e| (refusal(&e), e)) {
-                Ok(()) => {}
+                Ok(()) => self.link.reachable(),
                 Err((Refusal::TooLarge, _)) => too_large.push((letter, topic)),
                 Err((refused, e)) => {
                     if refused == Refusal::NoTopic {

@@ -389,11 +389,25 @@ pub async fn probe_database(health: Arc<Health>, database: Database, shutdown: C
             Ok::<_, tokio_postgres::Error>(c)
         };
         // A failed or slow probe drops its connection: the next one opens anew.
-        client = tokio::time::timeout(PROBE_TIMEOUT, probe)
-            .await
-            .ok()
-            .and_then(Result::ok);
-        health.set_database_up(client.is_some());
+        let result = match tokio::time::timeout(PROBE_TIMEOUT, probe).await {
+            Ok(result) => result.map_err(|e| crate::pg_error::describe(&e)),
+            Err(_) => Err(format!("no answer within {PROBE_TIMEOUT:?}")),
+        };
+        let up = result.is_ok();
+        // One line per change of state, with the endpoint.
+        let was = (health.database_probed.load(Relaxed)).then(|| health.database_up.load(Relaxed));
+        match (&result, was) {
+            // Unreachable from the start is said by the schema step.
+            (Err(e), Some(true)) => {
+                tracing::error!(database = %database.target(), error = %e, "database unreachable; retrying (one line until it answers)")
+            }
+            (Ok(_), Some(false)) => {
+                tracing::info!(database = %database.target(), "database reachable again")
+            }
+            _ => {}
+        }
+        client = result.ok();
+        health.set_database_up(up);
     }
 }
 

@@ -46,6 +46,7 @@ pub mod decimal;
 pub mod decode;
 pub mod health;
 pub mod http;
+pub mod kafka_log;
 pub mod lz4_frame;
 pub mod message;
 pub mod pg_error;

@@ -119,7 +119,8 @@ fn main() -> ExitCode {
 /// message's key, value or headers, or a password.
 fn init_logs(format: LogFormat) {
     let filter = tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| {
-        tracing_subscriber::EnvFilter::new("info,librdkafka=warn,rdkafka=warn")
+        // PostgreSQL's notices ("relation already exists, skipping") say nothing to act on.
+        tracing_subscriber::EnvFilter::new("info,librdkafka=warn,rdkafka=warn,tokio_postgres=warn")
     });
     let logs = tracing_subscriber::fmt()
         .with_env_filter(filter)

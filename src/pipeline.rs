@@ -90,6 +90,7 @@ async fn prepare_schema(
     shutdown: &CancellationToken,
 ) -> Result<Option<schema::SchemaReport>, RunError> {
     let mut backoff = crate::pg_error::Backoff::new();
+    let mut failed = false;
     loop {
         let attempt = async {
             let mut client = database.connect().await.map_err(RunError::Database)?;
@@ -103,10 +104,20 @@ async fn prepare_schema(
             _ = shutdown.cancelled() => return Ok(None),
         };
         match result {
-            Ok(report) => return Ok(Some(report)),
+            Ok(report) => {
+                if failed {
+                    tracing::info!(database = %database.target(), "database reachable");
+                }
+                return Ok(Some(report));
+            }
             Err(e) if e.is_transient() => {
                 let delay = backoff.step();
-                tracing::warn!(error = %e, retry_in = ?delay, "database not reachable at start; retrying");
+                // One line, then one at debug level per retry.
+                if !std::mem::replace(&mut failed, true) {
+                    tracing::warn!(database = %database.target(), error = %e, retry_in = ?delay, "database not reachable at start; retrying");
+                } else {
+                    tracing::debug!(error = %e, retry_in = ?delay, "database still not reachable");
+                }
                 tokio::select! {
                     _ = tokio::time::sleep(delay) => {}
                     _ = shutdown.cancelled() => return Ok(None),

@@ -205,6 +205,11 @@ enum AttemptError {
 }
 
 impl AttemptError {
+    /// Whether the connection failed (no SQLSTATE): the database is out of reach.
+    fn is_connection(&self) -> bool {
+        matches!(self, AttemptError::Db(e) if e.code().is_none())
+    }
+
     /// What to do about it ([`classify`]); a dead letter that cannot be
     /// written, or a batch no row of which is to blame, needs the operator.
     fn class(&self) -> Class {
@@ -432,7 +437,8 @@ impl Writer {
                 );
                 return;
             }
-        } else if !failed {
+        } else if !failed && !error.is_connection() {
+            // A lost connection is the database probe's to report, once.
             tracing::warn!(table = self.table, %error, retry_in = ?delay, "write failed; retrying");
             return;
         }

@@ -168,7 +168,14 @@ async fn postgres_down_at_start_stopped_30s_and_connections_killed_mid_copy() {
     let url = world.config.database.url.clone();
     // Down at start: the sink waits for it instead of exiting.
     pg.down();
-    let mut env = vec![("TIMESINK_RDKAFKA_MAX_POLL_INTERVAL_MS", "10000".to_string())];
+    let mut env = vec![
+        ("TIMESINK_RDKAFKA_MAX_POLL_INTERVAL_MS", "10000".to_string()),
+        // Each retry and its delay: the first is a warning, the rest debug.
+        (
+            "RUST_LOG",
+            "info,timesink=debug,librdkafka=warn".to_string(),
+        ),
+    ];
     fast_group(&mut env);
     let mut sink = SinkProcess::start(&world, &env);
     let load = spawn_load(topic.clone(), 50_000, 1_000, 1013);

@@ -384,3 +384,62 @@ async fn sigterm_and_sigint_with_a_full_pipeline_end_within_the_timeout() {
     };
     assert_exactly_once(&world, &level1, &sent).await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_unreachable_broker_is_one_line_per_client_not_a_flood() {
+    let world = World::new(1).await;
+    let nowhere = format!("127.0.0.1:{}", free_port());
+    let mut sink = SinkProcess::start(&world, &[("KAFKA_BROKERS", nowhere.clone())]);
+    eventually(
+        30,
+        "the consumer says the brokers are unreachable",
+        || async {
+            sink.log_text()
+                .lines()
+                .any(|l| l.contains("Kafka brokers unreachable") && l.contains("consumer"))
+        },
+    )
+    .await;
+    // librdkafka retries several times a second all along: a window of
+    // its attempts, which used to be ~44 error lines a second.
+    let window = Instant::now() + Duration::from_secs(5);
+    while Instant::now() < window {
+        assert!(sink.exited().is_none(), "the sink exited");
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    sink.terminate(Duration::from_secs(20));
+    let log = sink.log_text();
+    let loud: Vec<&str> = log
+        .lines()
+        .filter(|l| l.contains(" ERROR ") || l.contains(" WARN "))
+        .collect();
+    assert!(
+        loud.len() <= 2 && loud.iter().all(|l| l.contains("Kafka brokers unreachable")),
+        "one line per client:\n{}",
+        loud.join("\n")
+    );
+    assert!(
+        loud.iter().all(|l| l.contains(&nowhere)),
+        "each names the endpoint:\n{}",
+        loud.join("\n")
+    );
+}
+
+#[test]
+fn a_configuration_error_from_the_environment_names_the_variable() {
+    let world = tokio::runtime::Runtime::new()
+        .expect("runtime")
+        .block_on(World::new(1));
+    let out = sink_command(&world, "run")
+        .env("TIMESINK_BIN", "/usr/local/bin/timesink")
+        .output()
+        .expect("run timesink");
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(1), "{stderr}");
+    assert!(
+        stderr.contains("environment variable TIMESINK_BIN")
+            && stderr.contains("not a configuration key"),
+        "{stderr}"
+    );
+    assert!(!stderr.contains("src/config.rs"), "{stderr}");
+}
