@@ -408,3 +408,61 @@ async fn copies_slower_than_max_poll_interval_keep_the_group_and_memory_bounded(
     );
     assert_exactly_once(&world, &topic, &sent).await;
 }
+
+/// How long after each of `kills` SIGKILL-and-restart rounds every
+/// partition flows again: from the restart until a message sent to each
+/// partition after it is committed. Keys from `first_key` on.
+async fn back_after_kills(
+    world: &World,
+    env: Env<'_>,
+    kills: usize,
+    first_key: u64,
+) -> Vec<Duration> {
+    let topic = world.topic(DataType::Level1);
+    let mut sink = SinkProcess::start(world, env);
+    let mut next = first_key;
+    send_many(&topic, &keyed_quotes(next..next + 40)).await;
+    next += 40;
+    drained(world, &topic, 60).await;
+    let mut took = Vec::new();
+    for _ in 0..kills {
+        sink.kill();
+        let restarted = Instant::now();
+        sink = SinkProcess::start(world, env);
+        let sent = send_many(&topic, &keyed_quotes(next..next + 40)).await;
+        next += 40;
+        let partitions: std::collections::BTreeSet<i32> = sent.iter().map(|&(p, _)| p).collect();
+        assert_eq!(partitions.len(), 4, "40 keys reach every partition");
+        drained(world, &topic, 60).await;
+        took.push(restarted.elapsed());
+    }
+    sink.terminate(Duration::from_secs(20));
+    took
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore = "long: make test-faults"]
+async fn a_killed_instance_flows_again_within_15s_and_within_2s_with_a_stable_id() {
+    let world = World::new(4).await;
+    let defaults = back_after_kills(&world, &[], 3, 0).await;
+    let id = [(
+        "TIMESINK_RDKAFKA_GROUP_INSTANCE_ID",
+        format!("{}-0", world.config.kafka.group_id),
+    )];
+    let static_membership = back_after_kills(&world, &id, 3, 1_000).await;
+    eprintln!("back after a kill: defaults {defaults:?}; static membership {static_membership:?}");
+    for took in &defaults {
+        assert!(*took <= Duration::from_secs(15), "defaults: {defaults:?}");
+    }
+    for took in &static_membership {
+        assert!(
+            *took <= Duration::from_secs(2),
+            "static membership: {static_membership:?}"
+        );
+    }
+    let sent = Sent {
+        total: 40 * 8,
+        ..Sent::default()
+    };
+    assert_exactly_once(&world, &world.topic(DataType::Level1), &sent).await;
+}
