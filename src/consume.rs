@@ -135,78 +135,91 @@ impl OffsetStore {
     /// The stored offsets of `partitions` of `topic`; with the topic's id
     /// from the broker, first checked against the id recorded for it (see
     /// `sql/queries/check_topic_id.sql`).
+    ///
+    /// Waits at most `wait`: it runs on the consumer thread (in a rebalance
+    /// callback, or between polls), which must keep polling to stay in the
+    /// group whatever the database does.
     fn lookup(
         &mut self,
         topic: &str,
         partitions: &[i32],
         topic_id: Option<&str>,
-    ) -> Result<Stored, tokio_postgres::Error> {
+        wait: Duration,
+    ) -> Result<Stored, LookupError> {
         let runtime = self.runtime.clone();
-        runtime.block_on(async {
-            if self
-                .client
-                .as_ref()
-                .is_none_or(tokio_postgres::Client::is_closed)
-            {
-                self.client = Some(self.database.connect().await?);
-            }
-            let client = self.client.as_mut().expect("connected above");
-            let found = async {
-                let tx = client.transaction().await?;
-                let mut recreated_from = None;
-                if let Some(id) = topic_id {
-                    let before = tx
-                        .query_opt(CHECK_TOPIC_ID_SQL, &[&self.group, &topic, &id])
-                        .await?;
-                    recreated_from = before
-                        .map(|r| r.get::<_, String>(0))
-                        .filter(|before| before != id);
-                }
-                let rows = tx
-                    .query(
-                        "SELECT partition, next_offset FROM timesink_offsets \
-                         WHERE consumer_group = $1 AND topic = $2 AND partition = ANY($3)",
-                        &[&self.group, &topic, &partitions],
-                    )
-                    .await?;
-                tx.commit().await?;
-                Ok(Stored {
-                    offsets: rows.iter().map(|r| (r.get(0), r.get(1))).collect(),
-                    recreated_from,
-                })
-            }
-            .await;
-            if found.is_err() {
+        // The timer is made inside the runtime: this is the consumer thread.
+        let found = runtime.block_on(async {
+            tokio::time::timeout(wait, self.query(topic, partitions, topic_id)).await
+        });
+        match found {
+            Ok(found) => found.map_err(LookupError::Database),
+            Err(_) => {
                 self.client = None;
+                Err(LookupError::TimedOut(wait))
             }
-            found
-        })
+        }
     }
 
-    /// As `lookup`, retrying with backoff until PostgreSQL answers or the sink stops.
-    fn lookup_until_answered(
+    async fn query(
         &mut self,
         topic: &str,
         partitions: &[i32],
         topic_id: Option<&str>,
-        stop: &AtomicBool,
-    ) -> Option<Stored> {
-        let mut backoff = Backoff::new();
-        loop {
-            match self.lookup(topic, partitions, topic_id) {
-                Ok(found) => return Some(found),
-                Err(e) => {
-                    if stop.load(Ordering::Relaxed) {
-                        return None;
-                    }
-                    let delay = backoff.step();
-                    tracing::warn!(topic, error = %e, retry_in = ?delay, "reading stored offsets failed");
-                    std::thread::sleep(delay);
-                }
-            }
+    ) -> Result<Stored, tokio_postgres::Error> {
+        if self
+            .client
+            .as_ref()
+            .is_none_or(tokio_postgres::Client::is_closed)
+        {
+            self.client = Some(self.database.connect().await?);
         }
+        let client = self.client.as_mut().expect("connected above");
+        let found = async {
+            let tx = client.transaction().await?;
+            let mut recreated_from = None;
+            if let Some(id) = topic_id {
+                let before = tx
+                    .query_opt(CHECK_TOPIC_ID_SQL, &[&self.group, &topic, &id])
+                    .await?;
+                recreated_from = before
+                    .map(|r| r.get::<_, String>(0))
+                    .filter(|before| before != id);
+            }
+            let rows = tx
+                .query(
+                    "SELECT partition, next_offset FROM timesink_offsets \
+                     WHERE consumer_group = $1 AND topic = $2 AND partition = ANY($3)",
+                    &[&self.group, &topic, &partitions],
+                )
+                .await?;
+            tx.commit().await?;
+            Ok(Stored {
+                offsets: rows.iter().map(|r| (r.get(0), r.get(1))).collect(),
+                recreated_from,
+            })
+        }
+        .await;
+        if found.is_err() {
+            self.client = None;
+        }
+        found
     }
 }
+
+/// Why stored offsets could not be read.
+#[derive(Debug, thiserror::Error)]
+enum LookupError {
+    #[error("{}", crate::pg_error::describe(.0))]
+    Database(tokio_postgres::Error),
+    #[error("PostgreSQL did not answer within {0:?}")]
+    TimedOut(Duration),
+}
+
+/// How long a rebalance callback waits for the stored offsets before it
+/// leaves the partitions paused for the consumer loop to start later.
+const ASSIGN_LOOKUP_WAIT: Duration = Duration::from_secs(2);
+/// How long each later try waits, between polls.
+const RETRY_LOOKUP_WAIT: Duration = Duration::from_secs(1);
 
 /// The consumer's context: rebalance handling and statistics.
 pub struct SinkContext {
@@ -236,6 +249,11 @@ pub struct SinkContext {
     pauses: Mutex<Pauses>,
     /// Whether the brokers are out of reach, said once per change.
     link: Link,
+    /// Partitions assigned while their stored offsets could not be read:
+    /// paused, with no epoch, until the consumer loop reads them.
+    pending: Mutex<HashSet<(Arc<str>, i32)>>,
+    /// Whether reading stored offsets last failed (said once per change).
+    store_down: AtomicBool,
 }
 
 fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
@@ -269,6 +287,37 @@ impl SinkContext {
         }
         self.epochs_changed.fetch_add(1, Ordering::Relaxed);
         lock(&self.pauses).forget(partitions);
+        let mut pending = lock(&self.pending);
+        for key in partitions {
+            pending.remove(key);
+        }
+    }
+
+    /// Reads stored offsets within `wait`; a failure is logged once per
+    /// change (then at debug level), a success after one once too.
+    fn stored_offsets(
+        &self,
+        topic: &str,
+        partitions: &[i32],
+        topic_id: Option<&str>,
+        wait: Duration,
+    ) -> Option<Stored> {
+        match lock(&self.store).lookup(topic, partitions, topic_id, wait) {
+            Ok(stored) => {
+                if self.store_down.swap(false, Ordering::Relaxed) {
+                    tracing::info!("stored offsets readable again: waiting partitions start");
+                }
+                Some(stored)
+            }
+            Err(e) => {
+                if !self.store_down.swap(true, Ordering::Relaxed) {
+                    tracing::error!(topic, error = %e, "reading stored offsets failed: these partitions wait, paused, and are tried again while the group is kept");
+                } else {
+                    tracing::debug!(topic, error = %e, "reading stored offsets failed again");
+                }
+                None
+            }
+        }
     }
 
     fn epoch_of(&self, topic: &Arc<str>, partition: i32) -> Option<u64> {
@@ -303,12 +352,24 @@ impl SinkContext {
         let names: Vec<&str> = by_topic.keys().map(String::as_str).collect();
         let ids = self.topic_ids_now(consumer, &names);
         let mut assigned = Vec::new();
+        let mut unanswered = false;
         for (topic, partitions) in &by_topic {
             let name = self.topic(topic);
             let id = ids.get(topic.as_str()).map(String::as_str);
-            let Some(stored) =
-                lock(&self.store).lookup_until_answered(topic, partitions, id, &self.stopping)
-            else {
+            // A test holds the assignment here to take the database away under it.
+            fail::fail_point!("assign-lookup");
+            // After one topic's lookup failed the others wait too: the
+            // callback waits for the database once at most.
+            let stored = if unanswered {
+                None
+            } else {
+                self.stored_offsets(topic, partitions, id, ASSIGN_LOOKUP_WAIT)
+            };
+            let Some(stored) = stored else {
+                unanswered = true;
+                // Assigned, but paused with no epoch until their start is
+                // known: the callback returns, the consumer keeps polling.
+                lock(&self.pending).extend(partitions.iter().map(|&p| (name.clone(), p)));
                 continue;
             };
             if let Some(id) = id {
@@ -668,6 +729,18 @@ impl ConsumerContext for SinkContext {
                 if let Err(e) = result {
                     tracing::error!(error = %e, "partition assignment failed");
                 }
+                // Those whose stored offsets could not be read wait paused.
+                let waiting: Vec<(Arc<str>, i32)> = {
+                    let pending = lock(&self.pending);
+                    tpl.elements()
+                        .iter()
+                        .map(|e| (self.topic(e.topic()), e.partition()))
+                        .filter(|p| pending.contains(p))
+                        .collect()
+                };
+                if !waiting.is_empty() {
+                    let _ = consumer.pause(&partition_list(&waiting));
+                }
                 tracing::info!(
                     partitions = assigned.len(),
                     protocol = if cooperative { "cooperative" } else { "eager" },
@@ -782,6 +855,8 @@ pub fn start(
         suspects: Mutex::new(Vec::new()),
         pauses: Mutex::new(Pauses::default()),
         link: Link::new(&config.kafka.brokers, "consumer"),
+        pending: Mutex::new(HashSet::new()),
+        store_down: AtomicBool::new(false),
     };
     let consumer: BaseConsumer<SinkContext> = client
         .create_with_context(context)
@@ -985,6 +1060,11 @@ impl Pauses {
         if self.all { Vec::new() } else { released }
     }
 
+    /// Whether a partition may fetch now.
+    fn may_fetch(&self, partition: &(Arc<str>, i32)) -> bool {
+        !self.all && !self.held_back.contains(partition)
+    }
+
     /// Partitions no longer assigned: a later assignment starts unpaused.
     fn forget(&mut self, partitions: &[(Arc<str>, i32)]) {
         for p in partitions {
@@ -1034,6 +1114,8 @@ fn run(
     metrics::gauge!("timesink_consumer_paused").set(0.0);
     let mut stopped = false;
     let mut resyncs: Vec<(Arc<str>, i32)> = Vec::new();
+    let mut resync_at = Instant::now();
+    let mut resync_backoff = Backoff::new();
     let mut reading = Reading::default();
     let mut next_log_check = Instant::now() + LOG_CHECK_INTERVAL;
     loop {
@@ -1086,8 +1168,25 @@ fn run(
             next_log_check = Instant::now() + LOG_CHECK_INTERVAL;
             resyncs.extend(changed_logs(&consumer, &context));
         }
-        if !resyncs.is_empty() && !stopped {
-            resyncs = resync(&consumer, &context, std::mem::take(&mut resyncs), stop);
+        {
+            let pending = lock(&context.pending);
+            let new: Vec<_> = pending
+                .iter()
+                .filter(|p| !resyncs.contains(p))
+                .cloned()
+                .collect();
+            resyncs.extend(new);
+        }
+        if !resyncs.is_empty() && !stopped && Instant::now() >= resync_at {
+            resyncs = resync(&consumer, &context, std::mem::take(&mut resyncs));
+            // Failed lookups are tried again on a capped backoff: each
+            // waits up to a second between polls.
+            resync_at = if resyncs.is_empty() {
+                resync_backoff = Backoff::new();
+                Instant::now()
+            } else {
+                Instant::now() + resync_backoff.step()
+            };
         }
 
         if stop.load(Ordering::Relaxed) && !stopped {
@@ -1156,7 +1255,9 @@ fn run(
                 // Resume only once half the queue is free: each pause drops
                 // librdkafka's prefetched messages, so flapping between pause
                 // and resume would refetch (and wait for) them over and over.
-                let assignment = assigned_partitions(&consumer);
+                let mut assignment = assigned_partitions(&consumer);
+                // Partitions still waiting for their start stay paused.
+                assignment.retain(|p| !lock(&context.pending).contains(p));
                 if let Some(resume) = lock(&context.pauses).resume_all(assignment) {
                     let _ = consumer.resume(&partition_list(&resume));
                 }
@@ -1206,51 +1307,94 @@ fn run(
     drop(consumer);
 }
 
-/// Re-reads stored offsets of fenced partitions (or of partitions whose log
-/// changed), checks them against the log as an assignment does, and seeks
-/// there under a new epoch. Returns the partitions to try again.
+/// Reads the stored offsets of partitions again and starts them there
+/// under a new epoch, checked against the log as an assignment does: those
+/// fenced by another instance, those whose log changed, and those assigned
+/// while the offsets could not be read (paused until now). Each lookup waits
+/// at most [`RETRY_LOOKUP_WAIT`]. Returns the partitions to try again.
 fn resync(
     consumer: &BaseConsumer<SinkContext>,
     context: &SinkContext,
     partitions: Vec<(Arc<str>, i32)>,
-    stop: &AtomicBool,
 ) -> Vec<(Arc<str>, i32)> {
     let mut retry = Vec::new();
+    // One lookup per topic; after one that fails, none more this round
+    // (each may wait a second between polls).
+    let mut by_topic: Vec<(Arc<str>, Vec<i32>)> = Vec::new();
     for (topic, partition) in partitions {
-        if context.epoch_of(&topic, partition).is_none() {
+        let waiting = lock(&context.pending).contains(&(topic.clone(), partition));
+        if !waiting && context.epoch_of(&topic, partition).is_none() {
             continue; // no longer ours
         }
+        match by_topic.iter_mut().find(|(t, _)| *t == topic) {
+            Some((_, ps)) => ps.push(partition),
+            None => by_topic.push((topic, vec![partition])),
+        }
+    }
+    let mut failed = false;
+    for (topic, partitions) in by_topic {
         let id = lock(&context.topic_ids).get(&topic).cloned();
-        let Some(stored) =
-            lock(&context.store).lookup_until_answered(&topic, &[partition], id.as_deref(), stop)
-        else {
-            retry.push((topic, partition));
+        let stored = if failed {
+            None
+        } else {
+            context.stored_offsets(&topic, &partitions, id.as_deref(), RETRY_LOOKUP_WAIT)
+        };
+        let Some(stored) = stored else {
+            failed = true;
+            retry.extend(partitions.into_iter().map(|p| (topic.clone(), p)));
             continue;
         };
-        let offset = stored.offsets.get(&partition).copied();
-        let candidate = offset.map_or(Candidate::Beginning, Candidate::At);
-        let range = log_ranges(consumer, &topic, &[partition]).pop();
-        let range = range.unwrap_or(Err(KafkaError::NoMessageReceived));
-        let start = context.start_of(&topic, partition, Some(candidate), range);
+        retry.extend(start_again(consumer, context, &topic, &partitions, &stored));
+    }
+    retry
+}
+
+/// Starts partitions of `topic` again from their `stored` offsets (checked
+/// against the log) under a new epoch; returns those whose seek failed.
+fn start_again(
+    consumer: &BaseConsumer<SinkContext>,
+    context: &SinkContext,
+    topic: &Arc<str>,
+    partitions: &[i32],
+    stored: &Stored,
+) -> Vec<(Arc<str>, i32)> {
+    let mut retry = Vec::new();
+    let candidates = context.candidates(consumer, topic, partitions, stored);
+    let ranges = log_ranges(consumer, topic, partitions);
+    for (&partition, range) in partitions.iter().zip(ranges) {
+        let key = (topic.clone(), partition);
+        let waiting = lock(&context.pending).contains(&key);
+        let topic = topic.clone();
+        let start = context.start_of(
+            &topic,
+            partition,
+            candidates.get(&partition).copied(),
+            range,
+        );
         let seek = start.seek.unwrap_or(Offset::Beginning);
-        match consumer.seek(&topic, partition, seek, Duration::from_secs(5)) {
-            Ok(()) => {
-                let epoch = context.new_epoch(&topic, partition);
-                tracing::info!(%topic, partition, offset = ?seek, "re-read the stored offset and moved there");
-                context.send_event(Event::Assigned(vec![Assignment {
-                    topic,
-                    partition,
-                    epoch,
-                    stored: offset,
-                    start: start.at,
-                    high: start.high,
-                }]));
-            }
-            Err(e) => {
-                tracing::debug!(%topic, partition, error = %e, "seek failed; trying again");
-                retry.push((topic, partition));
-            }
+        if let Err(e) = consumer.seek(&topic, partition, seek, Duration::from_secs(5)) {
+            tracing::debug!(%topic, partition, error = %e, "seek failed; trying again");
+            retry.push(key);
+            continue;
         }
+        let epoch = context.new_epoch(&topic, partition);
+        if waiting {
+            lock(&context.pending).remove(&key);
+            if lock(&context.pauses).may_fetch(&key) {
+                let _ = consumer.resume(&partition_list(std::slice::from_ref(&key)));
+            }
+            tracing::info!(%topic, partition, offset = ?seek, "stored offset read: the partition starts");
+        } else {
+            tracing::info!(%topic, partition, offset = ?seek, "re-read the stored offset and moved there");
+        }
+        context.send_event(Event::Assigned(vec![Assignment {
+            topic,
+            partition,
+            epoch,
+            stored: stored.offsets.get(&partition).copied(),
+            start: start.at,
+            high: start.high,
+        }]));
     }
     retry
 }
@@ -1288,7 +1432,7 @@ fn changed_logs(
             continue;
         }
         // Recorded (and the stored offsets reset) before anything is read again.
-        let recorded = lock(&context.store).lookup(topic, &[], Some(id));
+        let recorded = lock(&context.store).lookup(topic, &[], Some(id), RETRY_LOOKUP_WAIT);
         match recorded {
             Ok(stored) => {
                 if let Some(before) = &stored.recreated_from {
@@ -1299,7 +1443,7 @@ fn changed_logs(
                 changed.extend(assigned.iter().filter(|(t, _)| **t == **topic).cloned());
             }
             Err(e) => {
-                tracing::warn!(%topic, error = %crate::pg_error::describe(&e), "recording a changed topic id failed; trying again");
+                tracing::warn!(%topic, error = %e, "recording a changed topic id failed; trying again");
             }
         }
     }
@@ -1345,6 +1489,46 @@ mod tests {
             reset_position(default.get("auto.offset.reset")),
             Some(Candidate::Beginning)
         );
+    }
+
+    fn parts(names: &[(&str, i32)]) -> Vec<(Arc<str>, i32)> {
+        names.iter().map(|&(t, p)| (Arc::from(t), p)).collect()
+    }
+
+    #[test]
+    fn a_full_queue_pauses_all_and_held_back_partitions_stay_paused_after() {
+        let mut p = Pauses::default();
+        let all = parts(&[("a", 0), ("a", 1), ("b", 0)]);
+        // Table of "a" out of room: its partitions pause, once.
+        assert_eq!(
+            p.hold_back(parts(&[("a", 0), ("a", 1)])),
+            parts(&[("a", 0), ("a", 1)])
+        );
+        assert_eq!(p.hold_back(parts(&[("a", 0)])), parts(&[]));
+        // The queue fills: everything pauses; when it drains, only "b" resumes.
+        assert!(p.pause_all());
+        assert!(!p.pause_all());
+        assert!(!p.may_fetch(&(Arc::from("b"), 0)));
+        // Released while all are paused: nothing to resume yet...
+        assert_eq!(p.release(parts(&[("a", 1)])), parts(&[]));
+        // ...resume_all takes it along, but not "a" 0, still held back.
+        assert_eq!(
+            p.resume_all(all.clone()),
+            Some(parts(&[("a", 1), ("b", 0)]))
+        );
+        assert_eq!(p.resume_all(all), None, "not paused");
+        assert_eq!(p.release(parts(&[("a", 0)])), parts(&[("a", 0)]));
+        assert!(p.may_fetch(&(Arc::from("a"), 0)));
+    }
+
+    #[test]
+    fn a_revoked_partition_is_forgotten_so_its_next_assignment_fetches() {
+        let mut p = Pauses::default();
+        p.hold_back(parts(&[("a", 0)]));
+        p.forget(&parts(&[("a", 0)]));
+        assert!(p.may_fetch(&(Arc::from("a"), 0)));
+        assert!(p.pause_all());
+        assert_eq!(p.resume_all(parts(&[("a", 0)])), Some(parts(&[("a", 0)])));
     }
 
     #[test]

@@ -466,3 +466,62 @@ async fn a_killed_instance_flows_again_within_15s_and_within_2s_with_a_stable_id
     };
     assert_exactly_once(&world, &world.topic(DataType::Level1), &sent).await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore = "long: make test-faults"]
+async fn a_second_instance_joining_during_a_database_outage_keeps_the_group() {
+    let pg = private::PrivatePg::start();
+    let mut world = World::on(&pg.admin_url(), 4).await;
+    let topic = world.topic(DataType::Level1);
+    let url = world.config.database.url.clone();
+    let mut env = vec![("TIMESINK_RDKAFKA_MAX_POLL_INTERVAL_MS", "10000".to_string())];
+    fast_group(&mut env);
+    let mut first = SinkProcess::start(&world, &env);
+    let load = spawn_load(topic.clone(), 30_000, 1_000, 1021);
+    eventually(60, "rows from the first instance", || async {
+        rows(&world).await > 2_000
+    })
+    .await;
+    // The second instance joins; its assignment waits 3 s at the crash
+    // point, long enough for the database to freeze under it.
+    let mut second_env = env.clone();
+    second_env.push(("FAILPOINTS", "assign-lookup=1*sleep(3000)".to_string()));
+    let mut second = SinkProcess::start(&world, &second_env);
+    eventually(30, "the second instance subscribed", || async {
+        second.log_text().contains("subscribed")
+    })
+    .await;
+    pg.freeze();
+    eventually(
+        30,
+        "the second instance's partitions wait for their offsets",
+        || async { second.log_text().contains("reading stored offsets failed") },
+    )
+    .await;
+    // The outage outlasts max.poll.interval.ms (10 s) twice over.
+    let outage = Instant::now() + Duration::from_secs(20);
+    while Instant::now() < outage {
+        assert!(first.exited().is_none(), "the first instance exited");
+        assert!(second.exited().is_none(), "the second instance exited");
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    pg.thaw();
+    world.db = connect(&url).await;
+    let sent = load.await.expect("load");
+    drained(&world, &topic, 120).await;
+    let logs = [first.log_text(), second.log_text()];
+    second.terminate(Duration::from_secs(20));
+    first.terminate(Duration::from_secs(20));
+    for log in &logs {
+        assert!(
+            !log.contains("maximum poll interval"),
+            "evicted for not polling:\n{log}"
+        );
+    }
+    assert!(
+        logs[1].contains("stored offset read: the partition starts"),
+        "the waiting partitions started after the outage:\n{}",
+        logs[1]
+    );
+    assert_exactly_once(&world, &topic, &sent).await;
+}
