@@ -28,6 +28,9 @@ pub enum CheckError {
     /// What `run` would refuse to start with.
     #[error("{0} (the sink would refuse to start)")]
     Schema(#[from] crate::schema::SchemaError),
+    /// Tables `run` would report blocked until they are fixed.
+    #[error("{0} (the sink reports such a table blocked until it matches)")]
+    Tables(String),
 }
 
 /// Runs every check; the report on success, the first failure otherwise.
@@ -94,7 +97,7 @@ async fn database(config: &Config, out: &mut String) -> Result<(), CheckError> {
         target: target.clone(),
         problem,
     };
-    let client = tokio::time::timeout(TIMEOUT, database.connect())
+    let mut client = tokio::time::timeout(TIMEOUT, database.connect())
         .await
         .map_err(|_| fail(format!("no answer within {TIMEOUT:?}")))?
         .map_err(|e| fail(crate::pg_error::describe(&e)))?;
@@ -104,17 +107,19 @@ async fn database(config: &Config, out: &mut String) -> Result<(), CheckError> {
         .query_one(
             "SELECT current_setting('server_version'), \
                     EXISTS (SELECT 1 FROM pg_available_extensions WHERE name = 'timescaledb'), \
-                    current_setting('shared_preload_libraries') LIKE '%timescaledb%', \
+                    (SELECT setting LIKE '%timescaledb%' FROM pg_settings WHERE name = 'shared_preload_libraries'), \
                     (SELECT extversion FROM pg_extension WHERE extname = 'timescaledb'), \
                     coalesce((SELECT ssl FROM pg_stat_ssl WHERE pid = pg_backend_pid()), false)",
             &[],
         )
         .await
         .map_err(query)?;
+    // shared_preload_libraries is hidden from roles without
+    // pg_read_all_settings (None): an extension created says it is loaded.
     let (version, available, preloaded, installed, tls): (
         String,
         bool,
-        bool,
+        Option<bool>,
         Option<String>,
         bool,
     ) = (row.get(0), row.get(1), row.get(2), row.get(3), row.get(4));
@@ -126,19 +131,23 @@ async fn database(config: &Config, out: &mut String) -> Result<(), CheckError> {
     );
     let timescale = match (&installed, available, preloaded) {
         (Some(v), _, _) => format!("TimescaleDB {v} in use"),
-        (None, true, true) => "TimescaleDB available (created at start)".to_owned(),
-        (None, true, false) => {
+        (None, true, Some(true)) => "TimescaleDB available (created at start)".to_owned(),
+        (None, true, Some(false)) => {
             "TimescaleDB installed but not in shared_preload_libraries: plain tables".to_owned()
+        }
+        (None, true, None) => {
+            "TimescaleDB installed; whether it is preloaded is hidden from this role: plain tables"
+                .to_owned()
         }
         (None, false, _) => "no TimescaleDB: plain tables".to_owned(),
     };
     let _ = writeln!(out, "  {timescale}");
-    if config.database.timescaledb == TimescaleMode::Required {
-        if !available {
-            return Err(SchemaError::TimescaleMissing.into());
-        }
-        if !preloaded {
-            return Err(SchemaError::TimescaleNotPreloaded.into());
+    if config.database.timescaledb == TimescaleMode::Required && installed.is_none() {
+        match (available, preloaded) {
+            (false, _) => return Err(SchemaError::TimescaleMissing.into()),
+            (true, Some(false)) => return Err(SchemaError::TimescaleNotPreloaded.into()),
+            (true, None) => return Err(SchemaError::TimescaleUnknown.into()),
+            (true, Some(true)) => {}
         }
     }
 
@@ -156,19 +165,34 @@ async fn database(config: &Config, out: &mut String) -> Result<(), CheckError> {
     } else {
         Vec::new()
     };
-    for t in DataType::ALL {
-        let table = t.table();
-        let exists: bool = client
-            .query_one("SELECT to_regclass($1) IS NOT NULL", &[&table])
+    // Each table compared with what the sink writes, as `run` does.
+    let shapes = crate::schema::expected_shapes(&mut client).await?;
+    let mut mismatched = Vec::new();
+    for (table, expected) in &shapes {
+        let found = crate::schema::shape_of(&client, table)
             .await
-            .map_err(query)?
-            .get(0);
-        let state = match (exists, hypertables.iter().any(|h| h == table)) {
-            (false, _) => "missing (created at start)",
-            (true, true) => "present, hypertable",
-            (true, false) => "present",
+            .map_err(query)?;
+        let state = match &found {
+            None => "missing (created at start)".to_owned(),
+            Some(found) => {
+                let problems = crate::schema::compare(table, expected, found);
+                let kind = if hypertables.iter().any(|h| h == table) {
+                    "present, hypertable"
+                } else {
+                    "present"
+                };
+                if problems.is_empty() {
+                    format!("{kind}, matches what the sink writes")
+                } else {
+                    mismatched.extend(problems.iter().cloned());
+                    format!("{kind}, DOES NOT MATCH: {}", problems.join("; "))
+                }
+            }
         };
         let _ = writeln!(out, "  table {table}: {state}");
+    }
+    if !mismatched.is_empty() {
+        return Err(CheckError::Tables(mismatched.join("; ")));
     }
 
     let offsets = client

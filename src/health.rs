@@ -292,6 +292,11 @@ impl Health {
         changed
     }
 
+    /// Whether `table` is reported blocked.
+    pub fn is_blocked(&self, table: &str) -> bool {
+        lock(&self.blocked).contains_key(table)
+    }
+
     pub fn set_database_up(&self, up: bool) {
         self.database_up.store(up, Relaxed);
         self.database_probed.store(true, Relaxed);

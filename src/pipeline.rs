@@ -82,20 +82,42 @@ fn table_index(t: DataType) -> usize {
     DataType::ALL.iter().position(|&x| x == t).unwrap_or(0)
 }
 
-/// Creates the schema, waiting out an unreachable database with capped
-/// backoff (None: shutdown came first). Other errors end the start.
+/// What the start found of the tables: the report, and the shape of each
+/// table as the sink writes it.
+type Prepared = (schema::SchemaReport, Vec<(&'static str, schema::Shape)>);
+
+/// Makes the tables ready (creating those missing) and compares the live
+/// ones with what the sink writes: a table that differs is reported
+/// blocked, by name, column, expected and found. Waits out an unreachable
+/// database with capped backoff (None: shutdown came first). Other errors
+/// end the start.
 async fn prepare_schema(
     config: &Config,
     database: &Database,
+    health: &Health,
     shutdown: &CancellationToken,
-) -> Result<Option<schema::SchemaReport>, RunError> {
+) -> Result<Option<Prepared>, RunError> {
     let mut backoff = crate::pg_error::Backoff::new();
     let mut failed = false;
     loop {
         let attempt = async {
             let mut client = database.connect().await.map_err(RunError::Database)?;
-            let report = schema::apply(&mut client, config.database.timescaledb).await?;
-            Ok::<_, RunError>(report)
+            let report = schema::prepare(&mut client, config.database.timescaledb).await?;
+            let shapes = schema::expected_shapes(&mut client).await?;
+            for t in DataType::ALL {
+                let Some((table, shape)) = shapes.iter().find(|(name, _)| *name == t.table())
+                else {
+                    continue;
+                };
+                let found = schema::check_table(&client, table, shape)
+                    .await
+                    .map_err(schema::SchemaError::Catalog)?;
+                if let Some(reason) = found {
+                    tracing::error!(table, %reason, "table blocked: it does not match what the sink writes; re-checked every few seconds until it does");
+                    health.set_blocked(table, Some(reason));
+                }
+            }
+            Ok::<_, RunError>((report, shapes))
         };
         // A server that accepts connections but never answers (frozen)
         // must not hold up a shutdown.
@@ -155,10 +177,15 @@ pub async fn run(
         database.clone(),
         shutdown.clone(),
     ));
-    let Some(report) = prepare_schema(&config, &database, &shutdown).await? else {
+    let Some((report, shapes)) = prepare_schema(&config, &database, &health, &shutdown).await?
+    else {
         return Ok(()); // shut down while waiting for the database
     };
-    tracing::info!(timescaledb = report.timescaledb, "schema ready");
+    tracing::info!(
+        timescaledb = report.timescaledb,
+        created = report.created,
+        "schema ready"
+    );
 
     let dead_letters = Arc::new(DeadLetters::new(&config)?);
     let (event_tx, mut events) = mpsc::channel::<Event>(EVENT_QUEUE);
@@ -195,12 +222,17 @@ pub async fn run(
         metrics::gauge!("timesink_table_blocked", "table" => t.table()).set(0.0);
         metrics::gauge!("timesink_table_paused", "table" => t.table()).set(0.0);
         let (tx, mut rx) = mpsc::channel::<Flush>(WRITER_QUEUE);
+        let expected = shapes
+            .iter()
+            .find(|(name, _)| *name == t.table())
+            .map(|(_, shape)| shape.clone());
         let mut writer = Writer::new(
             t,
             database.clone(),
             config.kafka.group_id.clone(),
             dead_letters.clone(),
             health.clone(),
+            expected,
         );
         let commands = command_tx.clone();
         let reports = report_tx.clone();
@@ -217,10 +249,19 @@ pub async fn run(
             loop {
                 let current = match next.take().or_else(|| carried.take()) {
                     Some(flush) => flush,
-                    None => match rx.recv().await {
-                        Some(flush) => flush,
-                        None => break,
-                    },
+                    None => {
+                        // A blocked table with nothing to write is
+                        // re-checked all the same, so that it heals.
+                        let recheck = writer.is_blocked().then_some(RECHECK);
+                        match recv_or_recheck(&mut rx, recheck).await {
+                            Some(Some(flush)) => flush,
+                            Some(None) => {
+                                writer.recheck().await;
+                                continue;
+                            }
+                            None => break,
+                        }
+                    }
                 };
                 // A batch that could not join `current` starts the next one.
                 next = carried.take();
@@ -377,6 +418,24 @@ pub async fn run(
             tracing::error!("{e}");
             Err(e)
         }
+    }
+}
+
+/// How often a blocked table with nothing to write is re-checked.
+const RECHECK: Duration = Duration::from_secs(5);
+
+/// The next flush (Some(Some)), or Some(None) when `recheck` passed first,
+/// or None when the queue is closed.
+async fn recv_or_recheck(
+    rx: &mut mpsc::Receiver<Flush>,
+    recheck: Option<Duration>,
+) -> Option<Option<Flush>> {
+    let Some(after) = recheck else {
+        return rx.recv().await.map(Some);
+    };
+    tokio::select! {
+        flush = rx.recv() => flush.map(Some),
+        _ = tokio::time::sleep(after) => Some(None),
     }
 }
 

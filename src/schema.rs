@@ -143,9 +143,12 @@ impl TableSpec {
 }
 
 /// What schema setup found.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub struct SchemaReport {
     pub timescaledb: bool,
+    /// Whether DDL ran (some table was missing); when every table exists
+    /// the sink changes nothing, so it needs no CREATE and no ownership.
+    pub created: bool,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -154,17 +157,70 @@ pub enum SchemaError {
     Tables(#[source] tokio_postgres::Error),
     #[error("setting up TimescaleDB (sql/002_timescaledb.sql): {}", crate::pg_error::describe(.0))]
     Timescale(#[source] tokio_postgres::Error),
+    #[error("reading the live tables' columns and keys: {}", crate::pg_error::describe(.0))]
+    Catalog(#[source] tokio_postgres::Error),
     #[error("database.timescaledb = \"required\" but the timescaledb extension is not installed")]
     TimescaleMissing,
     #[error(
         "database.timescaledb = \"required\" but timescaledb is not in the server's shared_preload_libraries"
     )]
     TimescaleNotPreloaded,
+    #[error(
+        "database.timescaledb = \"required\" but this role cannot read shared_preload_libraries: \
+         create the extension ahead (CREATE EXTENSION timescaledb, as a superuser) or grant pg_read_all_settings"
+    )]
+    TimescaleUnknown,
 }
 
-/// Creates the tables (and hypertables where TimescaleDB is installed).
+/// Every table the sink writes, data and bookkeeping.
+pub const ALL_TABLES: [&str; 6] = [
+    "crypto_prices",
+    "ohlcv_data",
+    "market_analytics",
+    "level1_quotes",
+    "timesink_offsets",
+    "timesink_topics",
+];
+
+/// Makes the tables ready for `run`: when they all exist, nothing is
+/// changed (no DDL: a role with only the grants the README lists can
+/// start); else [`apply`] creates what is missing.
+pub async fn prepare(
+    client: &mut Client,
+    mode: TimescaleMode,
+) -> Result<SchemaReport, SchemaError> {
+    let missing: i64 = client
+        .query_one(
+            "SELECT count(*) FROM unnest($1::text[]) AS t(name) WHERE to_regclass(name) IS NULL",
+            &[&ALL_TABLES.as_slice()],
+        )
+        .await
+        .map_err(SchemaError::Catalog)?
+        .get(0);
+    if missing > 0 {
+        return apply(client, mode).await;
+    }
+    let installed: bool = client
+        .query_one(
+            "SELECT EXISTS (SELECT 1 FROM pg_extension WHERE extname = 'timescaledb')",
+            &[],
+        )
+        .await
+        .map_err(SchemaError::Catalog)?
+        .get(0);
+    if mode == TimescaleMode::Required && !installed {
+        return Err(SchemaError::TimescaleMissing);
+    }
+    Ok(SchemaReport {
+        timescaledb: installed && mode != TimescaleMode::Off,
+        created: false,
+    })
+}
+
+/// Creates the tables (and hypertables where TimescaleDB is loaded).
 /// Idempotent, and serialised by an advisory lock so that instances starting
-/// together do not race.
+/// together do not race. `timesink schema` runs it; `run` only when a table
+/// is missing.
 pub async fn apply(client: &mut Client, mode: TimescaleMode) -> Result<SchemaReport, SchemaError> {
     let tx = client.transaction().await.map_err(SchemaError::Tables)?;
     tx.batch_execute("SELECT pg_advisory_xact_lock(hashtext('timesink_schema'))")
@@ -174,31 +230,46 @@ pub async fn apply(client: &mut Client, mode: TimescaleMode) -> Result<SchemaRep
         .await
         .map_err(SchemaError::Tables)?;
     // Installed is not enough: TimescaleDB must also be preloaded, and
-    // creating it without that is FATAL (it closes the connection).
+    // creating it without that is FATAL (it closes the connection). The
+    // setting is readable only by superusers and pg_read_all_settings
+    // (pg_settings hides it from others: NULL); an extension already
+    // created in the database says it is loaded.
     let row = tx
         .query_one(
             "SELECT EXISTS (SELECT 1 FROM pg_available_extensions WHERE name = 'timescaledb'), \
-                    current_setting('shared_preload_libraries') LIKE '%timescaledb%'",
+                    EXISTS (SELECT 1 FROM pg_extension WHERE extname = 'timescaledb'), \
+                    (SELECT setting LIKE '%timescaledb%' FROM pg_settings WHERE name = 'shared_preload_libraries')",
             &[],
         )
         .await
         .map_err(SchemaError::Tables)?;
-    let (available, preloaded): (bool, bool) = (row.get(0), row.get(1));
-    let use_timescale = match mode {
-        TimescaleMode::Off => false,
-        TimescaleMode::Auto if available && !preloaded => {
+    let (available, created, preloaded): (bool, bool, Option<bool>) =
+        (row.get(0), row.get(1), row.get(2));
+    let preloaded = if created { Some(true) } else { preloaded };
+    let use_timescale = match (mode, preloaded) {
+        (TimescaleMode::Off, _) => false,
+        (TimescaleMode::Auto, _) if !available => false,
+        (TimescaleMode::Auto, Some(true)) => true,
+        (TimescaleMode::Auto, Some(false)) => {
             // Plain tables, which 002 turns into hypertables (migrating
-            // their rows) on a later start once the extension loads.
+            // their rows) when `timesink schema` runs once it loads.
             tracing::warn!(
                 "the timescaledb extension is installed but not in shared_preload_libraries; \
                  using plain tables (database.timescaledb = \"required\" makes this an error)"
             );
             false
         }
-        TimescaleMode::Auto => available,
-        TimescaleMode::Required if !available => return Err(SchemaError::TimescaleMissing),
-        TimescaleMode::Required if !preloaded => return Err(SchemaError::TimescaleNotPreloaded),
-        TimescaleMode::Required => true,
+        (TimescaleMode::Auto, None) => {
+            tracing::warn!(
+                "this role cannot read shared_preload_libraries to see whether TimescaleDB is loaded; \
+                 using plain tables (create the extension ahead, or grant pg_read_all_settings)"
+            );
+            false
+        }
+        (TimescaleMode::Required, _) if !available => return Err(SchemaError::TimescaleMissing),
+        (TimescaleMode::Required, Some(false)) => return Err(SchemaError::TimescaleNotPreloaded),
+        (TimescaleMode::Required, None) => return Err(SchemaError::TimescaleUnknown),
+        (TimescaleMode::Required, Some(true)) => true,
     };
     if use_timescale {
         tx.batch_execute(TIMESCALEDB_SQL)
@@ -208,7 +279,140 @@ pub async fn apply(client: &mut Client, mode: TimescaleMode) -> Result<SchemaRep
     tx.commit().await.map_err(SchemaError::Tables)?;
     Ok(SchemaReport {
         timescaledb: use_timescale,
+        created: true,
     })
+}
+
+/// One column of a live table, as the catalog has it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Column {
+    pub name: String,
+    /// `format_type`: `numeric`, `timestamp with time zone`, ...
+    pub type_name: String,
+    pub not_null: bool,
+    pub has_default: bool,
+}
+
+/// A table's columns and primary key, as the catalog has them.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Shape {
+    pub columns: Vec<Column>,
+    /// The primary key's columns in order; None without one.
+    pub key: Option<Vec<String>>,
+}
+
+const SHAPE_SQL: &str = include_str!("../sql/queries/table_shape.sql");
+
+/// The shape of the table `name` resolves to (search path), or None when
+/// there is none.
+pub async fn shape_of(
+    client: &impl tokio_postgres::GenericClient,
+    name: &str,
+) -> Result<Option<Shape>, tokio_postgres::Error> {
+    let rows = client.query(SHAPE_SQL, &[&name]).await?;
+    if rows.is_empty() {
+        return Ok(None);
+    }
+    let key: Option<Vec<String>> = rows[0].get(4);
+    let columns = rows
+        .iter()
+        .map(|r| Column {
+            name: r.get(0),
+            type_name: r.get(1),
+            not_null: r.get(2),
+            has_default: r.get(3),
+        })
+        .collect();
+    Ok(Some(Shape { columns, key }))
+}
+
+/// What the sink writes: the shape of each table as `sql/001_tables.sql`
+/// makes it, read from temporary copies made in a transaction rolled back
+/// (PostgreSQL's own reading of the file; no CREATE on the schema needed).
+pub async fn expected_shapes(
+    client: &mut Client,
+) -> Result<Vec<(&'static str, Shape)>, SchemaError> {
+    let tx = client.transaction().await.map_err(SchemaError::Catalog)?;
+    tx.batch_execute("SET LOCAL search_path = pg_temp")
+        .await
+        .map_err(SchemaError::Catalog)?;
+    tx.batch_execute(TABLES_SQL)
+        .await
+        .map_err(SchemaError::Catalog)?;
+    let mut shapes = Vec::new();
+    for table in ALL_TABLES {
+        if let Some(shape) = shape_of(&tx, &format!("pg_temp.{table}"))
+            .await
+            .map_err(SchemaError::Catalog)?
+        {
+            shapes.push((table, shape));
+        }
+    }
+    tx.rollback().await.map_err(SchemaError::Catalog)?;
+    Ok(shapes)
+}
+
+/// How a live table differs from what the sink writes, in words naming the
+/// table, the column, what is expected and what was found; empty when the
+/// sink can write it. Looser is fine: a NOT NULL the sink does not need, an
+/// extra column that is nullable or has a default.
+pub fn compare(table: &str, expected: &Shape, found: &Shape) -> Vec<String> {
+    let mut problems = Vec::new();
+    for want in &expected.columns {
+        match found.columns.iter().find(|c| c.name == want.name) {
+            None => problems.push(format!(
+                "table {table}: column {} is missing (expected {})",
+                want.name, want.type_name
+            )),
+            Some(have) if have.type_name != want.type_name => problems.push(format!(
+                "table {table}: column {} is {}, expected {}",
+                want.name, have.type_name, want.type_name
+            )),
+            Some(have) if have.not_null && !want.not_null && !have.has_default => {
+                problems.push(format!(
+                    "table {table}: column {} is NOT NULL, expected nullable (the sink writes NULL there)",
+                    want.name
+                ))
+            }
+            Some(_) => {}
+        }
+    }
+    for extra in &found.columns {
+        let known = expected.columns.iter().any(|c| c.name == extra.name);
+        if !known && extra.not_null && !extra.has_default {
+            problems.push(format!(
+                "table {table}: extra column {} is NOT NULL without a default, expected nullable or absent (no row the sink writes fills it)",
+                extra.name
+            ));
+        }
+    }
+    match (&expected.key, &found.key) {
+        (Some(want), None) => problems.push(format!(
+            "table {table}: no primary key, expected PRIMARY KEY ({}) (without it a repeated record becomes a second row)",
+            want.join(", ")
+        )),
+        (Some(want), Some(have)) if want != have => problems.push(format!(
+            "table {table}: primary key ({}), expected ({})",
+            have.join(", "),
+            want.join(", ")
+        )),
+        _ => {}
+    }
+    problems
+}
+
+/// Compares the live table `table` with `expected`: None when the sink can
+/// write it, else why not.
+pub async fn check_table(
+    client: &Client,
+    table: &str,
+    expected: &Shape,
+) -> Result<Option<String>, tokio_postgres::Error> {
+    let problems = match shape_of(client, table).await? {
+        None => vec![format!("table {table} does not exist")],
+        Some(found) => compare(table, expected, &found),
+    };
+    Ok((!problems.is_empty()).then(|| problems.join("; ")))
 }
 
 #[cfg(test)]
@@ -243,5 +447,77 @@ mod tests {
             "ON CONFLICT (coin_id, exchange_id, time) DO UPDATE SET symbol = EXCLUDED.symbol"
         ));
         assert!(!s.merge.contains("coin_id = EXCLUDED"));
+    }
+
+    fn col(name: &str, type_name: &str, not_null: bool) -> Column {
+        Column {
+            name: name.into(),
+            type_name: type_name.into(),
+            not_null,
+            has_default: false,
+        }
+    }
+
+    fn quotes() -> Shape {
+        Shape {
+            columns: vec![
+                col("time", "timestamp with time zone", true),
+                col("symbol", "text", true),
+                col("best_bid", "numeric", true),
+                col("bid_size", "numeric", false),
+            ],
+            key: Some(vec!["symbol".into(), "time".into()]),
+        }
+    }
+
+    #[test]
+    fn a_live_table_matching_or_looser_is_writable() {
+        let expected = quotes();
+        assert!(compare("q", &expected, &expected).is_empty());
+        let mut looser = quotes();
+        looser.columns[3].not_null = false;
+        looser.columns.push(col("note", "text", false));
+        let mut defaulted = col("added", "integer", true);
+        defaulted.has_default = true;
+        looser.columns.push(defaulted);
+        assert!(compare("q", &expected, &looser).is_empty());
+    }
+
+    #[test]
+    fn a_changed_table_is_named_with_column_expected_and_found() {
+        let expected = quotes();
+        let mut found = quotes();
+        found.columns[2].type_name = "text".into();
+        found.columns.retain(|c| c.name != "bid_size");
+        found.columns.push(col("desk", "text", true));
+        found.columns[0].not_null = true;
+        let problems = compare("level1_quotes", &expected, &found);
+        assert_eq!(
+            problems,
+            [
+                "table level1_quotes: column best_bid is text, expected numeric",
+                "table level1_quotes: column bid_size is missing (expected numeric)",
+                "table level1_quotes: extra column desk is NOT NULL without a default, expected nullable or absent (no row the sink writes fills it)",
+            ]
+        );
+        let mut stricter = quotes();
+        stricter.columns[3].not_null = true;
+        assert!(compare("q", &expected, &stricter)[0].contains("bid_size is NOT NULL"));
+    }
+
+    #[test]
+    fn a_missing_or_different_primary_key_refuses() {
+        let expected = quotes();
+        let mut found = quotes();
+        found.key = None;
+        assert!(
+            compare("q", &expected, &found)[0]
+                .contains("no primary key, expected PRIMARY KEY (symbol, time)")
+        );
+        found.key = Some(vec!["time".into()]);
+        assert_eq!(
+            compare("q", &expected, &found),
+            ["table q: primary key (time), expected (symbol, time)"]
+        );
     }
 }

@@ -34,7 +34,7 @@ use crate::dead_letter::{DeadLetter, DeadLetters};
 use crate::health::Health;
 use crate::pg_error::{Backoff, Class, classify, describe};
 use crate::record::DataType;
-use crate::schema::{self, TableStatements};
+use crate::schema::{self, Shape, TableStatements};
 
 const FENCE_SQL: &str = include_str!("../sql/queries/advance_offsets.sql");
 
@@ -202,6 +202,9 @@ enum AttemptError {
     DeadLetter(#[from] crate::dead_letter::DeadLetterError),
     #[error("the batch fails as a whole but no single row does: {0}")]
     NoCulprit(String),
+    /// The live table differs from what the sink writes.
+    #[error("{0}")]
+    Mismatch(String),
 }
 
 impl AttemptError {
@@ -215,7 +218,9 @@ impl AttemptError {
     fn class(&self) -> Class {
         match self {
             AttemptError::Db(e) => classify(e),
-            AttemptError::DeadLetter(_) | AttemptError::NoCulprit(_) => Class::Blocked,
+            AttemptError::DeadLetter(_)
+            | AttemptError::NoCulprit(_)
+            | AttemptError::Mismatch(_) => Class::Blocked,
         }
     }
 }
@@ -241,6 +246,12 @@ pub struct Writer {
     /// COPY met keys already stored (a re-read after a crash, producers
     /// repeating keys), so such batches do not pay a failed COPY each.
     merge_next: u32,
+    /// The table as the sink writes it (`sql/001_tables.sql`), to compare
+    /// the live one with; None when unknown.
+    expected: Option<Shape>,
+    /// Whether the live table was compared and found writable since the
+    /// last error that only the operator can cure.
+    verified: bool,
 }
 
 /// An open connection and the statements prepared on it once, so that a
@@ -264,6 +275,7 @@ impl Writer {
         group_id: String,
         dead_letters: Arc<DeadLetters>,
         health: Arc<Health>,
+        expected: Option<Shape>,
     ) -> Writer {
         let spec = schema::spec(data_type);
         Writer {
@@ -275,6 +287,8 @@ impl Writer {
             health,
             client: None,
             merge_next: 0,
+            expected,
+            verified: false,
         }
     }
 
@@ -409,6 +423,11 @@ impl Writer {
                         continue;
                     }
                     parts.push_front(part);
+                    if class == Class::Blocked {
+                        // The next try compares the live table first, so
+                        // that a changed table is named as such.
+                        self.verified = false;
+                    }
                     let delay = backoff.step();
                     metrics::counter!("timesink_write_retries_total", "table" => self.table)
                         .increment(1);
@@ -482,6 +501,9 @@ impl Writer {
     /// path and the search for refused rows.
     async fn attempt(&mut self, flush: &mut Flush) -> Result<Attempt, AttemptError> {
         self.connect().await?;
+        if !self.verified {
+            self.verify().await?;
+        }
         if self.merge_next > 0 {
             self.merge_next -= 1;
             return self.attempt_carefully(flush, true).await;
@@ -581,6 +603,10 @@ impl Writer {
                     self.client_ref()
                         .batch_execute("ROLLBACK TO SAVEPOINT batch")
                         .await?;
+                    // A table changed under the sink (a column's type, a
+                    // NOT NULL added) refuses every row: that is the
+                    // operator's to fix, not a dead letter per message.
+                    self.verify().await?;
                     let culprits = self.find_rejected(encoded, merge).await?;
                     if culprits.is_empty() {
                         return Err(AttemptError::NoCulprit(describe(&first)));
@@ -619,6 +645,53 @@ impl Writer {
             rows,
             rejected: rejected.len(),
         })
+    }
+
+    /// Compares the live table with what the sink writes.
+    async fn verify(&mut self) -> Result<(), AttemptError> {
+        if let Some(expected) = &self.expected {
+            let client = &self
+                .client
+                .as_ref()
+                .expect("connected before verifying")
+                .client;
+            if let Some(reason) = schema::check_table(client, self.table, expected).await? {
+                return Err(AttemptError::Mismatch(reason));
+            }
+        }
+        self.verified = true;
+        Ok(())
+    }
+
+    /// Whether the table is reported blocked.
+    pub fn is_blocked(&self) -> bool {
+        self.health.is_blocked(self.table)
+    }
+
+    /// Re-checks a blocked table with nothing to write: a table found
+    /// changed at start heals once the operator fixes it, traffic or not.
+    pub async fn recheck(&mut self) {
+        let checked = async {
+            self.connect().await?;
+            self.verify().await
+        };
+        match checked.await {
+            Ok(()) => {
+                if self.health.set_blocked(self.table, None) {
+                    tracing::info!(
+                        table = self.table,
+                        "table no longer blocked: it matches what the sink writes"
+                    );
+                }
+            }
+            Err(e) => {
+                self.client = None;
+                tracing::debug!(table = self.table, error = %e, "table still blocked");
+                if let AttemptError::Mismatch(reason) = e {
+                    self.health.set_blocked(self.table, Some(reason));
+                }
+            }
+        }
     }
 
     fn client_ref(&self) -> &Client {

@@ -443,3 +443,195 @@ fn a_configuration_error_from_the_environment_names_the_variable() {
     );
     assert!(!stderr.contains("src/config.rs"), "{stderr}");
 }
+
+/// The README's least-privilege block for `role` on database `db`.
+fn readme_grants(role: &str, db: &str) -> String {
+    let readme = include_str!("../README.md");
+    let section = readme
+        .split("### Least privilege")
+        .nth(1)
+        .expect("the README has the section");
+    let block = section
+        .split("```sql")
+        .nth(1)
+        .and_then(|b| b.split("```").next())
+        .expect("an sql block");
+    block
+        .replace("timesink_writer", role)
+        .replace("DATABASE timesink", &format!("DATABASE {db}"))
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_role_with_only_the_documented_grants_runs_the_sink() {
+    let world = World::new(1).await;
+    // The tables ahead, by their owner, as `timesink schema` makes them
+    // (hypertables where TimescaleDB is loaded).
+    let mut owner = connect(&world.config.database.url).await;
+    let report = timesink::schema::apply(&mut owner, world.config.database.timescaledb)
+        .await
+        .expect("schema");
+    let url = &world.config.database.url;
+    let (head, db) = url.rsplit_once('/').expect("a database in the URL");
+    let role = format!("{db}_writer");
+    world
+        .db
+        .batch_execute(&readme_grants(&role, db))
+        .await
+        .expect("the README's grants");
+    let privileged: bool = world
+        .db
+        .query_one(
+            "SELECT has_schema_privilege($1, 'public', 'CREATE') \
+                 OR pg_has_role($1, 'pg_read_all_settings', 'MEMBER') \
+                 OR (SELECT rolsuper FROM pg_roles WHERE rolname = $1)",
+            &[&role],
+        )
+        .await
+        .expect("privileges")
+        .get(0);
+    assert!(!privileged, "the role holds more than the README's grants");
+    let role_url = format!(
+        "{}/{db}",
+        head.replacen("postgres@", &format!("{role}@"), 1)
+    );
+
+    let check = sink_command(&world, "check")
+        .env("DATABASE_URL", &role_url)
+        .output()
+        .expect("timesink check");
+    let printed = String::from_utf8_lossy(&check.stdout);
+    assert!(
+        check.status.success(),
+        "{printed}{}",
+        String::from_utf8_lossy(&check.stderr)
+    );
+    assert_eq!(
+        printed.matches("matches what the sink writes").count(),
+        6,
+        "{printed}"
+    );
+
+    let level1 = world.topic(DataType::Level1);
+    let prices_topic = world.topic(DataType::Price);
+    send_many(&level1, &keyed_quotes(0..500)).await;
+    send_many(&prices_topic, &prices(0..100)).await;
+    // Repeated keys take the merge path (ON CONFLICT DO UPDATE).
+    send_many(&level1, &keyed_quotes(0..100)).await;
+    let mut sink = SinkProcess::start(&world, &[("DATABASE_URL", role_url)]);
+    drained(&world, &level1, 60).await;
+    drained(&world, &prices_topic, 60).await;
+    let log = sink.log_text();
+    sink.terminate(Duration::from_secs(20));
+    assert!(log.contains("created=false"), "no DDL ran:\n{log}");
+    assert!(!log.contains(" ERROR "), "{log}");
+    assert_eq!(world.count("level1_quotes").await, 500);
+    assert_eq!(world.count("crypto_prices").await, 100);
+    if report.timescaledb {
+        let hypertables: i64 = world
+            .db
+            .query_one(
+                "SELECT count(*) FROM timescaledb_information.hypertables",
+                &[],
+            )
+            .await
+            .expect("hypertables")
+            .get(0);
+        assert_eq!(hypertables, 4, "written as hypertables");
+    }
+    eprintln!("least privilege, TimescaleDB: {}", report.timescaledb);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_changed_table_is_blocked_by_name_not_dead_lettered_and_heals() {
+    let world = World::new(1).await;
+    let mut client = connect(&world.config.database.url).await;
+    timesink::schema::apply(&mut client, timesink::config::TimescaleMode::Off)
+        .await
+        .expect("schema");
+    // At start: a NOT NULL column no row fills, and a table without its
+    // primary key.
+    world
+        .db
+        .batch_execute(
+            "ALTER TABLE level1_quotes ADD COLUMN desk TEXT NOT NULL; \
+             ALTER TABLE market_analytics DROP CONSTRAINT market_analytics_pkey",
+        )
+        .await
+        .expect("change the tables");
+    let level1 = world.topic(DataType::Level1);
+    let prices_topic = world.topic(DataType::Price);
+    send_many(&level1, &keyed_quotes(0..100)).await;
+    send_many(&prices_topic, &prices(0..100)).await;
+    let port = free_port();
+    let mut sink = SinkProcess::start(
+        &world,
+        &[
+            ("TIMESINK_HTTP__LISTEN", format!("127.0.0.1:{port}")),
+            ("TIMESINK_DATABASE__TIMESCALEDB", "off".into()),
+        ],
+    );
+    eventually(
+        15,
+        "both changed tables reported blocked by name",
+        || async {
+            status(port).is_some_and(|s| {
+                s["blocked"]["level1_quotes"]
+                    .as_str()
+                    .is_some_and(|r| r.contains("extra column desk is NOT NULL without a default"))
+                    && s["blocked"]["market_analytics"]
+                        .as_str()
+                        .is_some_and(|r| r.contains("no primary key"))
+            })
+        },
+    )
+    .await;
+    drained(&world, &prices_topic, 30).await;
+    assert_eq!(world.count("level1_quotes").await, 0);
+
+    // Fixed: both heal by themselves, the quotes land.
+    world
+        .db
+        .batch_execute(
+            "ALTER TABLE level1_quotes DROP COLUMN desk; \
+             ALTER TABLE market_analytics ADD PRIMARY KEY (source, time)",
+        )
+        .await
+        .expect("fix the tables");
+    drained(&world, &level1, 60).await;
+    eventually(15, "nothing blocked", || async {
+        status(port).is_some_and(|s| s["blocked"] == serde_json::json!({}))
+    })
+    .await;
+
+    // While running: a column's type changed under the sink (COPY's binary
+    // format no longer fits: SQLSTATE 22P03 for every row).
+    world
+        .db
+        .batch_execute("ALTER TABLE level1_quotes ALTER COLUMN best_bid TYPE text")
+        .await
+        .expect("change a type");
+    send_many(&level1, &keyed_quotes(100..200)).await;
+    eventually(30, "the changed column named", || async {
+        status(port).is_some_and(|s| {
+            s["blocked"]["level1_quotes"]
+                .as_str()
+                .is_some_and(|r| r.contains("column best_bid is text, expected numeric"))
+        })
+    })
+    .await;
+    world
+        .db
+        .batch_execute(
+            "ALTER TABLE level1_quotes ALTER COLUMN best_bid TYPE numeric USING best_bid::numeric",
+        )
+        .await
+        .expect("change it back");
+    drained(&world, &level1, 60).await;
+    sink.terminate(Duration::from_secs(20));
+    // Nothing was dead-lettered on the way: every quote is a row.
+    let sent = Sent {
+        total: 200,
+        ..Sent::default()
+    };
+    assert_exactly_once(&world, &level1, &sent).await;
+}
