@@ -5,8 +5,11 @@
 //! consume → decode → validate → batch → write → commit
 //!
 //! - [`consume`]: the Kafka consumer thread; pattern subscription, partition
-//!   assignment (seeking to the offsets stored in PostgreSQL), pause/resume
-//!   for backpressure, and the Kafka commit that follows the database commit.
+//!   assignment (seeking to the offsets stored in PostgreSQL, never waiting
+//!   on the database for long), pause/resume for backpressure, and the Kafka
+//!   commit that follows the database commit. It reads headers through
+//!   `native_headers`, the one module with `unsafe` reads of librdkafka's
+//!   memory; [`kafka_log`] keeps librdkafka's log to one line per change.
 //! - [`decode`]: headers and value bytes → records (JSON bare, envelope or
 //!   array; bincode; LZ4 frames, read by [`lz4_frame`]). Pure. The wire
 //!   shapes live in [`wire`].
@@ -17,7 +20,11 @@
 //! - [`write`]: a batch → one PostgreSQL transaction: the stored offsets
 //!   (fenced against another instance), binary `COPY` of the rows (a staging
 //!   merge only when a key already exists), rows PostgreSQL refuses found and
-//!   dead-lettered. [`schema`] creates the tables from `sql/`.
+//!   dead-lettered. [`pg_error`] classifies what PostgreSQL raises (row,
+//!   transient, too big, blocked) and holds the backoff; [`coalesce`] joins
+//!   the batches that arrive during a write into the next transaction;
+//!   [`budget`] bounds each table's rows in flight. [`schema`] creates the
+//!   tables from `sql/` and compares the live ones with what the sink writes.
 //! - [`dead_letter`]: invalid messages to `<topic>.dlq`, byte for byte, acknowledged
 //!   before their offset is stored.
 //! - [`pipeline`]: wires the stages together and runs them until shutdown.
@@ -37,6 +44,7 @@
 pub mod batch;
 pub mod budget;
 pub mod check;
+pub mod coalesce;
 pub mod config;
 pub mod consume;
 pub mod copy_format;
@@ -49,6 +57,7 @@ pub mod http;
 pub mod kafka_log;
 pub mod lz4_frame;
 pub mod message;
+mod native_headers;
 pub mod pg_error;
 pub mod pipeline;
 pub mod produce;

@@ -21,6 +21,7 @@ use tokio_util::sync::CancellationToken;
 
 use crate::batch::{Batch, Batcher, Entry, Outcome, RejectClass, Rejection};
 use crate::budget::{Fetching, TableBudget};
+use crate::coalesce::Coalescer;
 use crate::config::Config;
 use crate::consume::{self, Assignment, Command, Event};
 use crate::copy_format::RowBuffer;
@@ -219,14 +220,19 @@ pub async fn run(
         // Exported from the start, so that dashboards show 0, not "no data".
         metrics::counter!("timesink_write_retries_total", "table" => t.table()).absolute(0);
         metrics::counter!("timesink_batch_splits_total", "table" => t.table()).absolute(0);
-        metrics::gauge!("timesink_table_blocked", "table" => t.table()).set(0.0);
+        // A table found changed at start is already reported blocked.
+        let blocked = if health.is_blocked(t.table()) {
+            1.0
+        } else {
+            0.0
+        };
+        metrics::gauge!("timesink_table_blocked", "table" => t.table()).set(blocked);
         metrics::gauge!("timesink_table_paused", "table" => t.table()).set(0.0);
-        let (tx, mut rx) = mpsc::channel::<Flush>(WRITER_QUEUE);
         let expected = shapes
             .iter()
             .find(|(name, _)| *name == t.table())
             .map(|(_, shape)| shape.clone());
-        let mut writer = Writer::new(
+        let writer = Writer::new(
             t,
             database.clone(),
             config.kafka.group_id.clone(),
@@ -234,80 +240,20 @@ pub async fn run(
             health.clone(),
             expected,
         );
-        let commands = command_tx.clone();
-        let reports = report_tx.clone();
-        let stop = writers_stop.clone();
-        let health = health.clone();
-        writer_tasks.push(tokio::spawn(async move {
-            writer.warm_up().await;
-            // The next transaction, growing while the current one is written.
-            let mut next: Option<Flush> = None;
-            // A batch that does not continue `next` (another topic of the
-            // table, or another assignment): it starts the one after.
-            let mut carried: Option<Flush> = None;
-            let mut closed = false;
-            loop {
-                let current = match next.take().or_else(|| carried.take()) {
-                    Some(flush) => flush,
-                    None => {
-                        // A blocked table with nothing to write is
-                        // re-checked all the same, so that it heals.
-                        let recheck = writer.is_blocked().then_some(RECHECK);
-                        match recv_or_recheck(&mut rx, recheck).await {
-                            Some(Some(flush)) => flush,
-                            Some(None) => {
-                                writer.recheck().await;
-                                continue;
-                            }
-                            None => break,
-                        }
-                    }
-                };
-                // A batch that could not join `current` starts the next one.
-                next = carried.take();
-                let started = Instant::now();
-                let held = current.held;
-                let write = writer.write(current, &stop);
-                tokio::pin!(write);
-                // While PostgreSQL takes this transaction, the batches that
-                // arrive join the next one.
-                let report = loop {
-                    let room = next.as_ref().is_none_or(|f| f.has_room(coalesce.0, coalesce.1));
-                    tokio::select! {
-                        report = &mut write => break report,
-                        flush = rx.recv(), if !closed && carried.is_none() && room => match (flush, &mut next) {
-                            (None, _) => closed = true,
-                            (Some(flush), None) => next = Some(flush),
-                            (Some(flush), Some(joined)) => {
-                                if let Err(flush) = joined.coalesce(flush) {
-                                    carried = Some(*flush);
-                                }
-                            }
-                        },
-                    }
-                };
-                let Some(report) = report else { break };
-                let took = started.elapsed();
-                if let Some(topic) = &report.topic {
-                    account(&health, t, topic, &report);
-                }
-                // Between the database commit and the Kafka commit.
-                fail::fail_point!("commit-after", |_| std::process::abort());
-                if let (Some(topic), false) = (&report.topic, report.committed.is_empty()) {
-                    let _ = commands.send(Command::Commit {
-                        topic: topic.clone(),
-                        offsets: report.committed.clone(),
-                    });
-                }
-                let _ = reports.send(Written {
-                    data_type: t,
-                    writer: w,
-                    took,
-                    held,
-                    report,
-                });
-            }
-        }));
+        let (tx, rx) = mpsc::channel::<Flush>(WRITER_QUEUE);
+        let task = WriterTask {
+            data_type: t,
+            index: w,
+            commands: command_tx.clone(),
+            reports: report_tx.clone(),
+            stop: writers_stop.clone(),
+            health: health.clone(),
+        };
+        writer_tasks.push(tokio::spawn(task.run(
+            writer,
+            rx,
+            Coalescer::new(coalesce.0, coalesce.1),
+        )));
         writer_queues.insert((t, w), tx);
     }
     drop(report_tx);
@@ -418,6 +364,82 @@ pub async fn run(
             tracing::error!("{e}");
             Err(e)
         }
+    }
+}
+
+/// One writer's task: where its reports go.
+struct WriterTask {
+    data_type: DataType,
+    index: usize,
+    /// The consumer thread: Kafka commits of what the database committed.
+    commands: std_mpsc::Sender<Command>,
+    /// The router: what was written, how long it took, the budget it held.
+    reports: mpsc::UnboundedSender<Written>,
+    /// Cancelled when the shutdown deadline has passed: retries stop.
+    stop: CancellationToken,
+    health: Arc<Health>,
+}
+
+impl WriterTask {
+    /// Takes the table's flushes from `rx` and writes them, joining those
+    /// that arrive meanwhile ([`Coalescer`]); reports each; re-checks a
+    /// blocked table while nothing arrives. Ends when `rx` closes (or the
+    /// shutdown deadline stops a write).
+    async fn run(self, mut writer: Writer, mut rx: mpsc::Receiver<Flush>, mut next: Coalescer) {
+        writer.warm_up().await;
+        loop {
+            let current = match next.take() {
+                Some(flush) => flush,
+                None if next.is_closed() => break,
+                None => {
+                    // A blocked table with nothing to write is re-checked
+                    // all the same, so that it heals.
+                    let recheck = writer.is_blocked().then_some(RECHECK);
+                    match recv_or_recheck(&mut rx, recheck).await {
+                        Some(Some(flush)) => flush,
+                        Some(None) => {
+                            writer.recheck().await;
+                            continue;
+                        }
+                        None => break,
+                    }
+                }
+            };
+            let started = Instant::now();
+            let held = current.held;
+            let write = writer.write(current, &self.stop);
+            tokio::pin!(write);
+            let report = loop {
+                tokio::select! {
+                    report = &mut write => break report,
+                    flush = rx.recv(), if next.wants_more() => next.offer(flush),
+                }
+            };
+            let Some(report) = report else { break };
+            self.report(report, started.elapsed(), held);
+        }
+    }
+
+    /// Counts a written flush, asks for its Kafka commit, and tells the router.
+    fn report(&self, report: Report, took: Duration, held: usize) {
+        if let Some(topic) = &report.topic {
+            account(&self.health, self.data_type, topic, &report);
+        }
+        // Between the database commit and the Kafka commit.
+        fail::fail_point!("commit-after", |_| std::process::abort());
+        if let (Some(topic), false) = (&report.topic, report.committed.is_empty()) {
+            let _ = self.commands.send(Command::Commit {
+                topic: topic.clone(),
+                offsets: report.committed.clone(),
+            });
+        }
+        let _ = self.reports.send(Written {
+            data_type: self.data_type,
+            writer: self.index,
+            took,
+            held,
+            report,
+        });
     }
 }
 
