@@ -39,6 +39,20 @@ pub fn brokers() -> String {
         .unwrap_or_else(|_| format!("127.0.0.1:{}", port("KAFKA_PORT", "19092")))
 }
 
+/// A Kafka client of the test broker: `TEST_KAFKA_BROKERS`, and each
+/// `TEST_RDKAFKA_<NAME>` as the property `<name>` (`_` for `.`), as the
+/// sink's `TIMESINK_RDKAFKA_` does (TLS and SASL for tests/kafka_tls.rs).
+pub fn kafka_client() -> ClientConfig {
+    let mut client = ClientConfig::new();
+    client.set("bootstrap.servers", brokers());
+    for (name, value) in std::env::vars() {
+        if let Some(property) = name.strip_prefix("TEST_RDKAFKA_") {
+            client.set(property.to_ascii_lowercase().replace('_', "."), value);
+        }
+    }
+    client
+}
+
 /// A name no other test (or earlier run) uses.
 pub fn unique(prefix: &str) -> String {
     static N: AtomicU32 = AtomicU32::new(0);
@@ -135,10 +149,7 @@ impl World {
 }
 
 pub async fn create_topics(names: &[String], partitions: i32) {
-    let admin: AdminClient<DefaultClientContext> = ClientConfig::new()
-        .set("bootstrap.servers", brokers())
-        .create()
-        .expect("admin client");
+    let admin: AdminClient<DefaultClientContext> = kafka_client().create().expect("admin client");
     let topics: Vec<NewTopic<'_>> = names
         .iter()
         .map(|n| NewTopic::new(n, partitions, TopicReplication::Fixed(1)))
@@ -153,8 +164,7 @@ pub async fn create_topics(names: &[String], partitions: i32) {
 }
 
 pub fn producer() -> FutureProducer {
-    ClientConfig::new()
-        .set("bootstrap.servers", brokers())
+    kafka_client()
         .set("enable.idempotence", "true")
         .set("linger.ms", "2")
         .create()
@@ -189,10 +199,7 @@ pub async fn send(
 
 /// High watermarks of `topic`'s partitions, or None when it does not exist.
 pub fn end_offsets_if_exists(topic: &str) -> Option<HashMap<i32, i64>> {
-    let consumer: BaseConsumer = ClientConfig::new()
-        .set("bootstrap.servers", brokers())
-        .create()
-        .expect("consumer");
+    let consumer: BaseConsumer = kafka_client().create().expect("consumer");
     let metadata = consumer
         .fetch_metadata(Some(topic), Duration::from_secs(10))
         .ok()?;
@@ -205,8 +212,7 @@ pub fn end_offsets_if_exists(topic: &str) -> Option<HashMap<i32, i64>> {
 
 /// High watermarks of every partition of `topic`.
 pub fn end_offsets(topic: &str) -> HashMap<i32, i64> {
-    let consumer: BaseConsumer = ClientConfig::new()
-        .set("bootstrap.servers", brokers())
+    let consumer: BaseConsumer = kafka_client()
         .set("group.id", unique("probe"))
         .create()
         .expect("consumer");
@@ -257,8 +263,7 @@ where
 
 /// Reads every message of a topic from the start (for dead-letter checks).
 pub fn read_all(topic: &str, expected: usize, secs: u64) -> Vec<rdkafka::message::OwnedMessage> {
-    let consumer: BaseConsumer = ClientConfig::new()
-        .set("bootstrap.servers", brokers())
+    let consumer: BaseConsumer = kafka_client()
         .set("group.id", unique("reader"))
         .set("auto.offset.reset", "earliest")
         .set("enable.auto.commit", "false")
@@ -401,8 +406,7 @@ impl Drop for SinkProcess {
 /// The group's committed Kafka offsets for `topic` (partition → offset).
 pub fn committed_offsets(group: &str, topic: &str) -> HashMap<i32, i64> {
     use rdkafka::TopicPartitionList;
-    let consumer: BaseConsumer = ClientConfig::new()
-        .set("bootstrap.servers", brokers())
+    let consumer: BaseConsumer = kafka_client()
         .set("group.id", group)
         .create()
         .expect("consumer");
@@ -429,8 +433,7 @@ pub fn committed_offsets(group: &str, topic: &str) -> HashMap<i32, i64> {
 pub fn commit_offsets(group: &str, topic: &str, offsets: &[(i32, i64)]) {
     use rdkafka::TopicPartitionList;
     use rdkafka::consumer::CommitMode;
-    let consumer: BaseConsumer = ClientConfig::new()
-        .set("bootstrap.servers", brokers())
+    let consumer: BaseConsumer = kafka_client()
         .set("group.id", group)
         .create()
         .expect("consumer");
@@ -661,8 +664,7 @@ impl Rng {
 pub fn read_to_end(topic: &str, secs: u64) -> Vec<rdkafka::message::OwnedMessage> {
     use rdkafka::{Offset, TopicPartitionList};
     let ends = end_offsets(topic);
-    let consumer: BaseConsumer = ClientConfig::new()
-        .set("bootstrap.servers", brokers())
+    let consumer: BaseConsumer = kafka_client()
         .set("group.id", unique("reader"))
         .set("enable.auto.commit", "false")
         .create()

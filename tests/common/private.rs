@@ -173,6 +173,20 @@ impl Drop for PrivatePg {
 pub struct PrivateBroker {
     child: Child,
     pub port: u16,
+    /// The secure broker's storage (SQLite: its SCRAM users live there).
+    _dir: Option<tempfile::TempDir>,
+}
+
+/// Waits until something listens on 127.0.0.1:`port`.
+fn wait_listening(port: u16) {
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
+        assert!(
+            Instant::now() < deadline,
+            "nisshi did not listen within 30 s"
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    }
 }
 
 fn nisshi() -> PathBuf {
@@ -203,15 +217,80 @@ impl PrivateBroker {
             .stderr(Stdio::null())
             .spawn()
             .expect("start nisshi (scripts/services.sh install)");
-        let deadline = Instant::now() + Duration::from_secs(30);
-        while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
-            assert!(
-                Instant::now() < deadline,
-                "nisshi did not listen within 30 s"
-            );
-            std::thread::sleep(Duration::from_millis(50));
+        wait_listening(port);
+        PrivateBroker {
+            child,
+            port,
+            _dir: None,
         }
-        PrivateBroker { child, port }
+    }
+
+    /// A broker that serves only TLS (`cert` and `key`, for "localhost")
+    /// and requires a SCRAM-SHA-512 login as `user` with `password`. The
+    /// user is created first on the same storage, served in plaintext
+    /// without authentication, which `nisshi user create` needs.
+    pub fn start_secure(cert: &Path, key: &Path, user: &str, password: &str) -> PrivateBroker {
+        let dir = tempfile::Builder::new()
+            .prefix("timesink-nisshi")
+            .tempdir()
+            .expect("temp dir");
+        let port = free_port();
+        let plain = format!("tcp://127.0.0.1:{port}");
+        let storage = ["--storage-engine", "sqlite://nisshi.db"];
+        let mut setup = Command::new(nisshi())
+            .current_dir(dir.path())
+            .args([
+                "broker",
+                "--listener-url",
+                &plain,
+                "--advertised-listener-url",
+                &plain,
+            ])
+            .args(storage)
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("start nisshi");
+        wait_listening(port);
+        let created = Command::new(nisshi())
+            .args([
+                "user",
+                "create",
+                "--broker",
+                &plain,
+                "--mechanism",
+                "scram512",
+                user,
+                password,
+            ])
+            .status()
+            .expect("nisshi user create");
+        let _ = setup.kill();
+        let _ = setup.wait();
+        assert!(created.success(), "nisshi user create");
+        let child = Command::new(nisshi())
+            .current_dir(dir.path())
+            .args(["broker", "--listener-url", &plain])
+            .args([
+                "--advertised-listener-url",
+                &format!("tcp://localhost:{port}"),
+            ])
+            .args(storage)
+            .args(["--group-initial-rebalance-delay", "0s", "--authentication"])
+            .arg("--cert")
+            .arg(cert)
+            .arg("--key")
+            .arg(key)
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("start nisshi with TLS");
+        wait_listening(port);
+        PrivateBroker {
+            child,
+            port,
+            _dir: Some(dir),
+        }
     }
 
     pub fn address(&self) -> String {
