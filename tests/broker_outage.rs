@@ -44,10 +44,7 @@ async fn broker_paused_30s_mid_run() {
     // librdkafka's reconnect attempts are not a flood in the log: each
     // client says the brokers are unreachable once, and once they are back.
     let log = sink.log_text();
-    let loud: Vec<&str> = log
-        .lines()
-        .filter(|l| l.contains(" ERROR ") || l.contains(" WARN "))
-        .collect();
+    let loud = loud_lines(&log);
     assert!(
         loud.len() <= 10,
         "{} error and warning lines over a 30 s outage:\n{}",

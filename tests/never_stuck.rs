@@ -224,6 +224,20 @@ async fn a_statement_timeout_shorter_than_a_flush_splits_it_until_it_fits() {
     assert_exactly_once(&world, &level1, &sent).await;
 }
 
+/// A sink started once more reads what the ones stopped before left:
+/// all `sent` quotes land exactly once.
+async fn all_land(world: &World, env: Env<'_>, sent: u64) {
+    let mut sink = SinkProcess::start(world, env);
+    let level1 = world.topic(DataType::Level1);
+    drained(world, &level1, 60).await;
+    sink.terminate(Duration::from_secs(20));
+    let sent = Sent {
+        total: sent,
+        ..Sent::default()
+    };
+    assert_exactly_once(world, &level1, &sent).await;
+}
+
 /// The shutdown timeout of the sinks stopped at bad moments below.
 const SHUTDOWN: Duration = Duration::from_secs(4);
 
@@ -291,14 +305,7 @@ async fn sigterm_and_sigint_during_a_database_outage_end_within_the_timeout() {
         stopped_in_time(&mut sink, signal);
         pg.thaw();
     }
-    let mut sink = SinkProcess::start(&world, &[]);
-    drained(&world, &level1, 60).await;
-    sink.terminate(Duration::from_secs(20));
-    let sent = Sent {
-        total: sent,
-        ..Sent::default()
-    };
-    assert_exactly_once(&world, &level1, &sent).await;
+    all_land(&world, &[], sent).await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -333,14 +340,7 @@ async fn sigterm_and_sigint_with_a_blocked_table_end_within_the_timeout() {
             .await
             .expect("grant");
     }
-    let mut sink = SinkProcess::start(&world, &[("DATABASE_URL", url)]);
-    drained(&world, &level1, 60).await;
-    sink.terminate(Duration::from_secs(20));
-    let sent = Sent {
-        total: sent,
-        ..Sent::default()
-    };
-    assert_exactly_once(&world, &level1, &sent).await;
+    all_land(&world, &[("DATABASE_URL", url)], sent).await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -375,14 +375,7 @@ async fn sigterm_and_sigint_with_a_full_pipeline_end_within_the_timeout() {
         stopped_in_time(&mut sink, signal);
         locker.batch_execute("COMMIT").await.expect("unlock");
     }
-    let mut sink = SinkProcess::start(&world, &[]);
-    drained(&world, &level1, 60).await;
-    sink.terminate(Duration::from_secs(20));
-    let sent = Sent {
-        total: sent,
-        ..Sent::default()
-    };
-    assert_exactly_once(&world, &level1, &sent).await;
+    all_land(&world, &[], sent).await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -409,10 +402,7 @@ async fn an_unreachable_broker_is_one_line_per_client_not_a_flood() {
     }
     sink.terminate(Duration::from_secs(20));
     let log = sink.log_text();
-    let loud: Vec<&str> = log
-        .lines()
-        .filter(|l| l.contains(" ERROR ") || l.contains(" WARN "))
-        .collect();
+    let loud = loud_lines(&log);
     assert!(
         loud.len() <= 2 && loud.iter().all(|l| l.contains("Kafka brokers unreachable")),
         "one line per client:\n{}",

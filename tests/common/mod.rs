@@ -607,6 +607,13 @@ pub async fn assert_exactly_once(world: &World, topic: &str, sent: &Sent) {
     );
 }
 
+/// A sink log's error and warning lines.
+pub fn loud_lines(log: &str) -> Vec<&str> {
+    log.lines()
+        .filter(|l| l.contains(" ERROR ") || l.contains(" WARN "))
+        .collect()
+}
+
 /// The headers of a message, by name.
 pub fn dlq_headers(m: &rdkafka::message::OwnedMessage) -> HashMap<String, String> {
     use rdkafka::message::{Headers, Message};
