@@ -675,11 +675,14 @@ impl Router<'_> {
         });
         let Some(change) = change else { return };
         let partitions = self.partitions_of(data_type);
+        let what = match change {
+            Fetching::Pause => "table out of room: its partitions paused",
+            Fetching::Resume => "table has room again: its partitions resumed",
+        };
         tracing::debug!(
             table = data_type.table(),
-            ?change,
             partitions = partitions.len(),
-            "table's budget changed fetching"
+            "{what}"
         );
         let _ = self.commands.send(match change {
             Fetching::Pause => Command::Pause(partitions),
