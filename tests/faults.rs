@@ -50,7 +50,7 @@ async fn killed_at_random_moments_and_at_crash_points() {
         let mut sink = SinkProcess::start(&world, &env);
         // A crash point needs a sink that writes: its round outlasts the
         // restart (taking the partitions back takes up to a second).
-        let span = if round % 2 == 0 {
+        let span = if round.is_multiple_of(2) {
             1500..3000
         } else {
             300..1500
