@@ -666,14 +666,12 @@ impl Router<'_> {
                 Err(mpsc::error::TrySendError::Closed(_)) => budget.release(held),
             }
         }
-        let change = budget.fetching();
-        let paused = budget.is_paused();
-        metrics::gauge!("timesink_table_paused", "table" => data_type.table()).set(if paused {
-            1.0
-        } else {
-            0.0
-        });
-        let Some(change) = change else { return };
+        // Only a change is exported: this runs for every batch shipped.
+        let Some(change) = budget.fetching() else {
+            return;
+        };
+        let paused = if change == Fetching::Pause { 1.0 } else { 0.0 };
+        metrics::gauge!("timesink_table_paused", "table" => data_type.table()).set(paused);
         let partitions = self.partitions_of(data_type);
         let what = match change {
             Fetching::Pause => "table out of room: its partitions paused",
