@@ -9,7 +9,7 @@ For each mix (prices only; the four-type mix) and each of R repeats:
   3. the limit: export exactly the rows the sink stored to binary COPY files,
      empty the tables, and time PostgreSQL's own `COPY … FROM file` into the
      same tables (same keys, same indexes).
-The prices mix runs a second time in each repeat with `batch.writers.prices = 2`
+The prices mix runs a second time in each repeat with `tables.crypto_prices.writers = 2`
 (two connections write the one table), alternating with the default. Every
 run (drain, latency, stall) starts on a freshly started, empty broker: nisshi's
 in-memory storage slows down with all it holds.
@@ -76,15 +76,16 @@ if not set(MIXES) <= {"prices", "mix"}:
 ENCODINGS = "json,bincode,lz4-json"
 TABLES = ["crypto_prices", "ohlcv_data", "market_analytics", "level1_quotes"]
 TICK = os.sysconf("SC_CLK_TCK")
-TYPES = ["PRICES", "OHLCV", "ANALYTICS", "LEVEL1"]
+# The environment prefix of each table's settings.
+TYPES = [f"TIMESINK_TABLES__{t.upper()}" for t in TABLES]
 # Seed 002's batches as they are: its sizes, each batch waits its linger, one
 # transaction each.
-SEED_SIZES = {"PRICES": 500, "OHLCV": 200, "ANALYTICS": 100, "LEVEL1": 1000}
+SEED_SIZES = dict(zip(TYPES, [500, 200, 100, 1000]))
 FIXED = {"TIMESINK_BATCH__ADAPTIVE": "false",
-         **{f"TIMESINK_BATCH__{t}__MAX_ROWS": str(n) for t, n in SEED_SIZES.items()}}
+         **{f"{t}__BATCH__MAX_ROWS": str(n) for t, n in SEED_SIZES.items()}}
 # Prices only is one table: the setting for such a load, a second writer.
-TWO_WRITERS = {"TIMESINK_BATCH__WRITERS__PRICES": "2"}
-TWO_WRITERS_LABEL = "prices, `batch.writers.prices = 2`"
+TWO_WRITERS = {"TIMESINK_TABLES__CRYPTO_PRICES__WRITERS": "2"}
+TWO_WRITERS_LABEL = "prices, `tables.crypto_prices.writers = 2`"
 
 
 def fixed_size(rows):
@@ -92,9 +93,9 @@ def fixed_size(rows):
     it at the latency run's rate."""
     env = dict(FIXED)
     for t in TYPES:
-        env[f"TIMESINK_BATCH__{t}__MAX_ROWS"] = str(rows)
-        env[f"TIMESINK_BATCH__{t}__MAX_BYTES"] = str(64 * 2**20)
-        env[f"TIMESINK_BATCH__{t}__LINGER_MS"] = "10000"
+        env[f"{t}__BATCH__MAX_ROWS"] = str(rows)
+        env[f"{t}__BATCH__MAX_BYTES"] = str(64 * 2**20)
+        env[f"{t}__BATCH__LINGER_MS"] = "10000"
     return env
 
 
@@ -194,8 +195,9 @@ def fresh(env, name):
     subprocess.run([os.path.join(ROOT, "scripts", "services.sh"), "restart-broker"],
                    check=True, stderr=subprocess.DEVNULL)
     env = dict(env)
-    for t, topic in topics.items():
-        env[f"TIMESINK_TOPICS__{t.upper()}"] = topic
+    for table, topic in zip(TABLES, topics.values()):
+        env[f"TIMESINK_TABLES__{table.upper()}__TOPIC_PATTERN"] = \
+            f"^{topic}(-(?<exchange>[A-Za-z0-9_-]+))?$"
     env["TIMESINK_GROUP_ID"] = f"{name}-group"
     admin_url = env["DATABASE_URL"]
     psql(admin_url, f"CREATE DATABASE {name}")

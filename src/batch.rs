@@ -1,7 +1,7 @@
 //! Batch stage: decoded messages → one batch per topic, flushed on rows,
 //! bytes or age, whichever comes first.
 //!
-//! A table may have several writers (`batch.writers`); a partition always
+//! A table may have several writers (`tables.<name>.writers`); a partition always
 //! goes to the same one, so a topic has a batch open per writer.
 //!
 //! The age (linger) adapts: a table's batches wait about twice as long as
@@ -18,10 +18,10 @@ use std::collections::{BTreeMap, HashMap};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use crate::config::Writers;
+use crate::catalog::TableId;
+use crate::catalog::spec::BatchSpec;
 use crate::copy_format::{EncodedRows, RowBuffer};
 use crate::message::SourceMessage;
-use crate::record::DataType;
 
 /// When a topic's batch is flushed.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -35,6 +35,17 @@ pub struct Limits {
     pub linger: Duration,
     /// The lower bound of an adaptive linger.
     pub min_linger: Duration,
+}
+
+impl From<&BatchSpec> for Limits {
+    fn from(b: &BatchSpec) -> Limits {
+        Limits {
+            max_rows: b.max_rows,
+            max_bytes: b.max_bytes,
+            linger: Duration::from_millis(b.linger_ms),
+            min_linger: Duration::from_millis(b.min_linger_ms),
+        }
+    }
 }
 
 /// The share of its time a table's writer is meant to spend in transactions:
@@ -132,7 +143,7 @@ pub struct Span {
 #[derive(Debug, Clone, PartialEq)]
 pub struct Batch {
     pub topic: Arc<str>,
-    pub data_type: DataType,
+    pub table: TableId,
     /// Which of its table's writers takes it: every partition of the batch
     /// belongs to that one.
     pub writer: usize,
@@ -152,14 +163,14 @@ pub struct Batch {
 
 impl Batch {
     /// An empty batch opened now.
-    pub fn empty(topic: Arc<str>, data_type: DataType) -> Batch {
-        Batch::new(topic, data_type, 0, Instant::now())
+    pub fn empty(topic: Arc<str>, table: TableId) -> Batch {
+        Batch::new(topic, table, 0, Instant::now())
     }
 
-    fn new(topic: Arc<str>, data_type: DataType, writer: usize, now: Instant) -> Batch {
+    fn new(topic: Arc<str>, table: TableId, writer: usize, now: Instant) -> Batch {
         Batch {
             topic,
-            data_type,
+            table,
             writer,
             entries: Vec::new(),
             spans: BTreeMap::new(),
@@ -267,7 +278,7 @@ impl Batch {
     /// Splits off the entries from `at` on, with their rows, into a batch
     /// of their own (for a batch PostgreSQL finds too big for one statement).
     pub fn split_off(&mut self, at: usize) -> Batch {
-        let mut later = Batch::new(self.topic.clone(), self.data_type, self.writer, self.opened);
+        let mut later = Batch::new(self.topic.clone(), self.table, self.writer, self.opened);
         let mut kept = RowBuffer::default();
         for (owner, row) in self.row_owners().zip(self.encoded_rows()) {
             if owner < at {
@@ -327,16 +338,16 @@ pub struct Batcher {
     open: HashMap<(Arc<str>, usize), Open>,
     /// Whether lingers adapt to the write times (else the configured linger).
     adaptive: bool,
-    /// How many writers each table has: which one a partition's batches
-    /// go to.
-    writers: Writers,
+    /// How many writers each table has (by table id): which one a
+    /// partition's batches go to.
+    writers: Vec<usize>,
     /// Per table, the running average of its transactions' durations, in
     /// seconds: what an adaptive linger follows.
-    write_secs: HashMap<DataType, f64>,
+    write_secs: HashMap<TableId, f64>,
 }
 
 impl Batcher {
-    pub fn new(adaptive: bool, writers: Writers) -> Batcher {
+    pub fn new(adaptive: bool, writers: Vec<usize>) -> Batcher {
         Batcher {
             adaptive,
             writers,
@@ -345,14 +356,15 @@ impl Batcher {
     }
 
     /// The writer of a table that takes a partition's batches.
-    pub fn writer(&self, data_type: DataType, partition: i32) -> usize {
-        partition.unsigned_abs() as usize % self.writers.of(data_type).max(1)
+    pub fn writer(&self, table: TableId, partition: i32) -> usize {
+        let count = self.writers.get(table.index()).copied().unwrap_or(1);
+        partition.unsigned_abs() as usize % count.max(1)
     }
 
     /// One of a table's writers finished a transaction that took `took`.
-    pub fn observe_write(&mut self, data_type: DataType, took: Duration) {
+    pub fn observe_write(&mut self, table: TableId, took: Duration) {
         let took = took.min(WRITE_TIME_CAP).as_secs_f64();
-        let mean = self.write_secs.entry(data_type).or_insert(took);
+        let mean = self.write_secs.entry(table).or_insert(took);
         *mean += WRITE_TIME_WEIGHT * (took - *mean);
     }
 
@@ -360,16 +372,16 @@ impl Batcher {
     /// fixed, or long enough that the writer is busy about `TARGET_BUSY` of
     /// the time. The topics with a batch open for the writer share it, so
     /// each waits for all of them.
-    pub fn linger(&self, data_type: DataType, writer: usize, limits: &Limits) -> Duration {
+    pub fn linger(&self, table: TableId, writer: usize, limits: &Limits) -> Duration {
         if !self.adaptive {
             return limits.linger;
         }
         let sharing = 1 + self
             .open
             .values()
-            .filter(|o| o.batch.data_type == data_type && o.batch.writer == writer)
+            .filter(|o| o.batch.table == table && o.batch.writer == writer)
             .count();
-        let write = self.write_secs.get(&data_type).copied().unwrap_or(0.0);
+        let write = self.write_secs.get(&table).copied().unwrap_or(0.0);
         let linger = Duration::from_secs_f64(write * sharing as f64 / TARGET_BUSY);
         linger
             .min(limits.linger)
@@ -381,13 +393,13 @@ impl Batcher {
     /// it is now full.
     pub fn push(
         &mut self,
-        data_type: DataType,
+        table: TableId,
         entry: Entry,
         rows: &mut RowBuffer,
         limits: Limits,
         now: Instant,
     ) -> Option<Batch> {
-        let writer = self.writer(data_type, entry.message.partition);
+        let writer = self.writer(table, entry.message.partition);
         let key = (entry.message.topic.clone(), writer);
         if let Some(open) = self.open.get_mut(&key) {
             open.batch.push(entry, rows);
@@ -398,12 +410,12 @@ impl Batcher {
             };
         }
         // A new batch: its deadline is set now, from the current linger.
-        let mut batch = Batch::new(key.0.clone(), data_type, writer, now);
+        let mut batch = Batch::new(key.0.clone(), table, writer, now);
         batch.push(entry, rows);
         if batch.is_full(&limits) {
             return Some(batch);
         }
-        let deadline = now + self.linger(data_type, writer, &limits);
+        let deadline = now + self.linger(table, writer, &limits);
         self.open.insert(
             key,
             Open {
@@ -480,7 +492,7 @@ mod tests {
     fn quotes(n: usize) -> RowBuffer {
         let mut buffer = RowBuffer::default();
         for i in 0..n {
-            buffer.push(&crate::record::Row::test_quote(1, i as i64, "s"));
+            buffer.push(&crate::copy_format::test_quote(1, i as i64, "s"));
         }
         buffer
     }
@@ -495,17 +507,14 @@ mod tests {
     #[test]
     fn flushes_on_rows() {
         let t: Arc<str> = "crypto-level1".into();
-        let mut b = Batcher::new(false, Writers::default());
+        let mut b = Batcher::new(false, vec![1; 4]);
         let now = Instant::now();
         for offset in 0..2 {
             let e = Entry {
                 message: message(&t, 0, offset, 1),
                 outcome: rows(1),
             };
-            assert!(
-                b.push(DataType::Level1, e, &mut quotes(1), LIMITS, now)
-                    .is_none()
-            );
+            assert!(b.push(TableId(3), e, &mut quotes(1), LIMITS, now).is_none());
         }
         // A dead letter adds no row.
         let e = Entry {
@@ -513,7 +522,7 @@ mod tests {
             outcome: Outcome::DeadLetter(Rejection::new(RejectClass::Decode, "bad")),
         };
         assert!(
-            b.push(DataType::Level1, e, &mut RowBuffer::default(), LIMITS, now)
+            b.push(TableId(3), e, &mut RowBuffer::default(), LIMITS, now)
                 .is_none()
         );
         let e = Entry {
@@ -521,7 +530,7 @@ mod tests {
             outcome: rows(1),
         };
         let batch = b
-            .push(DataType::Level1, e, &mut quotes(1), LIMITS, now)
+            .push(TableId(3), e, &mut quotes(1), LIMITS, now)
             .expect("full at 3 rows");
         assert_eq!(batch.rows, 3);
         assert_eq!(batch.encoded_rows().count(), 3);
@@ -539,15 +548,14 @@ mod tests {
     #[test]
     fn flushes_on_bytes_and_on_age() {
         let t: Arc<str> = "crypto-prices".into();
-        let mut b = Batcher::new(false, Writers::default());
+        let mut b = Batcher::new(false, vec![1; 4]);
         let now = Instant::now();
         let e = Entry {
             message: message(&t, 0, 0, 2000),
             outcome: rows(1),
         };
         assert!(
-            b.push(DataType::Price, e, &mut quotes(1), LIMITS, now)
-                .is_some(),
+            b.push(TableId(0), e, &mut quotes(1), LIMITS, now).is_some(),
             "over max_bytes"
         );
 
@@ -555,10 +563,7 @@ mod tests {
             message: message(&t, 0, 1, 1),
             outcome: rows(1),
         };
-        assert!(
-            b.push(DataType::Price, e, &mut quotes(1), LIMITS, now)
-                .is_none()
-        );
+        assert!(b.push(TableId(0), e, &mut quotes(1), LIMITS, now).is_none());
         assert_eq!(b.next_deadline(), Some(now + LIMITS.linger));
         assert!(b.take_due(now + Duration::from_millis(9)).is_empty());
         let due = b.take_due(now + LIMITS.linger);
@@ -569,10 +574,10 @@ mod tests {
     #[test]
     fn batches_are_per_topic_and_partitions_can_be_dropped() {
         let (a, c): (Arc<str>, Arc<str>) = ("crypto-prices".into(), "crypto-prices-binance".into());
-        let mut b = Batcher::new(false, Writers::default());
+        let mut b = Batcher::new(false, vec![1; 4]);
         let now = Instant::now();
         b.push(
-            DataType::Price,
+            TableId(0),
             Entry {
                 message: message(&a, 0, 0, 1),
                 outcome: rows(1),
@@ -582,7 +587,7 @@ mod tests {
             now,
         );
         b.push(
-            DataType::Price,
+            TableId(0),
             Entry {
                 message: message(&a, 1, 0, 1),
                 outcome: rows(1),
@@ -592,7 +597,7 @@ mod tests {
             now,
         );
         b.push(
-            DataType::Price,
+            TableId(0),
             Entry {
                 message: message(&c, 0, 0, 1),
                 outcome: rows(1),
@@ -615,15 +620,11 @@ mod tests {
     #[test]
     fn a_table_with_two_writers_has_a_batch_per_writer_and_a_partition_keeps_its_writer() {
         let t: Arc<str> = "crypto-prices".into();
-        let writers = Writers {
-            prices: 2,
-            ..Writers::default()
-        };
-        let mut b = Batcher::new(true, writers);
+        let mut b = Batcher::new(true, vec![2, 1, 1, 1]);
         let now = Instant::now();
         let push = |b: &mut Batcher, partition, offset| {
             b.push(
-                DataType::Price,
+                TableId(0),
                 Entry {
                     message: message(&t, partition, offset, 1),
                     outcome: rows(1),
@@ -642,15 +643,15 @@ mod tests {
         assert_eq!(full.writer, 0);
         assert_eq!(full.spans.keys().copied().collect::<Vec<_>>(), [0, 2]);
         assert_eq!(b.buffered_rows(), 1);
-        assert_eq!(b.writer(DataType::Price, 3), 1);
+        assert_eq!(b.writer(TableId(0), 3), 1);
         // Other tables keep one writer.
-        assert_eq!(b.writer(DataType::Level1, 3), 0);
+        assert_eq!(b.writer(TableId(3), 3), 0);
 
         // Each writer's lingers count only the batches waiting for it:
         // writer 0 has none open (twice 4 ms), writer 1 one (twice that,
         // capped at the 10 ms linger).
-        b.observe_write(DataType::Price, Duration::from_millis(4));
-        let linger = |b: &Batcher, w| b.linger(DataType::Price, w, &LIMITS);
+        b.observe_write(TableId(0), Duration::from_millis(4));
+        let linger = |b: &Batcher, w| b.linger(TableId(0), w, &LIMITS);
         assert_eq!(linger(&b, 0), Duration::from_millis(8));
         assert_eq!(linger(&b, 1), Duration::from_millis(10));
 
@@ -673,27 +674,27 @@ mod tests {
             min_linger: Duration::from_millis(1),
         };
         let ms = |d: Duration| d.as_secs_f64() * 1000.0;
-        let mut b = Batcher::new(true, Writers::default());
+        let mut b = Batcher::new(true, vec![1; 4]);
         // Nothing written yet: as soon as allowed.
-        assert_eq!(b.linger(DataType::Price, 0, &limits), limits.min_linger);
+        assert_eq!(b.linger(TableId(0), 0, &limits), limits.min_linger);
         // Writes of 4 ms: batches wait twice that, the writer half busy.
-        b.observe_write(DataType::Price, Duration::from_millis(4));
-        assert!((ms(b.linger(DataType::Price, 0, &limits)) - 8.0).abs() < 0.01);
+        b.observe_write(TableId(0), Duration::from_millis(4));
+        assert!((ms(b.linger(TableId(0), 0, &limits)) - 8.0).abs() < 0.01);
         // Another table's writes do not count.
-        assert_eq!(b.linger(DataType::Level1, 0, &limits), limits.min_linger);
+        assert_eq!(b.linger(TableId(3), 0, &limits), limits.min_linger);
         // Slower writes lengthen it, up to the bound.
         for _ in 0..50 {
-            b.observe_write(DataType::Price, Duration::from_millis(20));
+            b.observe_write(TableId(0), Duration::from_millis(20));
         }
-        assert!((ms(b.linger(DataType::Price, 0, &limits)) - 40.0).abs() < 0.1);
-        b.observe_write(DataType::Price, Duration::from_secs(3600));
-        assert_eq!(b.linger(DataType::Price, 0, &limits), limits.linger);
+        assert!((ms(b.linger(TableId(0), 0, &limits)) - 40.0).abs() < 0.1);
+        b.observe_write(TableId(0), Duration::from_secs(3600));
+        assert_eq!(b.linger(TableId(0), 0, &limits), limits.linger);
         // An outage counts as 10 s at most: the average comes back within
         // a few dozen transactions.
         for _ in 0..40 {
-            b.observe_write(DataType::Price, Duration::from_millis(2));
+            b.observe_write(TableId(0), Duration::from_millis(2));
         }
-        assert!(ms(b.linger(DataType::Price, 0, &limits)) < 5.0);
+        assert!(ms(b.linger(TableId(0), 0, &limits)) < 5.0);
 
         // Two topics of a table with batches open share its writer: the
         // second waits for both.
@@ -703,16 +704,16 @@ mod tests {
             message: message(topic, 0, 0, 1),
             outcome: rows(1),
         };
-        let one = b.linger(DataType::Price, 0, &limits);
-        b.push(DataType::Price, entry(&p), &mut quotes(1), limits, now);
+        let one = b.linger(TableId(0), 0, &limits);
+        b.push(TableId(0), entry(&p), &mut quotes(1), limits, now);
         assert_eq!(b.next_deadline(), Some(now + one));
-        b.push(DataType::Price, entry(&q), &mut quotes(1), limits, now);
-        let two = b.linger(DataType::Price, 0, &limits);
+        b.push(TableId(0), entry(&q), &mut quotes(1), limits, now);
+        let two = b.linger(TableId(0), 0, &limits);
         assert!(two > one);
 
         // Fixed: the configured linger, whatever the write times.
-        let mut fixed = Batcher::new(false, Writers::default());
-        fixed.observe_write(DataType::Price, Duration::from_millis(4));
-        assert_eq!(fixed.linger(DataType::Price, 0, &limits), limits.linger);
+        let mut fixed = Batcher::new(false, vec![1; 4]);
+        fixed.observe_write(TableId(0), Duration::from_millis(4));
+        assert_eq!(fixed.linger(TableId(0), 0, &limits), limits.linger);
     }
 }

@@ -11,8 +11,8 @@ use std::time::Duration;
 
 use rdkafka::consumer::{BaseConsumer, Consumer};
 
+use crate::catalog::Catalog;
 use crate::config::{Config, TimescaleMode};
-use crate::record::DataType;
 use crate::schema::SchemaError;
 
 /// How long each endpoint may take to answer.
@@ -21,6 +21,8 @@ const TIMEOUT: Duration = Duration::from_secs(10);
 /// A check that failed, naming the endpoint and the key that sets it.
 #[derive(Debug, thiserror::Error)]
 pub enum CheckError {
+    #[error(transparent)]
+    Catalog(#[from] crate::catalog::CatalogError),
     #[error("kafka.brokers ({brokers}): {problem}")]
     Kafka { brokers: String, problem: String },
     #[error("database.url ({target}): {problem}")]
@@ -37,12 +39,13 @@ pub enum CheckError {
 pub async fn run(config: &Config) -> Result<String, CheckError> {
     let mut out = String::new();
     let _ = writeln!(out, "configuration: valid");
-    kafka(config, &mut out)?;
-    database(config, &mut out).await?;
+    let catalog = config.catalog()?;
+    kafka(config, &catalog, &mut out)?;
+    database(config, &catalog, &mut out).await?;
     Ok(out)
 }
 
-fn kafka(config: &Config, out: &mut String) -> Result<(), CheckError> {
+fn kafka(config: &Config, catalog: &Catalog, out: &mut String) -> Result<(), CheckError> {
     let fail = |problem: String| CheckError::Kafka {
         brokers: config.kafka.brokers.clone(),
         problem,
@@ -59,26 +62,28 @@ fn kafka(config: &Config, out: &mut String) -> Result<(), CheckError> {
         .map(|b| format!("{} ({}:{})", b.id(), b.host(), b.port()))
         .collect();
     let _ = writeln!(out, "kafka: reached; brokers {}", brokers.join(", "));
-    for t in DataType::ALL {
+    let suffix = &config.dead_letter.suffix;
+    for t in catalog.tables() {
         let mut matched: Vec<String> = metadata
             .topics()
             .iter()
             .filter(|topic| {
-                config
-                    .topics
-                    .classify(topic.name())
-                    .is_some_and(|(d, _)| d == t)
+                catalog
+                    .route(topic.name(), suffix)
+                    .is_some_and(|r| r.table == t.id)
             })
             .map(|topic| format!("{} ({} partitions)", topic.name(), topic.partitions().len()))
             .collect();
         matched.sort();
+        let mut wanted: Vec<String> = t.topics.clone();
+        wanted.extend(t.pattern.iter().map(|p| p.as_str().to_owned()));
         let _ = writeln!(
             out,
-            "  {} topics matching {}: {}",
-            t.name(),
-            config.topics.pattern(t),
+            "  table {} reads {}: {}",
+            t.name,
+            wanted.join(", "),
             if matched.is_empty() {
-                "none yet (picked up when created)".to_owned()
+                "no topic yet (picked up when created)".to_owned()
             } else {
                 matched.join(", ")
             }
@@ -87,7 +92,7 @@ fn kafka(config: &Config, out: &mut String) -> Result<(), CheckError> {
     Ok(())
 }
 
-async fn database(config: &Config, out: &mut String) -> Result<(), CheckError> {
+async fn database(config: &Config, catalog: &Catalog, out: &mut String) -> Result<(), CheckError> {
     let database = config.database().map_err(|e| CheckError::Database {
         target: "?".into(),
         problem: e.to_string(),
@@ -166,10 +171,10 @@ async fn database(config: &Config, out: &mut String) -> Result<(), CheckError> {
         Vec::new()
     };
     // Each table compared with what the sink writes, as `run` does.
-    let shapes = crate::schema::expected_shapes(&mut client).await?;
+    let shapes = crate::schema::expected_shapes(&mut client, catalog).await?;
     let mut mismatched = Vec::new();
     for (table, expected) in &shapes {
-        let found = crate::schema::shape_of(&client, table)
+        let found = crate::schema::shape_of(&client, &crate::catalog::sql::ident(table))
             .await
             .map_err(query)?;
         let state = match &found {
@@ -189,7 +194,19 @@ async fn database(config: &Config, out: &mut String) -> Result<(), CheckError> {
                 }
             }
         };
-        let _ = writeln!(out, "  table {table}: {state}");
+        let described = match catalog.by_name(table) {
+            Some(t) => format!(
+                " ({} columns, primary key ({}))",
+                t.columns.len(),
+                t.key
+                    .iter()
+                    .map(|&k| t.columns[k].name.as_str())
+                    .collect::<Vec<_>>()
+                    .join(", ")
+            ),
+            None => String::new(),
+        };
+        let _ = writeln!(out, "  table {table}{described}: {state}");
     }
     if !mismatched.is_empty() {
         return Err(CheckError::Tables(mismatched.join("; ")));

@@ -77,14 +77,13 @@ impl Coalescer {
 mod tests {
     use super::*;
     use crate::batch::{Batch, Span};
-    use crate::record::DataType;
     use crate::write::Fence;
     use std::sync::Arc;
 
     /// A flush of `topic` partition 0 covering offsets `first..=last`, with
     /// `rows` rows, read under `epoch`.
     fn flush(topic: &str, first: i64, last: i64, rows: usize, epoch: u64) -> Flush {
-        let mut batch = Batch::empty(Arc::from(topic), DataType::Level1);
+        let mut batch = Batch::empty(Arc::from(topic), crate::catalog::TableId(3));
         batch.spans.insert(
             0,
             Span {

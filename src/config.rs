@@ -16,8 +16,8 @@ use figment::Figment;
 use figment::providers::{Format, Serialized, Toml};
 use serde::{Deserialize, Serialize};
 
-use crate::batch::Limits;
-use crate::record::DataType;
+use crate::catalog::spec::BatchSpec;
+use crate::catalog::{Catalog, CatalogError, TableSpec};
 
 /// A configuration that cannot be used, naming the key at fault.
 #[derive(Debug, thiserror::Error)]
@@ -74,10 +74,12 @@ fn invalid(key: impl Into<String>, problem: impl Into<String>) -> ConfigError {
 pub struct Config {
     pub kafka: KafkaConfig,
     pub database: DatabaseConfig,
-    /// The topic each data type is read from (its base name; per-exchange
-    /// topics `<base>-<exchangeId>` are found by pattern).
-    pub topics: TopicsConfig,
-    /// When each data type's batches are flushed.
+    /// The tables the sink writes, by name: the four of the contract
+    /// (`src/catalog/tables/*.toml`; a block of the same name changes a
+    /// key of one, `enabled = false` leaves it out) and any a user
+    /// declares in the same form (README, "Tables as data").
+    pub tables: BTreeMap<String, TableSpec>,
+    /// How batches join into transactions, and what memory they may hold.
     pub batch: BatchConfig,
     pub dead_letter: DeadLetterConfig,
     /// How long a shutdown may take, from the signal to the exit, in
@@ -115,7 +117,7 @@ impl Default for Config {
         Config {
             kafka: KafkaConfig::default(),
             database: DatabaseConfig::default(),
-            topics: TopicsConfig::default(),
+            tables: crate::catalog::built_in(),
             batch: BatchConfig::default(),
             dead_letter: DeadLetterConfig::default(),
             shutdown_timeout_ms: 30_000,
@@ -219,111 +221,9 @@ pub enum TimescaleMode {
     Required,
 }
 
-/// Base topic names per data type.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-#[serde(deny_unknown_fields, default)]
-pub struct TopicsConfig {
-    pub prices: String,
-    pub ohlcv: String,
-    pub analytics: String,
-    pub level1: String,
-}
-
-impl Default for TopicsConfig {
-    fn default() -> Self {
-        TopicsConfig {
-            prices: DataType::Price.default_topic().into(),
-            ohlcv: DataType::Ohlcv.default_topic().into(),
-            analytics: DataType::Analytics.default_topic().into(),
-            level1: DataType::Level1.default_topic().into(),
-        }
-    }
-}
-
-impl TopicsConfig {
-    pub fn base(&self, data_type: DataType) -> &str {
-        match data_type {
-            DataType::Price => &self.prices,
-            DataType::Ohlcv => &self.ohlcv,
-            DataType::Analytics => &self.analytics,
-            DataType::Level1 => &self.level1,
-        }
-    }
-
-    /// The data type of a topic and, on a per-exchange topic, its exchange.
-    pub fn classify<'t>(&self, topic: &'t str) -> Option<(DataType, Option<&'t str>)> {
-        DataType::ALL.into_iter().find_map(|t| {
-            let base = self.base(t);
-            let rest = topic.strip_prefix(base)?;
-            if rest.is_empty() {
-                Some((t, None))
-            } else {
-                let exchange = rest.strip_prefix('-')?;
-                is_exchange_id(exchange).then_some((t, Some(exchange)))
-            }
-        })
-    }
-
-    /// The subscription pattern (librdkafka regex) of a data type: the base
-    /// topic and `<base>-<exchangeId>`; dead-letter topics contain a dot and never match.
-    pub fn pattern(&self, data_type: DataType) -> String {
-        let escaped: String = self
-            .base(data_type)
-            .chars()
-            .map(|c| {
-                if c.is_ascii_alphanumeric() {
-                    c.to_string()
-                } else {
-                    format!("\\{c}")
-                }
-            })
-            .collect();
-        format!("^{escaped}(-[A-Za-z0-9_-]+)?$")
-    }
-}
-
-fn is_exchange_id(s: &str) -> bool {
-    !s.is_empty()
-        && s.bytes()
-            .all(|b| b.is_ascii_alphanumeric() || b == b'_' || b == b'-')
-}
-
-/// Flush rules for one data type.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct BatchLimits {
-    /// Flush at this many rows.
-    pub max_rows: usize,
-    /// Flush when the batch's messages hold this many bytes.
-    pub max_bytes: usize,
-    /// Flush when the oldest message has waited this many milliseconds: the
-    /// linger when `batch.adaptive` is off, its upper bound when on.
-    pub linger_ms: u64,
-    /// The lower bound of the adaptive linger, in milliseconds.
-    #[serde(default = "default_min_linger_ms")]
-    pub min_linger_ms: u64,
-}
-
-fn default_min_linger_ms() -> u64 {
-    1
-}
-
-impl BatchLimits {
-    pub fn limits(&self) -> Limits {
-        Limits {
-            max_rows: self.max_rows,
-            max_bytes: self.max_bytes,
-            linger: Duration::from_millis(self.linger_ms),
-            min_linger: Duration::from_millis(self.min_linger_ms),
-        }
-    }
-}
-
-/// Flush rules per data type. The lingers are the platform's (seed 002);
-/// its sizes (500, 200, 100 and 1,000 rows) cut a backlog into small
-/// batches, each of which costs the sink and PostgreSQL: with 5,000 rows a
-/// drain of the mix reached 0.81 of PostgreSQL's own COPY against 0.77
-/// (medians of 5 alternating runs on 2 cores).
+/// How batches join into transactions, and what memory they may hold.
+/// Each table's own flush rules and writers are part of its description
+/// (`tables.<name>.batch`, `tables.<name>.writers`).
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct BatchConfig {
@@ -341,98 +241,22 @@ pub struct BatchConfig {
     /// under a backlog. A table out of room pauses its own partitions; the
     /// other tables flow on.
     pub max_rows_in_flight: usize,
-    pub prices: BatchLimits,
-    pub ohlcv: BatchLimits,
-    pub analytics: BatchLimits,
-    pub level1: BatchLimits,
-    /// Overrides for single topics, by exact topic name.
-    pub topics: BTreeMap<String, BatchLimits>,
-    /// How many connections write each table at once.
-    pub writers: Writers,
-}
-
-/// Per table, how many connections write it at once, each its own
-/// transactions. A partition always goes to the same one (its number modulo
-/// the count), so its rows stay in order and its offsets move one
-/// transaction at a time. One PostgreSQL backend takes one COPY at a time:
-/// a second writer pays where one table carries most of the rows and the
-/// backend, not the CPU, is what is full.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(deny_unknown_fields, default)]
-pub struct Writers {
-    pub prices: usize,
-    pub ohlcv: usize,
-    pub analytics: usize,
-    pub level1: usize,
-}
-
-impl Default for Writers {
-    fn default() -> Self {
-        Writers {
-            prices: 1,
-            ohlcv: 1,
-            analytics: 1,
-            level1: 1,
-        }
-    }
-}
-
-impl Writers {
-    /// The most writers a table may have.
-    pub const MAX: usize = 16;
-
-    pub fn of(&self, data_type: DataType) -> usize {
-        match data_type {
-            DataType::Price => self.prices,
-            DataType::Ohlcv => self.ohlcv,
-            DataType::Analytics => self.analytics,
-            DataType::Level1 => self.level1,
-        }
-    }
+    /// Flush rules for single topics, by exact topic name, in place of
+    /// their table's.
+    pub topics: BTreeMap<String, BatchSpec>,
 }
 
 const MIB: usize = 1024 * 1024;
 
 impl Default for BatchConfig {
     fn default() -> Self {
-        let limits = |max_rows, linger_ms| BatchLimits {
-            max_rows,
-            max_bytes: 4 * MIB,
-            linger_ms,
-            min_linger_ms: default_min_linger_ms(),
-        };
         BatchConfig {
             adaptive: true,
             max_transaction_rows: 20_000,
             max_transaction_bytes: 16 * MIB,
             max_rows_in_flight: 30_000,
-            prices: limits(5000, 50),
-            ohlcv: limits(5000, 100),
-            analytics: limits(5000, 1000),
-            level1: limits(5000, 10),
             topics: BTreeMap::new(),
-            writers: Writers::default(),
         }
-    }
-}
-
-impl BatchConfig {
-    pub fn for_topic(&self, topic: &str, data_type: DataType) -> Limits {
-        match self.topics.get(topic) {
-            Some(l) => l.limits(),
-            None => self.for_type(data_type),
-        }
-    }
-
-    /// The limits of a data type's topics (those without an override).
-    pub fn for_type(&self, data_type: DataType) -> Limits {
-        match data_type {
-            DataType::Price => self.prices,
-            DataType::Ohlcv => self.ohlcv,
-            DataType::Analytics => self.analytics,
-            DataType::Level1 => self.level1,
-        }
-        .limits()
     }
 }
 
@@ -605,66 +429,13 @@ impl Config {
         if let Err(e) = self.database() {
             return Err(invalid("database.url", e.to_string()));
         }
-        let mut seen = Vec::new();
-        for t in DataType::ALL {
-            let base = self.topics.base(t);
-            let key = format!("topics.{}", topic_key(t));
-            if base.is_empty()
-                || !base
-                    .bytes()
-                    .all(|b| b.is_ascii_alphanumeric() || b"._-".contains(&b))
-            {
-                return Err(invalid(key, format!("{base:?} is not a Kafka topic name")));
-            }
-            if seen.contains(&base) {
-                return Err(invalid(key, format!("{base:?} is used by two data types")));
-            }
-            seen.push(base);
+        for (topic, l) in &self.batch.topics {
+            crate::catalog::check_batch(l).map_err(|(key, problem)| {
+                invalid(format!("batch.topics.{topic}.{key}"), problem)
+            })?;
         }
-        let mut all: Vec<(String, &BatchLimits)> = DataType::ALL
-            .into_iter()
-            .map(|t| {
-                let l = match t {
-                    DataType::Price => &self.batch.prices,
-                    DataType::Ohlcv => &self.batch.ohlcv,
-                    DataType::Analytics => &self.batch.analytics,
-                    DataType::Level1 => &self.batch.level1,
-                };
-                (format!("batch.{}", topic_key(t)), l)
-            })
-            .collect();
-        all.extend(
-            self.batch
-                .topics
-                .iter()
-                .map(|(t, l)| (format!("batch.topics.{t}"), l)),
-        );
-        for (key, l) in all {
-            if l.max_rows == 0 {
-                return Err(invalid(format!("{key}.max_rows"), "must be at least 1"));
-            }
-            if l.max_bytes == 0 {
-                return Err(invalid(format!("{key}.max_bytes"), "must be at least 1"));
-            }
-            if l.linger_ms > 60_000 {
-                return Err(invalid(format!("{key}.linger_ms"), "must be at most 60000"));
-            }
-            if l.min_linger_ms > l.linger_ms {
-                return Err(invalid(
-                    format!("{key}.min_linger_ms"),
-                    format!("must be at most linger_ms ({})", l.linger_ms),
-                ));
-            }
-        }
-        for t in DataType::ALL {
-            let n = self.batch.writers.of(t);
-            if !(1..=Writers::MAX).contains(&n) {
-                return Err(invalid(
-                    format!("batch.writers.{}", topic_key(t)),
-                    format!("must be between 1 and {}", Writers::MAX),
-                ));
-            }
-        }
+        self.catalog()
+            .map_err(|e| invalid(format!("tables.{}{}", e.table, e.key), e.problem))?;
         if self.batch.max_transaction_rows == 0 {
             return Err(invalid("batch.max_transaction_rows", "must be at least 1"));
         }
@@ -747,6 +518,11 @@ impl Config {
         Duration::from_millis(self.shutdown_timeout_ms)
     }
 
+    /// The tables, built from their descriptions and checked.
+    pub fn catalog(&self) -> Result<Catalog, CatalogError> {
+        Catalog::build(&self.tables, &self.dead_letter.suffix)
+    }
+
     /// The bounds on the work one message may cause.
     pub fn bounds(&self) -> crate::decode::Bounds {
         crate::decode::Bounds {
@@ -754,16 +530,6 @@ impl Config {
             array_elements: self.max_array_elements,
             decimal_digits: self.max_decimal_digits,
         }
-    }
-}
-
-/// The config key of a data type (`prices`, `ohlcv`, `analytics`, `level1`).
-pub fn topic_key(t: DataType) -> &'static str {
-    match t {
-        DataType::Price => "prices",
-        DataType::Ohlcv => "ohlcv",
-        DataType::Analytics => "analytics",
-        DataType::Level1 => "level1",
     }
 }
 
@@ -835,7 +601,8 @@ mod tests {
         let loaded = Config::load_from(Some(f.path()), env(&[])).unwrap();
         assert_eq!(loaded, Config::default());
 
-        // Every key of the struct is written out (open maps aside).
+        // Every key of the struct is written out (open maps aside; the
+        // tables have a section of their own).
         fn keys(prefix: &str, v: &serde_json::Value, out: &mut Vec<String>) {
             if let Some(map) = v.as_object() {
                 for (k, v) in map {
@@ -861,7 +628,7 @@ mod tests {
         let written: serde_json::Value = Figment::from(Toml::string(block)).extract().unwrap();
         let mut found = Vec::new();
         keys("", &written, &mut found);
-        for key in expected {
+        for key in expected.into_iter().filter(|k| !k.starts_with("tables.")) {
             assert!(
                 found.contains(&key),
                 "README's configuration block lacks `{key}`"
@@ -921,22 +688,15 @@ mod tests {
     fn defaults_need_no_file() {
         let c = Config::load_from(None, env(&[])).unwrap();
         assert_eq!(c, Config::default());
-        assert_eq!(
-            c.batch
-                .for_topic("crypto-level1-x", DataType::Level1)
-                .max_rows,
-            5000
-        );
-        assert_eq!(
-            c.batch.for_topic("crypto-prices", DataType::Price).linger,
-            Duration::from_millis(50)
-        );
+        assert_eq!(c.tables["level1_quotes"].batch.max_rows, 5000);
+        assert_eq!(c.tables["crypto_prices"].batch.linger_ms, 50);
+        assert_eq!(c.catalog().unwrap().len(), 4);
     }
 
     #[test]
     fn environment_overrides_the_file() {
         let f = file(
-            "[kafka]\nbrokers = \"a:1\"\ngroup_id = \"g\"\n[batch.level1]\nmax_rows = 5\nmax_bytes = 10\nlinger_ms = 1\n",
+            "[kafka]\nbrokers = \"a:1\"\ngroup_id = \"g\"\n[tables.level1_quotes.batch]\nmax_rows = 5\nmax_bytes = 10\nlinger_ms = 1\n",
         );
         let c = Config::load_from(
             Some(f.path()),
@@ -944,7 +704,7 @@ mod tests {
                 ("KAFKA_BROKERS", "b:2,c:3"),
                 ("TIMESINK_GROUP_ID", "other"),
                 ("DATABASE_URL", "postgres://u@h:1/d"),
-                ("TIMESINK_BATCH__LEVEL1__MAX_ROWS", "7"),
+                ("TIMESINK_TABLES__LEVEL1_QUOTES__BATCH__MAX_ROWS", "7"),
                 ("TIMESINK_RDKAFKA_SECURITY_PROTOCOL", "SASL_SSL"),
                 ("UNRELATED", "x"),
             ]),
@@ -953,8 +713,14 @@ mod tests {
         assert_eq!(c.kafka.brokers, "b:2,c:3");
         assert_eq!(c.kafka.group_id, "other");
         assert_eq!(c.database.url, "postgres://u@h:1/d");
-        assert_eq!(c.batch.level1.max_rows, 7);
-        assert_eq!(c.batch.level1.max_bytes, 10);
+        let level1 = &c.tables["level1_quotes"];
+        assert_eq!(level1.batch.max_rows, 7);
+        assert_eq!(level1.batch.max_bytes, 10);
+        // The rest of the built-in table is as it was.
+        assert_eq!(
+            level1.columns,
+            Config::default().tables["level1_quotes"].columns
+        );
         assert_eq!(c.kafka.properties["security.protocol"], "SASL_SSL");
     }
 
@@ -977,14 +743,14 @@ mod tests {
             ("KAFKA_BROKERS", "nohostport", "kafka.brokers"),
             ("DATABASE_URL", "postgres://h:notaport/x", "database.url"),
             (
-                "TIMESINK_BATCH__PRICES__MAX_ROWS",
+                "TIMESINK_TABLES__CRYPTO_PRICES__BATCH__MAX_ROWS",
                 "0",
-                "batch.prices.max_rows",
+                "tables.crypto_prices.batch.max_rows",
             ),
             (
-                "TIMESINK_BATCH__LEVEL1__MIN_LINGER_MS",
+                "TIMESINK_TABLES__LEVEL1_QUOTES__BATCH__MIN_LINGER_MS",
                 "11",
-                "batch.level1.min_linger_ms",
+                "tables.level1_quotes.batch.min_linger_ms",
             ),
             (
                 "TIMESINK_BATCH__MAX_TRANSACTION_ROWS",
@@ -992,14 +758,19 @@ mod tests {
                 "batch.max_transaction_rows",
             ),
             (
-                "TIMESINK_BATCH__WRITERS__PRICES",
+                "TIMESINK_TABLES__CRYPTO_PRICES__WRITERS",
                 "0",
-                "batch.writers.prices",
+                "tables.crypto_prices.writers",
             ),
             (
-                "TIMESINK_BATCH__WRITERS__LEVEL1",
+                "TIMESINK_TABLES__LEVEL1_QUOTES__WRITERS",
                 "17",
-                "batch.writers.level1",
+                "tables.level1_quotes.writers",
+            ),
+            (
+                "TIMESINK_TABLES__OHLCV_DATA__TOPIC_PATTERN",
+                "crypto-ohlcv",
+                "tables.ohlcv_data.topic_pattern",
             ),
             ("TIMESINK_DEAD_LETTER__SUFFIX", "_dlq", "dead_letter.suffix"),
             ("TIMESINK_HTTP__LISTEN", "localhost", "http.listen"),
@@ -1020,29 +791,12 @@ mod tests {
                 .to_string();
             assert!(err.contains(key), "{k}={v}: {err}");
         }
-        let err = Config::load_from(None, env(&[("TIMESINK_BATCH__PRICES__MAX_ROWS", "many")]))
-            .unwrap_err()
-            .to_string();
+        let err = Config::load_from(
+            None,
+            env(&[("TIMESINK_TABLES__CRYPTO_PRICES__BATCH__MAX_ROWS", "many")]),
+        )
+        .unwrap_err()
+        .to_string();
         assert!(err.contains("max_rows"), "{err}");
-    }
-
-    #[test]
-    fn topics_by_pattern() {
-        let t = TopicsConfig::default();
-        assert_eq!(t.classify("crypto-prices"), Some((DataType::Price, None)));
-        assert_eq!(
-            t.classify("crypto-prices-binance"),
-            Some((DataType::Price, Some("binance")))
-        );
-        assert_eq!(
-            t.classify("crypto-level1-coinbase-pro"),
-            Some((DataType::Level1, Some("coinbase-pro")))
-        );
-        assert_eq!(t.classify("crypto-prices.dlq"), None);
-        assert_eq!(t.classify("crypto-pricesx"), None);
-        assert_eq!(
-            t.pattern(DataType::Price),
-            "^crypto\\-prices(-[A-Za-z0-9_-]+)?$"
-        );
     }
 }

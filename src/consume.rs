@@ -31,6 +31,7 @@ use tokio::runtime::Handle;
 use tokio::sync::mpsc::Sender;
 use tokio::sync::mpsc::error::TrySendError;
 
+use crate::catalog::Catalog;
 use crate::config::Config;
 use crate::database::Database;
 use crate::health::{Health, Offsets};
@@ -38,7 +39,6 @@ use crate::kafka_log::Link;
 use crate::message::SourceMessage;
 use crate::native_headers::NativeHeaders;
 use crate::pg_error::Backoff;
-use crate::record::DataType;
 
 /// How long the pipeline's queue may stay full before fetching pauses. Up
 /// to then the thread waits for room without polling, so this also bounds
@@ -825,10 +825,11 @@ pub fn consumer_config(config: &Config) -> ClientConfig {
     client
 }
 
-/// Starts the consumer thread: subscribes each data type by pattern and
-/// forwards messages and rebalances as [`Event`]s.
+/// Starts the consumer thread: subscribes to each table's topics (names,
+/// and patterns) and forwards messages and rebalances as [`Event`]s.
 pub fn start(
     config: &Config,
+    catalog: Arc<Catalog>,
     runtime: Handle,
     events: Sender<Event>,
     commands: Receiver<Command>,
@@ -862,24 +863,28 @@ pub fn start(
     let consumer: BaseConsumer<SinkContext> = client
         .create_with_context(context)
         .map_err(ConsumeError::Create)?;
-    let patterns: Vec<String> = DataType::ALL
-        .iter()
-        .map(|&t| config.topics.pattern(t))
-        .collect();
-    let refs: Vec<&str> = patterns.iter().map(String::as_str).collect();
-    consumer
-        .subscribe(&refs)
-        .map_err(|source| ConsumeError::Subscribe {
-            pattern: patterns.join(", "),
-            source,
-        })?;
-    tracing::info!(patterns = ?patterns, group = %config.kafka.group_id, "subscribed");
+    let mut subscription = Subscription {
+        catalog,
+        dead_letter_suffix: config.dead_letter.suffix.clone(),
+        topics: Vec::new(),
+        next_check: Instant::now(),
+    };
+    subscription.refresh(&consumer, SUBSCRIBE_TIMEOUT)?;
+    tracing::info!(topics = ?subscription.topics, group = %config.kafka.group_id, "subscribed");
     let context = consumer.context().clone();
     let thread_stop = stop.clone();
     let thread_runtime = runtime.clone();
     let thread = std::thread::Builder::new()
         .name("kafka-consumer".into())
-        .spawn(move || run(consumer, thread_runtime, commands, &thread_stop))
+        .spawn(move || {
+            run(
+                consumer,
+                thread_runtime,
+                commands,
+                &thread_stop,
+                subscription,
+            )
+        })
         .map_err(ConsumeError::Thread)?;
     Ok(ConsumerHandle {
         context,
@@ -1029,6 +1034,7 @@ fn run(
     runtime: Handle,
     commands: Receiver<Command>,
     stop: &AtomicBool,
+    mut subscription: Subscription,
 ) {
     let context = consumer.context().clone();
     // Since when the pipeline's queue has been full without a break.
@@ -1092,6 +1098,12 @@ fn run(
         }
         if close {
             break;
+        }
+        if !stopped
+            && Instant::now() >= subscription.next_check
+            && let Err(e) = subscription.refresh(&consumer, SUBSCRIBE_TIMEOUT)
+        {
+            tracing::warn!(error = %e, "could not change the subscription; trying again");
         }
         if !stopped && Instant::now() >= next_log_check {
             next_log_check = Instant::now() + LOG_CHECK_INTERVAL;
@@ -1330,6 +1342,68 @@ fn start_again(
 
 /// How often the assigned topics' logs are checked while running, and how
 /// long the broker may take to answer each check.
+/// How often the broker's topics are listed for new ones a table takes.
+const SUBSCRIPTION_INTERVAL: Duration = Duration::from_secs(3);
+/// How long one listing may take.
+const SUBSCRIBE_TIMEOUT: Duration = Duration::from_secs(1);
+
+/// The topics the consumer is subscribed to: every topic on the broker that
+/// a table takes (by name or pattern, [`Catalog::route`]), listed again
+/// every few seconds so that a topic created while running is picked up.
+/// The sink matches the patterns itself (librdkafka's own regular
+/// expressions know neither named groups nor lookahead), so a dead-letter
+/// topic is never read whatever a pattern says.
+struct Subscription {
+    catalog: Arc<Catalog>,
+    dead_letter_suffix: String,
+    /// Sorted; empty while no topic exists yet.
+    topics: Vec<String>,
+    next_check: Instant,
+}
+
+impl Subscription {
+    /// Lists the broker's topics and subscribes to those the tables take,
+    /// when they changed. A broker that does not answer leaves the
+    /// subscription as it is.
+    fn refresh(
+        &mut self,
+        consumer: &BaseConsumer<SinkContext>,
+        timeout: Duration,
+    ) -> Result<(), ConsumeError> {
+        self.next_check = Instant::now() + SUBSCRIPTION_INTERVAL;
+        let Ok(metadata) = consumer.fetch_metadata(None, timeout) else {
+            return Ok(());
+        };
+        let mut topics: Vec<String> = metadata
+            .topics()
+            .iter()
+            .map(|t| t.name())
+            .filter(|name| self.catalog.route(name, &self.dead_letter_suffix).is_some())
+            .map(str::to_owned)
+            .collect();
+        topics.sort();
+        if topics == self.topics {
+            return Ok(());
+        }
+        if topics.is_empty() {
+            consumer.unsubscribe();
+        } else {
+            let names: Vec<&str> = topics.iter().map(String::as_str).collect();
+            consumer
+                .subscribe(&names)
+                .map_err(|source| ConsumeError::Subscribe {
+                    pattern: topics.join(", "),
+                    source,
+                })?;
+        }
+        if !self.topics.is_empty() {
+            tracing::info!(topics = ?topics, "subscription changed");
+        }
+        self.topics = topics;
+        Ok(())
+    }
+}
+
 const LOG_CHECK_INTERVAL: Duration = Duration::from_secs(10);
 const LOG_CHECK_TIMEOUT: Duration = Duration::from_secs(1);
 

@@ -8,12 +8,15 @@
 //! PostgreSQL refuses) without encoding anything twice, and read a row's
 //! primary key back from its bytes; and several buffers go in one COPY
 //! (batches coalesced into one transaction) without being joined.
-//! The column types of each table are listed next to its SQL in `sql/`.
+//! A row is written from its typed values ([`Cell`]), in its table's column
+//! order (the catalog's).
+
+use std::borrow::Cow;
 
 use bytes::Bytes;
 
 use crate::decimal::Decimal;
-use crate::record::{DataType, Row, Timestamp};
+use crate::time::Timestamp;
 
 /// `PGCOPY\n\xff\r\n\0`, then flags and header-extension length (both 0).
 const HEADER: &[u8] = b"PGCOPY\n\xff\r\n\0\0\0\0\0\0\0\0\0";
@@ -57,9 +60,9 @@ impl<B: AsRef<[u8]>> Rows<B> {
 }
 
 impl RowBuffer {
-    /// Appends a row, encoded.
-    pub fn push(&mut self, row: &Row) {
-        encode_row(row, &mut self.buf);
+    /// Appends a row: its cells, in column order.
+    pub fn push(&mut self, cells: &[Cell<'_>]) {
+        encode_row(cells, &mut self.buf);
         self.ends.push(self.buf.len());
     }
 
@@ -145,15 +148,23 @@ pub fn stream_all(parts: &[EncodedRows]) -> Vec<Bytes> {
 }
 
 /// Keeps, for every primary key, only the row read last (offset order within a
-/// partition, array order within a message). `rows` are encoded rows of
-/// `data_type`'s table. Returns indexes into `rows`, in order.
-pub fn latest_per_key(data_type: DataType, rows: &[&[u8]]) -> Vec<usize> {
-    let columns = key_columns(data_type);
+/// partition, array order within a message). `rows` are encoded rows of a
+/// table whose key columns are `key` (in column order, see
+/// [`crate::catalog::Table::key_in_column_order`]). Returns indexes into
+/// `rows`, in order.
+pub fn latest_per_key(key: &[usize], rows: &[&[u8]]) -> Vec<usize> {
+    // Each row's key: its key columns' bytes, `key.len()` slices in a row
+    // of this one vector (no allocation per row).
+    let width = key.len().max(1);
+    let mut parts: Vec<&[u8]> = Vec::with_capacity(rows.len() * width);
+    for row in rows {
+        key_of(row, key, width, &mut parts);
+    }
     // foldhash: a third of SipHash's cost, still seeded per process.
-    let mut last: foldhash::HashMap<[&[u8]; 4], usize> =
+    let mut last: foldhash::HashMap<&[&[u8]], usize> =
         foldhash::HashMap::with_capacity_and_hasher(rows.len(), Default::default());
-    for (i, row) in rows.iter().enumerate() {
-        last.insert(key_of(row, columns), i);
+    for (i, k) in parts.chunks(width).enumerate() {
+        last.insert(k, i);
     }
     if last.len() == rows.len() {
         return (0..rows.len()).collect();
@@ -163,24 +174,11 @@ pub fn latest_per_key(data_type: DataType, rows: &[&[u8]]) -> Vec<usize> {
     keep
 }
 
-/// The columns of a table's primary key, in column order (see `sql/`).
-fn key_columns(data_type: DataType) -> &'static [usize] {
-    match data_type {
-        // time, coin_id, exchange_id
-        DataType::Price => &[0, 1, 3],
-        // time, coin_id, exchange_id, timeframe
-        DataType::Ohlcv => &[0, 1, 3, 4],
-        // time, source
-        DataType::Analytics => &[0, 8],
-        // time, exchange_id, symbol, sequence
-        DataType::Level1 => &[0, 1, 2, 7],
-    }
-}
-
-/// The bytes of an encoded row's `columns` (ascending). Equal bytes are
-/// equal values: each column has one encoding.
-fn key_of<'a>(row: &'a [u8], columns: &[usize]) -> [&'a [u8]; 4] {
-    let mut key: [&[u8]; 4] = [&[]; 4];
+/// Appends the bytes of an encoded row's `columns` (ascending), `width`
+/// slices (empty ones for a short row). Equal bytes are equal values: each
+/// column has one encoding.
+fn key_of<'a>(row: &'a [u8], columns: &[usize], width: usize, out: &mut Vec<&'a [u8]>) {
+    let before = out.len();
     let (mut at, mut column, mut found) = (2, 0, 0); // after the field count
     while found < columns.len() {
         let Some(len) = row.get(at..at + 4) else {
@@ -190,135 +188,108 @@ fn key_of<'a>(row: &'a [u8], columns: &[usize]) -> [&'a [u8]; 4] {
         at += 4;
         let end = at + usize::try_from(len).unwrap_or(0); // NULL: -1
         if column == columns[found] {
-            key[found] = row.get(at..end).unwrap_or_default();
+            out.push(row.get(at..end).unwrap_or_default());
             found += 1;
         }
         at = end;
         column += 1;
     }
-    key
+    out.resize(before + width, &[]);
 }
 
-struct Fields<'a>(&'a mut Vec<u8>);
+/// One value of a row, typed as its column.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Cell<'a> {
+    Null,
+    Text(Cow<'a, str>),
+    Numeric(Decimal),
+    BigInt(i64),
+    Integer(i32),
+    Boolean(bool),
+    Double(f64),
+    Time(Timestamp),
+    /// JSON text, stored as jsonb.
+    Jsonb(Cow<'a, str>),
+}
 
-impl Fields<'_> {
-    fn text(&mut self, s: &str) {
-        self.0.extend_from_slice(&(s.len() as i32).to_be_bytes());
-        self.0.extend_from_slice(s.as_bytes());
-    }
-    fn time(&mut self, t: Timestamp) {
-        self.0.extend_from_slice(&8i32.to_be_bytes());
-        self.0.extend_from_slice(&t.postgres_micros().to_be_bytes());
-    }
-    fn decimal(&mut self, d: &Decimal) {
-        let at = self.0.len();
-        self.0.extend_from_slice(&[0; 4]);
-        d.write_numeric(self.0);
-        let len = (self.0.len() - at - 4) as i32;
-        self.0[at..at + 4].copy_from_slice(&len.to_be_bytes());
-    }
-    fn opt_decimal(&mut self, d: &Option<Decimal>) {
-        match d {
-            Some(d) => self.decimal(d),
-            None => self.null(),
-        }
-    }
-    fn bigint(&mut self, v: i64) {
-        self.0.extend_from_slice(&8i32.to_be_bytes());
-        self.0.extend_from_slice(&v.to_be_bytes());
-    }
-    fn opt_bigint(&mut self, v: Option<i64>) {
-        match v {
-            Some(v) => self.bigint(v),
-            None => self.null(),
-        }
-    }
-    fn opt_integer(&mut self, v: Option<i32>) {
-        match v {
-            Some(v) => {
-                self.0.extend_from_slice(&4i32.to_be_bytes());
-                self.0.extend_from_slice(&v.to_be_bytes());
+/// Appends one tuple: field count, then each cell.
+fn encode_row(cells: &[Cell<'_>], buf: &mut Vec<u8>) {
+    buf.extend_from_slice(&(cells.len() as i16).to_be_bytes());
+    for cell in cells {
+        match cell {
+            Cell::Null => buf.extend_from_slice(&(-1i32).to_be_bytes()),
+            Cell::Text(s) => {
+                buf.extend_from_slice(&(s.len() as i32).to_be_bytes());
+                buf.extend_from_slice(s.as_bytes());
             }
-            None => self.null(),
+            Cell::Numeric(d) => {
+                let at = buf.len();
+                buf.extend_from_slice(&[0; 4]);
+                d.write_numeric(buf);
+                let len = (buf.len() - at - 4) as i32;
+                buf[at..at + 4].copy_from_slice(&len.to_be_bytes());
+            }
+            Cell::BigInt(v) => {
+                buf.extend_from_slice(&8i32.to_be_bytes());
+                buf.extend_from_slice(&v.to_be_bytes());
+            }
+            Cell::Integer(v) => {
+                buf.extend_from_slice(&4i32.to_be_bytes());
+                buf.extend_from_slice(&v.to_be_bytes());
+            }
+            Cell::Boolean(b) => {
+                buf.extend_from_slice(&1i32.to_be_bytes());
+                buf.push(u8::from(*b));
+            }
+            Cell::Double(v) => {
+                buf.extend_from_slice(&8i32.to_be_bytes());
+                buf.extend_from_slice(&v.to_bits().to_be_bytes());
+            }
+            Cell::Time(t) => {
+                buf.extend_from_slice(&8i32.to_be_bytes());
+                buf.extend_from_slice(&t.postgres_micros().to_be_bytes());
+            }
+            Cell::Jsonb(text) => {
+                // jsonb's binary form: version 1, then the text.
+                buf.extend_from_slice(&(text.len() as i32 + 1).to_be_bytes());
+                buf.push(1);
+                buf.extend_from_slice(text.as_bytes());
+            }
         }
-    }
-    fn null(&mut self) {
-        self.0.extend_from_slice(&(-1i32).to_be_bytes());
     }
 }
 
-/// Appends one tuple: field count, then each column in the table's order.
-fn encode_row(row: &Row, buf: &mut Vec<u8>) {
-    let mut f = Fields(buf);
-    match row {
-        Row::Price(r) => {
-            f.0.extend_from_slice(&11i16.to_be_bytes());
-            f.time(r.time);
-            f.text(&r.coin_id);
-            f.text(&r.symbol);
-            f.text(&r.exchange_id);
-            f.decimal(&r.usd_price);
-            f.opt_decimal(&r.btc_price);
-            f.opt_decimal(&r.market_cap);
-            f.opt_decimal(&r.volume_24h);
-            f.opt_decimal(&r.change_24h);
-            f.text(&r.source);
-            f.text(&r.attribution);
-        }
-        Row::Ohlcv(r) => {
-            f.0.extend_from_slice(&13i16.to_be_bytes());
-            f.time(r.time);
-            f.text(&r.coin_id);
-            f.text(&r.symbol);
-            f.text(&r.exchange_id);
-            f.text(&r.timeframe);
-            f.decimal(&r.open_price);
-            f.decimal(&r.high_price);
-            f.decimal(&r.low_price);
-            f.decimal(&r.close_price);
-            f.decimal(&r.volume);
-            f.opt_bigint(r.trades);
-            f.text(&r.source);
-            f.text(&r.attribution);
-        }
-        Row::Analytics(r) => {
-            f.0.extend_from_slice(&10i16.to_be_bytes());
-            f.time(r.time);
-            f.decimal(&r.total_market_cap);
-            f.decimal(&r.total_volume);
-            f.decimal(&r.btc_dominance);
-            f.opt_decimal(&r.eth_dominance);
-            f.opt_integer(r.active_cryptocurrencies);
-            f.opt_integer(r.active_exchanges);
-            f.opt_decimal(&r.market_cap_change_24h);
-            f.text(&r.source);
-            f.text(&r.attribution);
-        }
-        Row::Level1(r) => {
-            f.0.extend_from_slice(&9i16.to_be_bytes());
-            f.time(r.time);
-            f.text(&r.exchange_id);
-            f.text(&r.symbol);
-            f.decimal(&r.best_bid);
-            f.decimal(&r.best_ask);
-            f.opt_decimal(&r.bid_size);
-            f.opt_decimal(&r.ask_size);
-            f.bigint(r.sequence);
-            f.text(&r.source);
-        }
-    }
+/// A level-1 quote's cells for tests: `time` in microseconds since the
+/// Unix epoch, bid 1, ask 2; its key columns are 0, 1, 2 and 7.
+#[cfg(test)]
+pub fn test_quote(time: i64, sequence: i64, source: &str) -> Vec<Cell<'static>> {
+    vec![
+        Cell::Time(Timestamp(time)),
+        Cell::Text("e".into()),
+        Cell::Text("s".into()),
+        Cell::Numeric(Decimal::from_i64(1)),
+        Cell::Numeric(Decimal::from_i64(2)),
+        Cell::Null,
+        Cell::Null,
+        Cell::BigInt(sequence),
+        Cell::Text(source.to_owned().into()),
+    ]
 }
+
+/// The key columns of [`test_quote`].
+#[cfg(test)]
+pub const TEST_QUOTE_KEY: [usize; 4] = [0, 1, 2, 7];
 
 #[cfg(test)]
 mod tests {
     use super::*;
 
-    fn quote(seq: i64, source: &str) -> Row {
+    fn quote(seq: i64, source: &str) -> Vec<Cell<'static>> {
         // The PostgreSQL epoch, 2000-01-01.
-        Row::test_quote(946_684_800_000_000, seq, source)
+        test_quote(946_684_800_000_000, seq, source)
     }
 
-    fn encode(rows: &[Row]) -> EncodedRows {
+    fn encode(rows: &[Vec<Cell<'_>>]) -> EncodedRows {
         let mut buffer = RowBuffer::default();
         for row in rows {
             buffer.push(row);
@@ -332,33 +303,27 @@ mod tests {
         // source is not part of it.
         let rows = encode(&[quote(1, "a"), quote(2, "b"), quote(1, "c")]);
         let refs: Vec<&[u8]> = rows.rows().collect();
-        assert_eq!(latest_per_key(DataType::Level1, &refs), [1, 2]);
-        let other_time = encode(&[Row::test_quote(1, 1, "a"), quote(1, "a")]);
+        assert_eq!(latest_per_key(&TEST_QUOTE_KEY, &refs), [1, 2]);
+        let other_time = encode(&[test_quote(1, 1, "a"), quote(1, "a")]);
         let refs: Vec<&[u8]> = other_time.rows().collect();
-        assert_eq!(latest_per_key(DataType::Level1, &refs), [0, 1]);
+        assert_eq!(latest_per_key(&TEST_QUOTE_KEY, &refs), [0, 1]);
     }
 
     #[test]
     fn keys_are_read_from_the_right_columns() {
-        use crate::decimal::Decimal;
-        use crate::record::{AnalyticsRow, OhlcvRow, PriceRow};
-        let d = |v| Decimal::from_i64(v);
+        let d = |v| Cell::Numeric(Decimal::from_i64(v));
+        let t = |s: &str| Cell::Text(s.to_owned().into());
+        // A price: key (time, coin_id, exchange_id) = columns 0, 1, 3.
         let price = |coin: &str, exchange: &str, symbol: &str, usd| {
-            Row::Price(PriceRow {
-                time: Timestamp(1),
-                coin_id: coin.into(),
-                symbol: symbol.into(),
-                exchange_id: exchange.into(),
-                usd_price: d(usd),
-                btc_price: None,
-                market_cap: Some(d(5)),
-                volume_24h: None,
-                change_24h: None,
-                source: "s".into(),
-                attribution: "a".into(),
-            })
+            vec![
+                Cell::Time(Timestamp(1)),
+                t(coin),
+                t(symbol),
+                t(exchange),
+                d(usd),
+                Cell::Null,
+            ]
         };
-        // Same coin, exchange and time: one key, whatever the other columns.
         let rows = encode(&[
             price("btc", "x", "BTC", 1),
             price("btc", "x", "XBT", 2),
@@ -366,48 +331,39 @@ mod tests {
             price("eth", "x", "BTC", 4),
         ]);
         let refs: Vec<&[u8]> = rows.rows().collect();
-        assert_eq!(latest_per_key(DataType::Price, &refs), [1, 2, 3]);
-        let candle = |timeframe: &str, trades| {
-            Row::Ohlcv(OhlcvRow {
-                time: Timestamp(1),
-                coin_id: "btc".into(),
-                symbol: "BTC".into(),
-                exchange_id: "x".into(),
-                timeframe: timeframe.into(),
-                open_price: d(1),
-                high_price: d(1),
-                low_price: d(1),
-                close_price: d(1),
-                volume: d(1),
-                trades,
-                source: "s".into(),
-                attribution: "a".into(),
-            })
+        assert_eq!(latest_per_key(&[0, 1, 3], &refs), [1, 2, 3]);
+        // A key column after a NULL column is still found.
+        let row = |a: Option<i64>, b: i64| {
+            vec![
+                a.map_or(Cell::Null, Cell::BigInt),
+                Cell::Jsonb("{}".into()),
+                Cell::BigInt(b),
+            ]
         };
-        let rows = encode(&[
-            candle("1m", None),
-            candle("5m", Some(3)),
-            candle("1m", Some(4)),
+        let rows = encode(&[row(None, 1), row(Some(1), 1), row(None, 2)]);
+        let refs: Vec<&[u8]> = rows.rows().collect();
+        assert_eq!(latest_per_key(&[2], &refs), [1, 2]);
+    }
+
+    #[test]
+    fn every_cell_type_has_postgres_binary_form() {
+        let mut buffer = RowBuffer::default();
+        buffer.push(&[
+            Cell::Boolean(true),
+            Cell::Integer(-2),
+            Cell::Double(1.5),
+            Cell::Jsonb(r#"{"a":1}"#.into()),
         ]);
-        let refs: Vec<&[u8]> = rows.rows().collect();
-        assert_eq!(latest_per_key(DataType::Ohlcv, &refs), [1, 2]);
-        let market = |source: &str, cap| {
-            Row::Analytics(AnalyticsRow {
-                time: Timestamp(1),
-                total_market_cap: d(cap),
-                total_volume: d(1),
-                btc_dominance: d(1),
-                eth_dominance: None,
-                active_cryptocurrencies: Some(3),
-                active_exchanges: None,
-                market_cap_change_24h: None,
-                source: source.into(),
-                attribution: "a".into(),
-            })
-        };
-        let rows = encode(&[market("cg", 1), market("cmc", 2), market("cg", 3)]);
-        let refs: Vec<&[u8]> = rows.rows().collect();
-        assert_eq!(latest_per_key(DataType::Analytics, &refs), [1, 2]);
+        let rows = buffer.freeze();
+        let row = rows.rows().next().unwrap();
+        let mut expected = vec![0, 4];
+        expected.extend_from_slice(&[0, 0, 0, 1, 1]);
+        expected.extend_from_slice(&[0, 0, 0, 4, 0xff, 0xff, 0xff, 0xfe]);
+        expected.extend_from_slice(&[0, 0, 0, 8]);
+        expected.extend_from_slice(&1.5f64.to_bits().to_be_bytes());
+        expected.extend_from_slice(&[0, 0, 0, 8, 1]);
+        expected.extend_from_slice(br#"{"a":1}"#);
+        assert_eq!(row, &expected[..]);
     }
 
     #[test]

@@ -72,7 +72,7 @@ pub struct Health {
     database_probed: AtomicBool,
     /// Tables that cannot go on until something outside the sink changes,
     /// with the reason.
-    blocked: Mutex<BTreeMap<&'static str, String>>,
+    blocked: Mutex<BTreeMap<String, String>>,
     topics: Mutex<BTreeMap<Arc<str>, Arc<TopicCounters>>>,
     /// Assigned partitions and their lag.
     partitions: Mutex<BTreeMap<(Arc<str>, i32), PartitionLag>>,
@@ -277,10 +277,10 @@ impl Health {
 
     /// Reports `table` blocked with `reason`, or no longer (None); true
     /// when that changes whether it is blocked (to be logged once).
-    pub fn set_blocked(&self, table: &'static str, reason: Option<String>) -> bool {
+    pub fn set_blocked(&self, table: &str, reason: Option<String>) -> bool {
         let mut blocked = lock(&self.blocked);
         let changed = match reason {
-            Some(reason) => blocked.insert(table, reason).is_none(),
+            Some(reason) => blocked.insert(table.to_owned(), reason).is_none(),
             None => blocked.remove(table).is_some(),
         };
         let value = if blocked.contains_key(table) {
@@ -288,7 +288,7 @@ impl Health {
         } else {
             0.0
         };
-        metrics::gauge!("timesink_table_blocked", "table" => table).set(value);
+        metrics::gauge!("timesink_table_blocked", "table" => table.to_owned()).set(value);
         changed
     }
 

@@ -10,10 +10,16 @@
 //!   commit that follows the database commit. It reads headers through
 //!   `native_headers`, the one module with `unsafe` reads of librdkafka's
 //!   memory; [`kafka_log`] keeps librdkafka's log to one line per change.
-//! - [`decode`]: headers and value bytes → records (JSON bare, envelope or
-//!   array; bincode; LZ4 frames, read by [`lz4_frame`]). Pure. The wire
-//!   shapes live in [`wire`].
-//! - [`validate`]: records → rows of their table, or the rule they break. Pure.
+//! - [`catalog`]: every table the sink writes, each described once (topics,
+//!   columns and where their values come from, key, rules, batch, writer
+//!   and TimescaleDB settings): the four of the contract in
+//!   `src/catalog/tables/*.toml`, a user's in the configuration. The SQL of
+//!   a table is generated from its description.
+//! - [`decode`]: headers and value bytes → records, each the values its
+//!   table's description reads (JSON bare, envelope or array along the
+//!   table's JSON paths; bincode in its declared layout; LZ4 frames). Pure.
+//! - [`validate`]: a record → a row of its table, each column read as its
+//!   type and checked against its rules, or the rule it breaks. Pure.
 //! - [`batch`]: rows → one batch per topic, flushed on rows, bytes or age. Pure.
 //!   A batch holds its rows as COPY sends them: [`copy_format`] encodes each
 //!   row as it is validated (pure).
@@ -24,7 +30,7 @@
 //!   transient, too big, blocked) and holds the backoff; [`coalesce`] joins
 //!   the batches that arrive during a write into the next transaction;
 //!   [`budget`] bounds each table's rows in flight. [`schema`] creates the
-//!   tables from `sql/` and compares the live ones with what the sink writes.
+//!   tables from the catalog and compares the live ones with it.
 //! - [`dead_letter`]: invalid messages to `<topic>.dlq`, byte for byte, acknowledged
 //!   before their offset is stored.
 //! - [`pipeline`]: wires the stages together and runs them until shutdown.
@@ -38,11 +44,12 @@
 //! - [`produce`]: the load generator behind `timesink produce`; [`topics`]:
 //!   `topics.yaml` and topic creation.
 //!
-//! Shared vocabulary: [`config`], [`database`] (connections, TLS), [`record`] (rows and data types),
-//! [`decimal`] (exact decimals), [`message`] (a consumed message).
+//! Shared vocabulary: [`config`], [`database`] (connections, TLS), [`time`]
+//! (timestamps), [`decimal`] (exact decimals), [`message`] (a consumed message).
 
 pub mod batch;
 pub mod budget;
+pub mod catalog;
 pub mod check;
 pub mod coalesce;
 pub mod config;
@@ -55,17 +62,15 @@ pub mod decode;
 pub mod health;
 pub mod http;
 pub mod kafka_log;
-pub mod lz4_frame;
 pub mod message;
 mod native_headers;
 pub mod pg_error;
 pub mod pipeline;
 pub mod produce;
-pub mod record;
 pub mod schema;
 pub mod telemetry;
+pub mod time;
 pub mod topic_ids;
 pub mod topics;
 pub mod validate;
-pub mod wire;
 pub mod write;

@@ -15,8 +15,9 @@ use tokio_util::sync::CancellationToken;
 
 use timesink::config::{Config, LogFormat};
 use timesink::health::Health;
+use timesink::produce::DataType;
 use timesink::produce::{self, Encoding, Generator};
-use timesink::record::{DataType, Timestamp};
+use timesink::time::Timestamp;
 use timesink::{check, http, pipeline, schema, telemetry, topics};
 
 #[derive(Parser)]
@@ -161,7 +162,8 @@ fn real_main() -> anyhow::Result<()> {
                     timesink::pg_error::describe(&e)
                 )
             })?;
-            let report = schema::apply(&mut client, config.database.timescaledb).await?;
+            let catalog = config.catalog()?;
+            let report = schema::apply(&mut client, config.database.timescaledb, &catalog).await?;
             println!(
                 "tables ready in {} ({})",
                 database.target(),
@@ -202,8 +204,13 @@ fn real_main() -> anyhow::Result<()> {
             let exchanges: Vec<String> = exchanges.into_iter().filter(|e| !e.is_empty()).collect();
             // Ten minutes back, so that a long run stays within "5 minutes ahead".
             let start = Timestamp(chrono::Utc::now().timestamp_micros() - 600_000_000);
-            let mut generator =
-                Generator::new(config.topics.clone(), exchanges, types, encodings, start);
+            let mut generator = Generator::new(
+                produce::Topics::of(&config.catalog()?),
+                exchanges,
+                types,
+                encodings,
+                start,
+            );
             let summary =
                 produce::run(&config.kafka, &mut generator, count, rate).context("producing")?;
             println!(

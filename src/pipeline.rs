@@ -2,7 +2,7 @@
 //!
 //! One task routes the consumer's events: it decodes and validates each
 //! message, keeps the open batches, and hands full or due batches to a
-//! writer task of their table (`batch.writers`; a partition always to the
+//! writer task of their table (`tables.<name>.writers`; a partition always to the
 //! same one), which takes them as they arrive and joins them
 //! into its next transaction while PostgreSQL takes the current one
 //! (bounded: a slow database slows fetching, never grows memory). Writers
@@ -19,8 +19,9 @@ use tokio::sync::mpsc;
 use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
 
-use crate::batch::{Batch, Batcher, Entry, Outcome, RejectClass, Rejection};
+use crate::batch::{Batch, Batcher, Entry, Limits, Outcome, RejectClass, Rejection};
 use crate::budget::{Fetching, TableBudget};
+use crate::catalog::{Catalog, CatalogError, Route, TableId};
 use crate::coalesce::Coalescer;
 use crate::config::Config;
 use crate::consume::{self, Assignment, Command, Event};
@@ -30,8 +31,8 @@ use crate::dead_letter::DeadLetters;
 use crate::decode::{self, Bounds, Encoding};
 use crate::health::{Health, TopicCounters};
 use crate::message::SourceMessage;
-use crate::record::{DataType, Timestamp};
 use crate::schema;
+use crate::time::Timestamp;
 use crate::validate::{self, Context};
 use crate::write::{Fence, Flush, Report, Writer};
 
@@ -50,6 +51,8 @@ pub enum RunError {
     Database(#[source] tokio_postgres::Error),
     #[error("configuration key `database.url`: {0}")]
     DatabaseUrl(#[from] crate::database::UrlError),
+    #[error(transparent)]
+    Catalog(#[from] CatalogError),
     #[error(transparent)]
     Schema(#[from] schema::SchemaError),
     #[error(transparent)]
@@ -75,17 +78,16 @@ struct PartitionState {
     /// Whether a message has been read since the assignment (the first one
     /// is where lag in seconds is measured from until a commit).
     read_any: bool,
-    /// The table its topic feeds (None: a topic of no known data type).
-    data_type: Option<DataType>,
-}
-
-fn table_index(t: DataType) -> usize {
-    DataType::ALL.iter().position(|&x| x == t).unwrap_or(0)
+    /// The table its topic feeds and the captures of the table's topic
+    /// pattern (None: a topic no table takes).
+    route: Option<Arc<Route>>,
+    /// When its topic's batches are flushed.
+    limits: Limits,
 }
 
 /// What the start found of the tables: the report, and the shape of each
 /// table as the sink writes it.
-type Prepared = (schema::SchemaReport, Vec<(&'static str, schema::Shape)>);
+type Prepared = (schema::SchemaReport, Vec<(String, schema::Shape)>);
 
 /// Makes the tables ready (creating those missing) and compares the live
 /// ones with what the sink writes: a table that differs is reported
@@ -94,6 +96,7 @@ type Prepared = (schema::SchemaReport, Vec<(&'static str, schema::Shape)>);
 /// end the start.
 async fn prepare_schema(
     config: &Config,
+    catalog: &Catalog,
     database: &Database,
     health: &Health,
     shutdown: &CancellationToken,
@@ -103,18 +106,17 @@ async fn prepare_schema(
     loop {
         let attempt = async {
             let mut client = database.connect().await.map_err(RunError::Database)?;
-            let report = schema::prepare(&mut client, config.database.timescaledb).await?;
-            let shapes = schema::expected_shapes(&mut client).await?;
-            for t in DataType::ALL {
-                let Some((table, shape)) = shapes.iter().find(|(name, _)| *name == t.table())
-                else {
+            let report = schema::prepare(&mut client, config.database.timescaledb, catalog).await?;
+            let shapes = schema::expected_shapes(&mut client, catalog).await?;
+            for t in catalog.tables() {
+                let Some((table, shape)) = shapes.iter().find(|(name, _)| *name == t.name) else {
                     continue;
                 };
                 let found = schema::check_table(&client, table, shape)
                     .await
                     .map_err(schema::SchemaError::Catalog)?;
                 if let Some(reason) = found {
-                    tracing::error!(table, %reason, "table blocked: it does not match what the sink writes; re-checked every few seconds until it does");
+                    tracing::error!(%table, %reason, "table blocked: it does not match what the sink writes; re-checked every few seconds until it does");
                     health.set_blocked(table, Some(reason));
                 }
             }
@@ -173,12 +175,14 @@ pub async fn run(
     shutdown: CancellationToken,
 ) -> Result<(), RunError> {
     let database = config.database()?;
+    let catalog = Arc::new(config.catalog()?);
     tokio::spawn(crate::health::probe_database(
         health.clone(),
         database.clone(),
         shutdown.clone(),
     ));
-    let Some((report, shapes)) = prepare_schema(&config, &database, &health, &shutdown).await?
+    let Some((report, shapes)) =
+        prepare_schema(&config, &catalog, &database, &health, &shutdown).await?
     else {
         return Ok(()); // shut down while waiting for the database
     };
@@ -195,7 +199,7 @@ pub async fn run(
 
     // Writers stop retrying only when the shutdown deadline has passed.
     let writers_stop = CancellationToken::new();
-    let mut writer_queues: HashMap<(DataType, usize), mpsc::Sender<Flush>> = HashMap::new();
+    let mut writer_queues: HashMap<(TableId, usize), mpsc::Sender<Flush>> = HashMap::new();
     let mut writer_tasks: Vec<JoinHandle<()>> = Vec::new();
     // How large a transaction may grow by coalescing the batches that
     // arrive while the writer writes: under a backlog, fewer and larger
@@ -213,24 +217,22 @@ pub async fn run(
         metrics::counter!("timesink_offset_resets_total", "reason" => reason).absolute(0);
     }
     metrics::counter!("timesink_dead_letter_stubs_total").absolute(0);
-    let writers = DataType::ALL
-        .into_iter()
-        .flat_map(|t| (0..config.batch.writers.of(t)).map(move |w| (t, w)));
+    let writers = catalog
+        .tables()
+        .iter()
+        .flat_map(|t| (0..t.writers).map(move |w| (t, w)));
     for (t, w) in writers {
+        let name = t.name.clone();
         // Exported from the start, so that dashboards show 0, not "no data".
-        metrics::counter!("timesink_write_retries_total", "table" => t.table()).absolute(0);
-        metrics::counter!("timesink_batch_splits_total", "table" => t.table()).absolute(0);
+        metrics::counter!("timesink_write_retries_total", "table" => name.clone()).absolute(0);
+        metrics::counter!("timesink_batch_splits_total", "table" => name.clone()).absolute(0);
         // A table found changed at start is already reported blocked.
-        let blocked = if health.is_blocked(t.table()) {
-            1.0
-        } else {
-            0.0
-        };
-        metrics::gauge!("timesink_table_blocked", "table" => t.table()).set(blocked);
-        metrics::gauge!("timesink_table_paused", "table" => t.table()).set(0.0);
+        let blocked = if health.is_blocked(&name) { 1.0 } else { 0.0 };
+        metrics::gauge!("timesink_table_blocked", "table" => name.clone()).set(blocked);
+        metrics::gauge!("timesink_table_paused", "table" => name.clone()).set(0.0);
         let expected = shapes
             .iter()
-            .find(|(name, _)| *name == t.table())
+            .find(|(n, _)| *n == name)
             .map(|(_, shape)| shape.clone());
         let writer = Writer::new(
             t,
@@ -242,7 +244,8 @@ pub async fn run(
         );
         let (tx, rx) = mpsc::channel::<Flush>(WRITER_QUEUE);
         let task = WriterTask {
-            data_type: t,
+            table: t.id,
+            name: Arc::from(name.as_str()),
             index: w,
             commands: command_tx.clone(),
             reports: report_tx.clone(),
@@ -254,29 +257,40 @@ pub async fn run(
             rx,
             Coalescer::new(coalesce.0, coalesce.1),
         )));
-        writer_queues.insert((t, w), tx);
+        writer_queues.insert((t.id, w), tx);
     }
     drop(report_tx);
 
     let consumer = consume::start(
         &config,
+        catalog.clone(),
         tokio::runtime::Handle::current(),
         event_tx,
         command_rx,
         health.clone(),
         &database,
     )?;
-    let progress_task = spawn_progress(&config, health.clone());
+    let progress_task = spawn_progress(&config, &catalog, health.clone());
 
     let mut router = Router {
         config: &config,
-        batcher: Batcher::new(config.batch.adaptive, config.batch.writers),
+        catalog: &catalog,
+        envelopes: catalog
+            .envelope_names()
+            .into_iter()
+            .map(str::to_owned)
+            .collect(),
+        batcher: Batcher::new(
+            config.batch.adaptive,
+            catalog.tables().iter().map(|t| t.writers).collect(),
+        ),
         partitions: HashMap::new(),
         writers: writer_queues,
         commands: command_tx.clone(),
-        budgets: DataType::ALL
-            .into_iter()
-            .map(|t| (t, TableBudget::new(config.batch.max_rows_in_flight)))
+        budgets: catalog
+            .tables()
+            .iter()
+            .map(|t| (t.id, TableBudget::new(config.batch.max_rows_in_flight)))
             .collect(),
         health: health.clone(),
         rows: RowBuffer::default(),
@@ -369,7 +383,8 @@ pub async fn run(
 
 /// One writer's task: where its reports go.
 struct WriterTask {
-    data_type: DataType,
+    table: TableId,
+    name: Arc<str>,
     index: usize,
     /// The consumer thread: Kafka commits of what the database committed.
     commands: std_mpsc::Sender<Command>,
@@ -423,7 +438,7 @@ impl WriterTask {
     /// Counts a written flush, asks for its Kafka commit, and tells the router.
     fn report(&self, report: Report, took: Duration, held: usize) {
         if let Some(topic) = &report.topic {
-            account(&self.health, self.data_type, topic, &report);
+            account(&self.health, &self.name, topic, &report);
         }
         // Between the database commit and the Kafka commit.
         fail::fail_point!("commit-after", |_| std::process::abort());
@@ -434,7 +449,7 @@ impl WriterTask {
             });
         }
         let _ = self.reports.send(Written {
-            data_type: self.data_type,
+            table: self.table,
             writer: self.index,
             took,
             held,
@@ -471,7 +486,7 @@ async fn sleep_until(deadline: Option<Instant>) {
 /// A writer's news for the router: how long a transaction took (what
 /// adaptive lingers follow), and what it committed or found fenced.
 struct Written {
-    data_type: DataType,
+    table: TableId,
     writer: usize,
     took: Duration,
     /// The rows of the table's budget the written flush held.
@@ -482,15 +497,18 @@ struct Written {
 /// Routes events: decodes, validates, batches and ships.
 struct Router<'c> {
     config: &'c Config,
+    catalog: &'c Catalog,
+    /// The envelope dataTypes any table takes.
+    envelopes: Vec<String>,
     batcher: Batcher,
     partitions: HashMap<(Arc<str>, i32), PartitionState>,
     /// The writer tasks' queues, by table and writer.
-    writers: HashMap<(DataType, usize), mpsc::Sender<Flush>>,
+    writers: HashMap<(TableId, usize), mpsc::Sender<Flush>>,
     commands: std_mpsc::Sender<Command>,
     /// Per table, the rows between batching and commit and the batches
     /// waiting for room (with their writer): a table out of room pauses
     /// its own partitions, never the router.
-    budgets: HashMap<DataType, TableBudget<(usize, Flush)>>,
+    budgets: HashMap<TableId, TableBudget<(usize, Flush)>>,
     health: Arc<Health>,
     /// The rows of the message at hand, encoded, on their way into its
     /// batch: one buffer for every message, so none allocates its own.
@@ -532,10 +550,22 @@ impl Router<'_> {
                     }
                     self.health.assigned(&topic, partition, start, high);
                     let counters = self.health.topic(&topic);
-                    let data_type = self.config.topics.classify(&topic).map(|(t, _)| t);
+                    let route = self
+                        .catalog
+                        .route(&topic, &self.config.dead_letter.suffix)
+                        .map(Arc::new);
+                    if route.is_none() {
+                        tracing::error!(%topic, partition, "assigned a topic no table takes (its messages are not read): the subscription pattern and the tables' topic patterns disagree");
+                    }
+                    let limits = match (self.config.batch.topics.get(&*topic), &route) {
+                        (Some(l), _) => Limits::from(l),
+                        (None, Some(r)) => Limits::from(&self.catalog.table(r.table).batch),
+                        (None, None) => Limits::from(&Default::default()),
+                    };
                     // A partition of a table out of room waits with the others.
-                    if data_type
-                        .and_then(|t| self.budgets.get(&t))
+                    if route
+                        .as_ref()
+                        .and_then(|r| self.budgets.get(&r.table))
                         .is_some_and(TableBudget::is_paused)
                     {
                         let _ = self
@@ -549,7 +579,8 @@ impl Router<'_> {
                             expected: stored,
                             counters,
                             read_any: false,
-                            data_type,
+                            route,
+                            limits,
                         },
                     );
                 }
@@ -567,7 +598,7 @@ impl Router<'_> {
 
     fn message(&mut self, message: SourceMessage, epoch: u64, clock: (Timestamp, Instant)) {
         let key = (message.topic.clone(), message.partition);
-        match self.partitions.get_mut(&key) {
+        let (route, limits) = match self.partitions.get_mut(&key) {
             Some(state) if state.epoch == epoch => {
                 state.counters.consumed.fetch_add(1, Relaxed);
                 state.counters.consumed_metric.increment(1);
@@ -577,17 +608,20 @@ impl Router<'_> {
                         self.health.first_read(&message.topic, message.partition, t);
                     }
                 }
+                // A topic no table takes was reported at its assignment.
+                let Some(route) = state.route.clone() else {
+                    return;
+                };
+                (route, state.limits)
             }
             // Read under an earlier assignment: it will be read again.
             _ => return,
-        }
-        let Some((data_type, exchange)) = self.config.topics.classify(&message.topic) else {
-            tracing::warn!(topic = %message.topic, "message from a topic of no known data type; skipped");
-            return;
         };
+        let envelopes: Vec<&str> = self.envelopes.iter().map(String::as_str).collect();
         let outcome = process(
-            data_type,
-            exchange,
+            self.catalog,
+            &route,
+            &envelopes,
             &message,
             &self.config.bounds(),
             clock.0,
@@ -600,11 +634,10 @@ impl Router<'_> {
                 "invalid message goes to the dead-letter topic"
             );
         }
-        let limits = self.config.batch.for_topic(&message.topic, data_type);
         let entry = Entry { message, outcome };
         if let Some(batch) = self
             .batcher
-            .push(data_type, entry, &mut self.rows, limits, clock.1)
+            .push(route.table, entry, &mut self.rows, limits, clock.1)
         {
             self.ship(batch);
         }
@@ -628,11 +661,12 @@ impl Router<'_> {
         if fences.is_empty() {
             return;
         }
-        let table = batch.data_type.table();
-        metrics::histogram!("timesink_batch_rows", "table" => table).record(batch.rows as f64);
+        let table = self.catalog.table(batch.table).name.clone();
+        metrics::histogram!("timesink_batch_rows", "table" => table.clone())
+            .record(batch.rows as f64);
         metrics::histogram!("timesink_batch_bytes", "table" => table).record(batch.bytes as f64);
-        let (data_type, writer, rows) = (batch.data_type, batch.writer, batch.rows);
-        if let Some(budget) = self.budgets.get_mut(&data_type) {
+        let (table, writer, rows) = (batch.table, batch.writer, batch.rows);
+        if let Some(budget) = self.budgets.get_mut(&table) {
             let flush = Flush {
                 batch,
                 fences,
@@ -640,18 +674,18 @@ impl Router<'_> {
             };
             budget.push(rows, (writer, flush));
         }
-        self.admit(data_type);
+        self.admit(table);
     }
 
     /// Hands a table's waiting batches to its writers while its budget has
     /// room and their queues take them; pauses or resumes the table's
     /// partitions as that changes.
-    fn admit(&mut self, data_type: DataType) {
-        let Some(budget) = self.budgets.get_mut(&data_type) else {
+    fn admit(&mut self, table: TableId) {
+        let Some(budget) = self.budgets.get_mut(&table) else {
             return;
         };
         while let Some((held, (writer, mut flush))) = budget.admit() {
-            let Some(queue) = self.writers.get(&(data_type, writer)) else {
+            let Some(queue) = self.writers.get(&(table, writer)) else {
                 budget.release(held);
                 continue;
             };
@@ -671,14 +705,15 @@ impl Router<'_> {
             return;
         };
         let paused = if change == Fetching::Pause { 1.0 } else { 0.0 };
-        metrics::gauge!("timesink_table_paused", "table" => data_type.table()).set(paused);
-        let partitions = self.partitions_of(data_type);
+        let name = self.catalog.table(table).name.clone();
+        metrics::gauge!("timesink_table_paused", "table" => name.clone()).set(paused);
+        let partitions = self.partitions_of(table);
         let what = match change {
             Fetching::Pause => "table out of room: its partitions paused",
             Fetching::Resume => "table has room again: its partitions resumed",
         };
         tracing::debug!(
-            table = data_type.table(),
+            table = %name,
             partitions = partitions.len(),
             "{what}"
         );
@@ -688,11 +723,11 @@ impl Router<'_> {
         });
     }
 
-    /// The assigned partitions whose topic feeds `data_type`'s table.
-    fn partitions_of(&self, data_type: DataType) -> Vec<(Arc<str>, i32)> {
+    /// The assigned partitions whose topic feeds `table`.
+    fn partitions_of(&self, table: TableId) -> Vec<(Arc<str>, i32)> {
         self.partitions
             .iter()
-            .filter(|(_, state)| state.data_type == Some(data_type))
+            .filter(|(_, state)| state.route.as_ref().is_some_and(|r| r.table == table))
             .map(|(key, _)| key.clone())
             .collect()
     }
@@ -709,23 +744,21 @@ impl Router<'_> {
 
     fn written(&mut self, written: Written) {
         let Written {
-            data_type,
+            table,
             writer,
             took,
             held,
             report,
         } = written;
-        if let Some(budget) = self.budgets.get_mut(&data_type) {
+        if let Some(budget) = self.budgets.get_mut(&table) {
             budget.release(held);
         }
-        self.admit(data_type);
-        self.batcher.observe_write(data_type, took);
-        let limits = self.config.batch.for_type(data_type);
-        metrics::gauge!("timesink_batch_linger_seconds", "table" => data_type.table()).set(
-            self.batcher
-                .linger(data_type, writer, &limits)
-                .as_secs_f64(),
-        );
+        self.admit(table);
+        self.batcher.observe_write(table, took);
+        let spec = self.catalog.table(table);
+        let limits = Limits::from(&spec.batch);
+        metrics::gauge!("timesink_batch_linger_seconds", "table" => spec.name.clone())
+            .set(self.batcher.linger(table, writer, &limits).as_secs_f64());
         if !report.fenced.is_empty() {
             self.fenced(report);
         }
@@ -753,10 +786,10 @@ impl Router<'_> {
 }
 
 /// Counts what a writer committed and dead-lettered, in the metrics and in `/status`.
-fn account(health: &Health, data_type: DataType, topic: &Arc<str>, report: &Report) {
+fn account(health: &Health, table: &str, topic: &Arc<str>, report: &Report) {
     metrics::counter!(
         "timesink_rows_written_total",
-        "table" => data_type.table(),
+        "table" => table.to_owned(),
         "topic" => topic.to_string()
     )
     .increment(report.rows as u64);
@@ -783,10 +816,12 @@ fn now() -> Timestamp {
 
 /// Decodes and validates one message: its rows, encoded into `rows` (which
 /// it leaves as it found them when the message is dead-lettered), or why it
-/// is dead-lettered.
+/// is dead-lettered. `route` is where its topic goes; `envelopes` the
+/// dataTypes any table takes.
 pub fn process(
-    data_type: DataType,
-    exchange: Option<&str>,
+    catalog: &Catalog,
+    route: &Route,
+    envelopes: &[&str],
     message: &SourceMessage,
     bounds: &Bounds,
     now: Timestamp,
@@ -802,65 +837,85 @@ pub fn process(
             ),
         ));
     }
-    let decoded = Encoding::from_headers(message.header_pairs())
-        .and_then(|encoding| decode::decode(data_type, encoding, message.value(), bounds));
-    let fields = match decoded {
-        Ok(fields) => fields,
+    let table = catalog.table(route.table);
+    let mut inflated = Vec::new();
+    let decoded = Encoding::from_headers(message.header_pairs()).and_then(|encoding| {
+        decode::decode(
+            table,
+            encoding,
+            message.value(),
+            &mut inflated,
+            bounds,
+            envelopes,
+        )
+    });
+    let records = match decoded {
+        Ok(records) => records,
         Err(e) => return Outcome::DeadLetter(Rejection::new(e.class(), e.to_string())),
     };
     let ctx = Context {
-        default_exchange: exchange.unwrap_or("aggregate"),
+        message,
+        captures: &route.captures,
         now,
     };
-    let many = fields.len() > 1;
+    let many = records.len() > 1;
     let before = rows.len();
-    for (i, f) in fields.into_iter().enumerate() {
-        match validate::validate(f, &ctx) {
-            Ok(row) => rows.push(&row),
-            Err(e) => {
+    crate::decimal::with_max_digits(bounds.decimal_digits, || {
+        for (i, record) in records.iter().enumerate() {
+            if let Err(e) = validate::validate(table, record, &ctx, rows) {
                 rows.truncate(before);
                 let reason = if many {
                     format!("element {i}: {e}")
                 } else {
                     e.to_string()
                 };
-                return Outcome::DeadLetter(Rejection::new(RejectClass::Validation, reason));
+                let class = if e.unreadable {
+                    RejectClass::Decode
+                } else {
+                    RejectClass::Validation
+                };
+                return Outcome::DeadLetter(Rejection::new(class, reason));
             }
         }
-    }
-    Outcome::Rows(rows.len() - before)
+        Outcome::Rows(rows.len() - before)
+    })
 }
 
 /// Logs rows/s per table, dead letters and the consumer lag every
 /// `progress_interval_ms`, from the counters of `/status`.
-fn spawn_progress(config: &Config, health: Arc<Health>) -> Option<JoinHandle<()>> {
+fn spawn_progress(
+    config: &Config,
+    catalog: &Arc<Catalog>,
+    health: Arc<Health>,
+) -> Option<JoinHandle<()>> {
     if config.progress_interval_ms == 0 {
         return None;
     }
     let interval = Duration::from_millis(config.progress_interval_ms);
-    let topics = config.topics.clone();
+    let catalog = catalog.clone();
+    let suffix = config.dead_letter.suffix.clone();
     Some(tokio::spawn(async move {
-        let mut last = [0u64; 4];
+        let tables = catalog.tables();
+        let mut last = vec![0u64; tables.len()];
         let mut ticker = tokio::time::interval(interval);
         ticker.tick().await;
         loop {
             ticker.tick().await;
             let status = health.status();
-            let (mut rows, mut dead_letters) = ([0u64; 4], 0);
+            let (mut rows, mut dead_letters) = (vec![0u64; tables.len()], 0);
             for (topic, counts) in &status.topics {
-                if let Some((t, _)) = topics.classify(topic) {
-                    rows[table_index(t)] += counts.rows_written;
+                if let Some(route) = catalog.route(topic, &suffix) {
+                    rows[route.table.index()] += counts.rows_written;
                 }
                 dead_letters += counts.dead_letters;
             }
             let secs = interval.as_secs_f64();
             let mut parts = Vec::new();
-            for t in DataType::ALL {
-                let now = rows[table_index(t)];
-                let rate = (now - last[table_index(t)]) as f64 / secs;
-                last[table_index(t)] = now;
-                parts.push(format!("{} {:.0}/s ({now})", t.table(), rate));
+            for (i, t) in tables.iter().enumerate() {
+                let rate = (rows[i] - last[i]) as f64 / secs;
+                parts.push(format!("{} {:.0}/s ({})", t.name, rate, rows[i]));
             }
+            last = rows;
             tracing::info!(
                 "progress: {} | dead letters {dead_letters} | lag {} messages",
                 parts.join(", "),

@@ -6,6 +6,7 @@
 //! microsecond per row), so the rows a sink stores can be counted against it.
 
 use std::collections::BTreeMap;
+use std::fmt;
 use std::io::Write;
 use std::time::{Duration, Instant};
 
@@ -15,9 +16,204 @@ use rdkafka::message::{Header, OwnedHeaders};
 use rdkafka::producer::{BaseRecord, DefaultProducerContext, Producer, ThreadedProducer};
 use serde_json::{Value, json};
 
-use crate::config::{KafkaConfig, TopicsConfig};
-use crate::record::{DataType, Timestamp};
-use crate::wire::{AnalyticsBincode, Level1Bincode, OhlcvBincode, PriceBincode};
+use crate::catalog::Catalog;
+use crate::config::KafkaConfig;
+use crate::time::Timestamp;
+
+/// The contract's data types: which record a message carries.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub enum DataType {
+    Price,
+    Ohlcv,
+    Analytics,
+    Level1,
+}
+
+impl DataType {
+    pub const ALL: [DataType; 4] = [
+        DataType::Price,
+        DataType::Ohlcv,
+        DataType::Analytics,
+        DataType::Level1,
+    ];
+
+    /// The `dataType` name used in envelopes.
+    pub fn name(self) -> &'static str {
+        match self {
+            DataType::Price => "price",
+            DataType::Ohlcv => "ohlcv",
+            DataType::Analytics => "analytics",
+            DataType::Level1 => "level1",
+        }
+    }
+
+    pub fn from_name(name: &str) -> Option<DataType> {
+        DataType::ALL.into_iter().find(|t| t.name() == name)
+    }
+
+    /// The table its rows are stored in.
+    pub fn table(self) -> &'static str {
+        match self {
+            DataType::Price => "crypto_prices",
+            DataType::Ohlcv => "ohlcv_data",
+            DataType::Analytics => "market_analytics",
+            DataType::Level1 => "level1_quotes",
+        }
+    }
+
+    /// The base topic of the contract.
+    pub fn default_topic(self) -> &'static str {
+        match self {
+            DataType::Price => "crypto-prices",
+            DataType::Ohlcv => "crypto-ohlcv",
+            DataType::Analytics => "crypto-analytics",
+            DataType::Level1 => "crypto-level1",
+        }
+    }
+}
+
+impl fmt::Display for DataType {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.name())
+    }
+}
+
+/// The base topic of each data type (per-exchange topics are
+/// `<base>-<exchangeId>`).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Topics {
+    pub prices: String,
+    pub ohlcv: String,
+    pub analytics: String,
+    pub level1: String,
+}
+
+impl Default for Topics {
+    fn default() -> Self {
+        Topics {
+            prices: DataType::Price.default_topic().into(),
+            ohlcv: DataType::Ohlcv.default_topic().into(),
+            analytics: DataType::Analytics.default_topic().into(),
+            level1: DataType::Level1.default_topic().into(),
+        }
+    }
+}
+
+impl Topics {
+    pub fn base(&self, data_type: DataType) -> &str {
+        match data_type {
+            DataType::Price => &self.prices,
+            DataType::Ohlcv => &self.ohlcv,
+            DataType::Analytics => &self.analytics,
+            DataType::Level1 => &self.level1,
+        }
+    }
+
+    /// The topics the sink reads each type from: the first topic its
+    /// table names, else the fixed start of its table's topic pattern.
+    pub fn of(catalog: &Catalog) -> Topics {
+        let base = |t: DataType| {
+            let Some(table) = catalog.by_name(t.table()) else {
+                return t.default_topic().to_owned();
+            };
+            if let Some(first) = table.topics.first() {
+                return first.clone();
+            }
+            table
+                .pattern
+                .as_ref()
+                .map(|p| literal_prefix(p.as_str()))
+                .filter(|p| !p.is_empty())
+                .unwrap_or_else(|| t.default_topic().to_owned())
+        };
+        Topics {
+            prices: base(DataType::Price),
+            ohlcv: base(DataType::Ohlcv),
+            analytics: base(DataType::Analytics),
+            level1: base(DataType::Level1),
+        }
+    }
+}
+
+/// The text a pattern starts with before its first operator (`^crypto\-prices(…` → `crypto-prices`).
+fn literal_prefix(pattern: &str) -> String {
+    let mut out = String::new();
+    let mut chars = pattern.strip_prefix('^').unwrap_or(pattern).chars();
+    while let Some(c) = chars.next() {
+        match c {
+            '\\' => match chars.next() {
+                Some(e) if !e.is_ascii_alphanumeric() => out.push(e),
+                _ => break,
+            },
+            c if c.is_ascii_alphanumeric() || c == '-' || c == '_' => out.push(c),
+            _ => break,
+        }
+    }
+    out
+}
+
+/// The bincode layout of a price record (field order is the contract's).
+#[derive(Debug, Clone, PartialEq, bincode::Encode, bincode::Decode)]
+pub struct PriceBincode {
+    pub coin_id: String,
+    pub symbol: String,
+    pub exchange_id: Option<String>,
+    pub usd_price: String,
+    pub btc_price: Option<String>,
+    pub market_cap: Option<String>,
+    pub volume_24h: Option<String>,
+    pub change_24h: Option<String>,
+    pub last_updated: i64,
+    pub source: String,
+    pub attribution: Option<String>,
+}
+
+/// The bincode layout of an OHLCV record.
+#[derive(Debug, Clone, PartialEq, bincode::Encode, bincode::Decode)]
+pub struct OhlcvBincode {
+    pub coin_id: String,
+    pub symbol: String,
+    pub exchange_id: Option<String>,
+    pub timeframe: String,
+    pub timestamp: i64,
+    pub open_price: String,
+    pub high_price: String,
+    pub low_price: String,
+    pub close_price: String,
+    pub volume: String,
+    pub trades: Option<u64>,
+    pub source: String,
+    pub attribution: Option<String>,
+}
+
+/// The bincode layout of a market analytics record.
+#[derive(Debug, Clone, PartialEq, bincode::Encode, bincode::Decode)]
+pub struct AnalyticsBincode {
+    pub timestamp: i64,
+    pub total_market_cap: String,
+    pub total_volume: String,
+    pub btc_dominance: String,
+    pub eth_dominance: Option<String>,
+    pub active_cryptocurrencies: Option<u32>,
+    pub active_exchanges: Option<u32>,
+    pub market_cap_change_24h: Option<String>,
+    pub source: String,
+    pub attribution: Option<String>,
+}
+
+/// The bincode layout of a level-1 quote.
+#[derive(Debug, Clone, PartialEq, bincode::Encode, bincode::Decode)]
+pub struct Level1Bincode {
+    pub symbol: String,
+    pub exchange_id: String,
+    pub best_bid: String,
+    pub best_ask: String,
+    pub bid_size: Option<String>,
+    pub ask_size: Option<String>,
+    pub timestamp: i64,
+    pub sequence: Option<u64>,
+    pub source: String,
+}
 
 /// The encodings a message can be produced in.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
@@ -72,7 +268,7 @@ const COINS: [(&str, &str); 8] = [
 
 /// Makes messages; deterministic for a given start time.
 pub struct Generator {
-    topics: TopicsConfig,
+    topics: Topics,
     exchanges: Vec<String>,
     types: Vec<DataType>,
     encodings: Vec<Encoding>,
@@ -84,7 +280,7 @@ pub struct Generator {
 
 impl Generator {
     pub fn new(
-        topics: TopicsConfig,
+        topics: Topics,
         exchanges: Vec<String>,
         types: Vec<DataType>,
         encodings: Vec<Encoding>,
@@ -398,37 +594,49 @@ pub fn run(
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::decode::{Encoding as Headers, decode};
-    use crate::validate::{Context, validate};
+    use crate::batch::Outcome;
+    use crate::copy_format::RowBuffer;
+    use crate::message::SourceMessage;
 
     #[test]
     fn every_generated_message_decodes_and_validates() {
         let start = Timestamp(1_795_370_400_000_000);
+        let catalog = crate::config::Config::default().catalog().unwrap();
+        let topics = Topics::of(&catalog);
+        assert_eq!(topics, Topics::default());
         let mut g = Generator::new(
-            TopicsConfig::default(),
+            topics,
             vec!["binance".into()],
             DataType::ALL.to_vec(),
             Encoding::ALL.to_vec(),
             start,
         );
-        let topics = TopicsConfig::default();
+        let envelopes = catalog.envelope_names();
         let mut seen = std::collections::HashSet::new();
+        let mut rows = RowBuffer::default();
         for _ in 0..200 {
             let m = g.next_message();
             seen.insert(m.topic.clone());
-            let (t, exchange) = topics.classify(&m.topic).unwrap();
-            let headers =
-                Headers::from_headers(m.headers.iter().map(|(k, v)| (*k, Some(v.as_bytes()))))
-                    .unwrap();
-            let fields = decode(t, headers, Some(&m.value), &Default::default()).unwrap();
-            assert_eq!(fields.len(), m.rows);
-            let ctx = Context {
-                default_exchange: exchange.unwrap_or("aggregate"),
-                now: start,
-            };
-            for f in fields {
-                validate(f, &ctx).unwrap();
-            }
+            let route = catalog.route(&m.topic, ".dlq").unwrap();
+            assert_eq!(catalog.table(route.table).name, m.data_type.table());
+            let message = SourceMessage::new(
+                m.topic.as_str().into(),
+                0,
+                0,
+                Some(m.key.as_bytes()),
+                Some(&m.value),
+                m.headers.iter().map(|(k, v)| (*k, Some(v.as_bytes()))),
+            );
+            let outcome = crate::pipeline::process(
+                &catalog,
+                &route,
+                &envelopes,
+                &message,
+                &Default::default(),
+                start,
+                &mut rows,
+            );
+            assert_eq!(outcome, Outcome::Rows(m.rows), "{}", m.topic);
         }
         assert_eq!(
             seen.len(),

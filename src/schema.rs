@@ -1,145 +1,39 @@
-//! The tables: created at start from the files in `sql/`, and the statements
-//! the writer runs against them.
-//!
-//! Each table's columns are listed once, here, in the order of `sql/001_tables.sql`
-//! and of the binary COPY tuples in [`crate::copy_format`].
+//! The tables in PostgreSQL: created at start from the catalog (and the
+//! sink's bookkeeping tables from `sql/001_bookkeeping.sql`), and the live
+//! ones compared with what the sink writes.
 
 use tokio_postgres::Client;
 
+use crate::catalog::{Catalog, sql};
 use crate::config::TimescaleMode;
-use crate::record::DataType;
 
-const TABLES_SQL: &str = include_str!("../sql/001_tables.sql");
-const TIMESCALEDB_SQL: &str = include_str!("../sql/002_timescaledb.sql");
+const BOOKKEEPING_SQL: &str = include_str!("../sql/001_bookkeeping.sql");
 
-/// A table's columns and primary key.
-pub struct TableSpec {
-    pub name: &'static str,
-    pub columns: &'static [&'static str],
-    pub key: &'static [&'static str],
+/// The sink's own tables.
+pub const BOOKKEEPING: [&str; 2] = ["timesink_offsets", "timesink_topics"];
+
+/// Every table the sink writes, data and bookkeeping.
+pub fn all_tables(catalog: &Catalog) -> Vec<String> {
+    catalog
+        .tables()
+        .iter()
+        .map(|t| t.name.clone())
+        .chain(BOOKKEEPING.iter().map(|b| (*b).to_owned()))
+        .collect()
 }
 
-pub const CRYPTO_PRICES: TableSpec = TableSpec {
-    name: "crypto_prices",
-    columns: &[
-        "time",
-        "coin_id",
-        "symbol",
-        "exchange_id",
-        "usd_price",
-        "btc_price",
-        "market_cap",
-        "volume_24h",
-        "change_24h",
-        "source",
-        "attribution",
-    ],
-    key: &["coin_id", "exchange_id", "time"],
-};
+/// The DDL of the catalog's tables (no TimescaleDB), in one script.
+pub fn tables_sql(catalog: &Catalog) -> String {
+    catalog.tables().iter().map(sql::create_table).collect()
+}
 
-pub const OHLCV_DATA: TableSpec = TableSpec {
-    name: "ohlcv_data",
-    columns: &[
-        "time",
-        "coin_id",
-        "symbol",
-        "exchange_id",
-        "timeframe",
-        "open_price",
-        "high_price",
-        "low_price",
-        "close_price",
-        "volume",
-        "trades",
-        "source",
-        "attribution",
-    ],
-    key: &["coin_id", "exchange_id", "timeframe", "time"],
-};
-
-pub const MARKET_ANALYTICS: TableSpec = TableSpec {
-    name: "market_analytics",
-    columns: &[
-        "time",
-        "total_market_cap",
-        "total_volume",
-        "btc_dominance",
-        "eth_dominance",
-        "active_cryptocurrencies",
-        "active_exchanges",
-        "market_cap_change_24h",
-        "source",
-        "attribution",
-    ],
-    key: &["source", "time"],
-};
-
-pub const LEVEL1_QUOTES: TableSpec = TableSpec {
-    name: "level1_quotes",
-    columns: &[
-        "time",
-        "exchange_id",
-        "symbol",
-        "best_bid",
-        "best_ask",
-        "bid_size",
-        "ask_size",
-        "sequence",
-        "source",
-    ],
-    key: &["exchange_id", "symbol", "time", "sequence"],
-};
-
-pub fn spec(data_type: DataType) -> &'static TableSpec {
-    match data_type {
-        DataType::Price => &CRYPTO_PRICES,
-        DataType::Ohlcv => &OHLCV_DATA,
-        DataType::Analytics => &MARKET_ANALYTICS,
-        DataType::Level1 => &LEVEL1_QUOTES,
+/// What TimescaleDB makes of the catalog's tables, in one script.
+pub fn timescaledb_sql(catalog: &Catalog) -> String {
+    let mut script = String::from("CREATE EXTENSION IF NOT EXISTS timescaledb;\n");
+    for table in catalog.tables() {
+        script.push_str(&sql::timescaledb(table));
     }
-}
-
-/// The SQL the writer runs for one table, built once.
-#[derive(Debug, Clone)]
-pub struct TableStatements {
-    /// `COPY <table> (...) FROM STDIN (FORMAT binary)`: the fast path.
-    pub copy: String,
-    /// Creates the session's staging table for the merge path.
-    pub create_stage: String,
-    /// `COPY` into the staging table.
-    pub copy_stage: String,
-    /// Moves the staging rows into the table; a key already there takes the new values.
-    pub merge: String,
-    /// Empties the staging table.
-    pub clear_stage: String,
-}
-
-impl TableSpec {
-    pub fn statements(&self) -> TableStatements {
-        let cols = self.columns.join(", ");
-        let stage = format!("timesink_stage_{}", self.name);
-        let updates: Vec<String> = self
-            .columns
-            .iter()
-            .filter(|c| !self.key.contains(c))
-            .map(|c| format!("{c} = EXCLUDED.{c}"))
-            .collect();
-        TableStatements {
-            copy: format!("COPY {} ({cols}) FROM STDIN (FORMAT binary)", self.name),
-            create_stage: format!(
-                "CREATE TEMP TABLE IF NOT EXISTS {stage} (LIKE {} INCLUDING DEFAULTS) ON COMMIT DELETE ROWS",
-                self.name
-            ),
-            copy_stage: format!("COPY {stage} ({cols}) FROM STDIN (FORMAT binary)"),
-            merge: format!(
-                "INSERT INTO {} ({cols}) SELECT {cols} FROM {stage} ON CONFLICT ({}) DO UPDATE SET {}",
-                self.name,
-                self.key.join(", "),
-                updates.join(", ")
-            ),
-            clear_stage: format!("TRUNCATE {stage}"),
-        }
-    }
+    script
 }
 
 /// What schema setup found.
@@ -153,9 +47,9 @@ pub struct SchemaReport {
 
 #[derive(Debug, thiserror::Error)]
 pub enum SchemaError {
-    #[error("creating the tables (sql/001_tables.sql): {}", crate::pg_error::describe(.0))]
+    #[error("creating the tables: {}", crate::pg_error::describe(.0))]
     Tables(#[source] tokio_postgres::Error),
-    #[error("setting up TimescaleDB (sql/002_timescaledb.sql): {}", crate::pg_error::describe(.0))]
+    #[error("setting up TimescaleDB hypertables and compression: {}", crate::pg_error::describe(.0))]
     Timescale(#[source] tokio_postgres::Error),
     #[error("reading the live tables' columns and keys: {}", crate::pg_error::describe(.0))]
     Catalog(#[source] tokio_postgres::Error),
@@ -172,33 +66,25 @@ pub enum SchemaError {
     TimescaleUnknown,
 }
 
-/// Every table the sink writes, data and bookkeeping.
-pub const ALL_TABLES: [&str; 6] = [
-    "crypto_prices",
-    "ohlcv_data",
-    "market_analytics",
-    "level1_quotes",
-    "timesink_offsets",
-    "timesink_topics",
-];
-
 /// Makes the tables ready for `run`: when they all exist, nothing is
 /// changed (no DDL: a role with only the grants the README lists can
 /// start); else [`apply`] creates what is missing.
 pub async fn prepare(
     client: &mut Client,
     mode: TimescaleMode,
+    catalog: &Catalog,
 ) -> Result<SchemaReport, SchemaError> {
+    let names: Vec<String> = all_tables(catalog).iter().map(|t| sql::ident(t)).collect();
     let missing: i64 = client
         .query_one(
             "SELECT count(*) FROM unnest($1::text[]) AS t(name) WHERE to_regclass(name) IS NULL",
-            &[&ALL_TABLES.as_slice()],
+            &[&names],
         )
         .await
         .map_err(SchemaError::Catalog)?
         .get(0);
     if missing > 0 {
-        return apply(client, mode).await;
+        return apply(client, mode, catalog).await;
     }
     let installed: bool = client
         .query_one(
@@ -221,12 +107,19 @@ pub async fn prepare(
 /// Idempotent, and serialised by an advisory lock so that instances starting
 /// together do not race. `timesink schema` runs it; `run` only when a table
 /// is missing.
-pub async fn apply(client: &mut Client, mode: TimescaleMode) -> Result<SchemaReport, SchemaError> {
+pub async fn apply(
+    client: &mut Client,
+    mode: TimescaleMode,
+    catalog: &Catalog,
+) -> Result<SchemaReport, SchemaError> {
     let tx = client.transaction().await.map_err(SchemaError::Tables)?;
     tx.batch_execute("SELECT pg_advisory_xact_lock(hashtext('timesink_schema'))")
         .await
         .map_err(SchemaError::Tables)?;
-    tx.batch_execute(TABLES_SQL)
+    tx.batch_execute(BOOKKEEPING_SQL)
+        .await
+        .map_err(SchemaError::Tables)?;
+    tx.batch_execute(&tables_sql(catalog))
         .await
         .map_err(SchemaError::Tables)?;
     // Installed is not enough: TimescaleDB must also be preloaded, and
@@ -272,7 +165,7 @@ pub async fn apply(client: &mut Client, mode: TimescaleMode) -> Result<SchemaRep
         (TimescaleMode::Required, Some(true)) => true,
     };
     if use_timescale {
-        tx.batch_execute(TIMESCALEDB_SQL)
+        tx.batch_execute(&timescaledb_sql(catalog))
             .await
             .map_err(SchemaError::Timescale)?;
     }
@@ -303,8 +196,8 @@ pub struct Shape {
 
 const SHAPE_SQL: &str = include_str!("../sql/queries/table_shape.sql");
 
-/// The shape of the table `name` resolves to (search path), or None when
-/// there is none.
+/// The shape of the table `name` resolves to (search path; a quoted
+/// identifier), or None when there is none.
 pub async fn shape_of(
     client: &impl tokio_postgres::GenericClient,
     name: &str,
@@ -326,22 +219,26 @@ pub async fn shape_of(
     Ok(Some(Shape { columns, key }))
 }
 
-/// What the sink writes: the shape of each table as `sql/001_tables.sql`
+/// What the sink writes: the shape of each table as the catalog's DDL
 /// makes it, read from temporary copies made in a transaction rolled back
-/// (PostgreSQL's own reading of the file; no CREATE on the schema needed).
+/// (PostgreSQL's own reading of it; no CREATE on the schema needed).
 pub async fn expected_shapes(
     client: &mut Client,
-) -> Result<Vec<(&'static str, Shape)>, SchemaError> {
+    catalog: &Catalog,
+) -> Result<Vec<(String, Shape)>, SchemaError> {
     let tx = client.transaction().await.map_err(SchemaError::Catalog)?;
     tx.batch_execute("SET LOCAL search_path = pg_temp")
         .await
         .map_err(SchemaError::Catalog)?;
-    tx.batch_execute(TABLES_SQL)
+    tx.batch_execute(BOOKKEEPING_SQL)
+        .await
+        .map_err(SchemaError::Catalog)?;
+    tx.batch_execute(&tables_sql(catalog))
         .await
         .map_err(SchemaError::Catalog)?;
     let mut shapes = Vec::new();
-    for table in ALL_TABLES {
-        if let Some(shape) = shape_of(&tx, &format!("pg_temp.{table}"))
+    for table in all_tables(catalog) {
+        if let Some(shape) = shape_of(&tx, &format!("pg_temp.{}", sql::ident(&table)))
             .await
             .map_err(SchemaError::Catalog)?
         {
@@ -408,7 +305,7 @@ pub async fn check_table(
     table: &str,
     expected: &Shape,
 ) -> Result<Option<String>, tokio_postgres::Error> {
-    let problems = match shape_of(client, table).await? {
+    let problems = match shape_of(client, &sql::ident(table)).await? {
         None => vec![format!("table {table} does not exist")],
         Some(found) => compare(table, expected, &found),
     };
@@ -418,36 +315,6 @@ pub async fn check_table(
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn specs_match_the_sql_files() {
-        for t in DataType::ALL {
-            let spec = spec(t);
-            assert_eq!(spec.name, t.table());
-            let start = TABLES_SQL
-                .find(&format!("CREATE TABLE IF NOT EXISTS {} (", spec.name))
-                .unwrap();
-            let body = &TABLES_SQL[start..start + TABLES_SQL[start..].find(");").unwrap()];
-            let columns: Vec<&str> = body
-                .lines()
-                .skip(1)
-                .map(str::trim)
-                .filter(|l| !l.is_empty() && !l.starts_with("PRIMARY KEY"))
-                .map(|l| l.split_whitespace().next().unwrap())
-                .collect();
-            assert_eq!(columns, spec.columns, "{}", spec.name);
-            assert!(body.contains(&format!("PRIMARY KEY ({})", spec.key.join(", "))));
-        }
-    }
-
-    #[test]
-    fn merge_updates_every_non_key_column() {
-        let s = CRYPTO_PRICES.statements();
-        assert!(s.merge.contains(
-            "ON CONFLICT (coin_id, exchange_id, time) DO UPDATE SET symbol = EXCLUDED.symbol"
-        ));
-        assert!(!s.merge.contains("coin_id = EXCLUDED"));
-    }
 
     fn col(name: &str, type_name: &str, not_null: bool) -> Column {
         Column {

@@ -74,7 +74,7 @@ impl TopicsFile {
             message: e.to_string(),
         })?;
         for (name, spec) in &file.topics {
-            if crate::record::DataType::from_name(&spec.data_type).is_none() {
+            if crate::produce::DataType::from_name(&spec.data_type).is_none() {
                 return Err(TopicsError::Parse {
                     path: path.display().to_string(),
                     message: format!(

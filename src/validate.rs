@@ -1,258 +1,548 @@
-//! Validate stage: decoded fields → a row of its table, or the rule it breaks.
+//! Validate stage: a decoded record → a row of its table, or the rule it breaks.
 //!
-//! Pure: the clock reading and the topic's default exchange come in as
-//! [`Context`]. Required fields must be present, defaults are filled in
-//! (`exchangeId`, `attribution`, level-1 `sequence`), and every rule of the
-//! contract is checked; the error names the field.
+//! Pure: the clock reading and the message's facts come in as [`Context`].
+//! Each column, in the table's order, takes the first value its sources
+//! have (else its default), read as its type; then its rules are checked,
+//! then the checks between columns. The row goes into the batch's COPY
+//! buffer straight away. An error names the column and where its value came
+//! from: `column `usd_price` (/usdPrice): must be > 0, got 0`.
 
+use std::borrow::Cow;
 use std::cmp::Ordering;
 
-use crate::decimal::Decimal;
-use crate::record::{AnalyticsRow, Level1Row, OhlcvRow, PriceRow, Row, Timestamp};
-use crate::wire::{
-    AnalyticsFields, Fields, JsonDecimal, JsonTime, Level1Fields, OhlcvFields, PriceFields,
+use crate::catalog::{
+    Bound, BoundValue, Check, Column, ColumnType, Epoch, JsonKind, Source, Table,
 };
-
-/// How far ahead of the sink's clock a record's time may be.
-pub const MAX_FUTURE_MICROS: i64 = 5 * 60 * 1_000_000;
-
-/// The OHLCV timeframes of the contract.
-pub const TIMEFRAMES: [&str; 6] = ["1m", "5m", "15m", "1h", "4h", "1d"];
+use crate::copy_format::{Cell, RowBuffer};
+use crate::decimal::Decimal;
+use crate::decode::{Record, Value};
+use crate::message::SourceMessage;
+use crate::time::Timestamp;
 
 /// What validation needs besides the record.
 #[derive(Debug, Clone, Copy)]
 pub struct Context<'a> {
-    /// The exchange of a per-exchange topic, or `aggregate` on a base topic.
-    pub default_exchange: &'a str,
-    /// The sink's clock, for the "at most 5 minutes ahead" rule.
+    /// The message the record came in (key, headers, topic, partition,
+    /// offset, timestamp).
+    pub message: &'a SourceMessage,
+    /// The captures of the table's topic pattern for this topic.
+    pub captures: &'a [Option<String>],
+    /// The sink's clock, for `max_ahead_ms`.
     pub now: Timestamp,
 }
 
 /// A rule a record breaks; the text becomes `dlq.reason`.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
-#[error("field `{field}`: {problem}")]
+#[error("{subject}: {problem}")]
 pub struct ValidationError {
-    pub field: &'static str,
+    /// `column `x` (/y)`, or `check `a <= b``.
+    pub subject: String,
     pub problem: String,
+    /// The value does not read as its column's type (a value that does not
+    /// decode), rather than breaking a rule.
+    pub unreadable: bool,
 }
 
-fn fail<T>(field: &'static str, problem: impl Into<String>) -> Result<T, ValidationError> {
+fn fail<T>(column: &Column, problem: impl Into<String>) -> Result<T, ValidationError> {
     Err(ValidationError {
-        field,
+        subject: column.label(),
         problem: problem.into(),
+        unreadable: false,
     })
 }
 
-fn required<T>(field: &'static str, value: Option<T>) -> Result<T, ValidationError> {
+/// Validates one record of `table` and appends its row to `rows`.
+pub fn validate(
+    table: &Table,
+    record: &Record<'_>,
+    ctx: &Context<'_>,
+    rows: &mut RowBuffer,
+) -> Result<(), ValidationError> {
+    let mut cells = Vec::with_capacity(table.columns.len());
+    for column in &table.columns {
+        cells.push(cell(column, record, ctx)?);
+    }
+    for check in &table.checks {
+        holds(table, check, &cells)?;
+    }
+    rows.push(&cells);
+    Ok(())
+}
+
+/// One column's value: read, typed and checked.
+fn cell<'r>(
+    column: &'r Column,
+    record: &'r Record<'_>,
+    ctx: &Context<'r>,
+) -> Result<Cell<'r>, ValidationError> {
+    let value = column
+        .sources
+        .iter()
+        .find_map(|source| source_value(source, record, ctx))
+        .or_else(|| {
+            column
+                .default
+                .as_deref()
+                .map(|d| Value::Text(Cow::Borrowed(d)))
+        });
+    let Some(value) = value else {
+        if column.required {
+            return fail(column, "required but missing or null");
+        }
+        return Ok(Cell::Null);
+    };
+    let cell = read(column, value, ctx).map_err(|problem| ValidationError {
+        subject: column.label(),
+        problem,
+        unreadable: true,
+    })?;
+    rules(column, &cell, ctx).or_else(|problem| fail(column, problem))?;
+    Ok(cell)
+}
+
+/// A source's value, if it has one (JSON `null` counts as none).
+fn source_value<'r>(
+    source: &Source,
+    record: &'r Record<'_>,
+    ctx: &Context<'r>,
+) -> Option<Value<'r>> {
+    let m = ctx.message;
+    match source {
+        Source::Record(slot) | Source::Envelope(slot) => match record.slots.get(*slot)? {
+            None | Some(Value::Json("null")) => None,
+            Some(v) => Some(v.clone()),
+        },
+        Source::Key => m.key().map(|k| match std::str::from_utf8(k) {
+            Ok(text) => Value::Text(Cow::Borrowed(text)),
+            Err(_) => Value::NotUtf8("the message key"),
+        }),
+        Source::Header(name) => m
+            .header_pairs()
+            .filter(|(n, _)| n == name)
+            .last()
+            .and_then(|(_, v)| v)
+            .map(|v| match std::str::from_utf8(v) {
+                Ok(text) => Value::Text(Cow::Borrowed(text)),
+                Err(_) => Value::NotUtf8("the header"),
+            }),
+        Source::Topic => Some(Value::Text(Cow::Borrowed(&m.topic))),
+        Source::Capture(i) => ctx
+            .captures
+            .get(*i)?
+            .as_deref()
+            .map(|c| Value::Text(Cow::Borrowed(c))),
+        Source::Partition => Some(Value::Int(i64::from(m.partition))),
+        Source::Offset => Some(Value::Int(m.offset)),
+        Source::Timestamp => m
+            .timestamp_ms
+            .and_then(Timestamp::from_millis)
+            .map(Value::Time),
+    }
+}
+
+/// What a JSON value is, for messages.
+fn kind(raw: &str) -> &'static str {
+    match raw.as_bytes().first() {
+        Some(b'{') => "an object",
+        Some(b'[') => "an array",
+        Some(b't') | Some(b'f') => "a boolean",
+        Some(b'n') => "null",
+        Some(b'"') => "a string",
+        _ => "a number",
+    }
+}
+
+/// The text of a JSON string, given as its raw JSON (quotes included). Most
+/// carry no escape: their text is what stands between the quotes, with no
+/// second parse (serde_json has already checked the string).
+fn string_text(raw: &str) -> Result<Cow<'_, str>, String> {
+    match raw.strip_prefix('"').and_then(|t| t.strip_suffix('"')) {
+        Some(inner) if !inner.contains('\\') => Ok(Cow::Borrowed(inner)),
+        _ => serde_json::from_str(raw).map_err(|e| e.to_string()),
+    }
+}
+
+fn is_number(raw: &str) -> bool {
+    raw.starts_with(|c: char| c == '-' || c.is_ascii_digit())
+}
+
+fn is_integer(raw: &str) -> bool {
+    is_number(raw) && !raw.contains(['.', 'e', 'E'])
+}
+
+/// Reads a value as the column's type.
+fn read<'r>(column: &Column, value: Value<'r>, ctx: &Context<'_>) -> Result<Cell<'r>, String> {
+    let _ = ctx;
+    let ty = column.column_type;
+    if let Value::NotUtf8(what) = value {
+        return Err(format!("{what} is not UTF-8"));
+    }
+    match (ty, value) {
+        (ColumnType::Text, Value::Json(raw)) if raw.starts_with('"') => {
+            string_text(raw).map(Cell::Text)
+        }
+        (ColumnType::Text, Value::Text(t)) => Ok(Cell::Text(t)),
+        (ColumnType::Text, Value::Int(v)) => Ok(Cell::Text(v.to_string().into())),
+        (ColumnType::Text, Value::UInt(v)) => Ok(Cell::Text(v.to_string().into())),
+        (ColumnType::Text, Value::Json(raw)) => {
+            Err(format!("expected a string, found {}", kind(raw)))
+        }
+
+        (ColumnType::Numeric, Value::Json(raw)) => {
+            let text = if raw.starts_with('"') {
+                string_text(raw)?
+            } else if is_number(raw) {
+                Cow::Borrowed(raw)
+            } else {
+                return Err(format!(
+                    "expected a decimal number or string, found {}",
+                    kind(raw)
+                ));
+            };
+            Decimal::parse(&text)
+                .map(Cell::Numeric)
+                .map_err(|e| e.to_string())
+        }
+        (ColumnType::Numeric, Value::Text(t)) => Decimal::parse(&t)
+            .map(Cell::Numeric)
+            .map_err(|e| e.to_string()),
+        (ColumnType::Numeric, Value::Int(v)) => Ok(Cell::Numeric(Decimal::from_i64(v))),
+        (ColumnType::Numeric, Value::UInt(v)) => Decimal::parse(&v.to_string())
+            .map(Cell::Numeric)
+            .map_err(|e| e.to_string()),
+
+        (ColumnType::BigInt | ColumnType::Integer, value) => {
+            let v = integer(value)?;
+            if ty == ColumnType::BigInt {
+                i64::try_from(v)
+                    .map(Cell::BigInt)
+                    .map_err(|_| format!("{v} is outside bigint (-2^63..2^63-1)"))
+            } else {
+                i32::try_from(v)
+                    .map(Cell::Integer)
+                    .map_err(|_| format!("{v} is outside integer (-2^31..2^31-1)"))
+            }
+        }
+
+        (ColumnType::Boolean, Value::Json("true")) | (ColumnType::Boolean, Value::Bool(true)) => {
+            Ok(Cell::Boolean(true))
+        }
+        (ColumnType::Boolean, Value::Json("false")) | (ColumnType::Boolean, Value::Bool(false)) => {
+            Ok(Cell::Boolean(false))
+        }
+        (ColumnType::Boolean, Value::Text(t)) if t == "true" || t == "false" => {
+            Ok(Cell::Boolean(t == "true"))
+        }
+        (ColumnType::Boolean, Value::Json(raw)) => {
+            Err(format!("expected a boolean, found {}", kind(raw)))
+        }
+
+        (ColumnType::Double, Value::Json(raw)) if is_number(raw) => raw
+            .parse::<f64>()
+            .map(Cell::Double)
+            .map_err(|e| e.to_string()),
+        (ColumnType::Double, Value::Float(v)) => Ok(Cell::Double(v)),
+        (ColumnType::Double, Value::Int(v)) => Ok(Cell::Double(v as f64)),
+        (ColumnType::Double, Value::UInt(v)) => Ok(Cell::Double(v as f64)),
+        (ColumnType::Double, Value::Text(t)) => t
+            .parse::<f64>()
+            .map(Cell::Double)
+            .map_err(|_| format!("{t:?} is not a number")),
+        (ColumnType::Double, Value::Json(raw)) => {
+            Err(format!("expected a number, found {}", kind(raw)))
+        }
+
+        (ColumnType::TimestampTz, Value::Time(t)) => Ok(Cell::Time(t)),
+        (ColumnType::TimestampTz, Value::Json(raw)) if raw.starts_with('"') => {
+            crate::time::parse_iso8601(&string_text(raw)?).map(Cell::Time)
+        }
+        (ColumnType::TimestampTz, Value::Text(t)) => crate::time::parse_iso8601(&t).map(Cell::Time),
+        (ColumnType::TimestampTz, Value::Json(raw)) if is_integer(raw) => {
+            epoch(raw.parse::<i64>().ok(), column.epoch)
+        }
+        (ColumnType::TimestampTz, Value::Int(v)) => epoch(Some(v), column.epoch),
+        (ColumnType::TimestampTz, Value::UInt(v)) => epoch(i64::try_from(v).ok(), column.epoch),
+        (ColumnType::TimestampTz, Value::Json(raw)) => Err(format!(
+            "expected an ISO-8601 string or epoch {} as an integer, found {}",
+            epoch_name(column.epoch),
+            if is_number(raw) {
+                "a fraction"
+            } else {
+                kind(raw)
+            }
+        )),
+
+        (ColumnType::Jsonb, Value::Json(raw)) => Ok(Cell::Jsonb(Cow::Borrowed(raw))),
+        (ColumnType::Jsonb, Value::Text(t)) => serde_json::to_string(&*t)
+            .map(|s| Cell::Jsonb(s.into()))
+            .map_err(|e| e.to_string()),
+        (ColumnType::Jsonb, Value::Int(v)) => Ok(Cell::Jsonb(v.to_string().into())),
+        (ColumnType::Jsonb, Value::UInt(v)) => Ok(Cell::Jsonb(v.to_string().into())),
+        (ColumnType::Jsonb, Value::Bool(v)) => Ok(Cell::Jsonb(v.to_string().into())),
+
+        (ty, other) => Err(format!(
+            "a {} cannot hold {}",
+            ty.name(),
+            match other {
+                Value::Time(_) => "a timestamp",
+                Value::Bool(_) => "a boolean",
+                Value::Float(_) => "a floating-point number",
+                Value::Int(_) | Value::UInt(_) => "an integer",
+                Value::Text(_) | Value::Json(_) | Value::NotUtf8(_) => "this value",
+            }
+        )),
+    }
+}
+
+/// An integer value, as i128 so that the range error can name it.
+fn integer(value: Value<'_>) -> Result<i128, String> {
     match value {
-        Some(v) => Ok(v),
-        None => fail(field, "required but missing or null"),
+        Value::Int(v) => Ok(i128::from(v)),
+        Value::UInt(v) => Ok(i128::from(v)),
+        Value::Json(raw) if is_integer(raw) => raw
+            .parse::<i128>()
+            .map_err(|_| format!("{raw} is out of range")),
+        Value::Text(t) if is_integer(&t) => t
+            .parse::<i128>()
+            .map_err(|_| format!("{t} is out of range")),
+        Value::Json(raw) if is_number(raw) => Err(format!("expected an integer, found {raw}")),
+        Value::Json(raw) => Err(format!("expected an integer, found {}", kind(raw))),
+        Value::Text(t) => Err(format!("{t:?} is not an integer")),
+        Value::Bool(_) => Err("expected an integer, found a boolean".into()),
+        Value::Float(v) => Err(format!("expected an integer, found {v}")),
+        Value::Time(_) => Err("expected an integer, found a timestamp".into()),
+        Value::NotUtf8(what) => Err(format!("{what} is not UTF-8")),
     }
 }
 
-/// A price: finite and strictly above zero.
-fn price(field: &'static str, value: JsonDecimal) -> Result<Decimal, ValidationError> {
-    let value = value.0;
-    if value.is_negative() || value.is_zero() {
-        return fail(field, format!("must be > 0, got {value}"));
-    }
-    Ok(value)
-}
-
-/// A size, volume or cap: finite and not below zero.
-fn non_negative(field: &'static str, value: JsonDecimal) -> Result<Decimal, ValidationError> {
-    let value = value.0;
-    if value.is_negative() {
-        return fail(field, format!("must be >= 0, got {value}"));
-    }
-    Ok(value)
-}
-
-/// A dominance percentage: within 0..100.
-fn percentage(field: &'static str, value: JsonDecimal) -> Result<Decimal, ValidationError> {
-    let value = value.0;
-    if value.is_negative() || value.cmp_value(&Decimal::from_i64(100)) == Ordering::Greater {
-        return fail(field, format!("must be within 0..100, got {value}"));
-    }
-    Ok(value)
-}
-
-fn time(
-    field: &'static str,
-    value: Option<JsonTime>,
-    ctx: &Context<'_>,
-) -> Result<Timestamp, ValidationError> {
-    let t = required(field, value)?.0;
-    if t <= Timestamp::EARLIEST_EXCLUSIVE {
-        return fail(field, format!("{t} is not after 2009-01-01T00:00:00Z"));
-    }
-    if t.micros() > ctx.now.micros().saturating_add(MAX_FUTURE_MICROS) {
-        return fail(
-            field,
-            format!(
-                "{t} is more than 5 minutes ahead of the sink's clock ({})",
-                ctx.now
-            ),
-        );
-    }
-    Ok(t)
-}
-
-/// `trades` and `sequence` are BIGINT columns.
-fn bigint(field: &'static str, value: u64) -> Result<i64, ValidationError> {
-    i64::try_from(value).or_else(|_| fail(field, format!("{value} exceeds 2^63-1")))
-}
-
-/// The two counts are INTEGER columns.
-fn integer(field: &'static str, value: u32) -> Result<i32, ValidationError> {
-    i32::try_from(value).or_else(|_| fail(field, format!("{value} exceeds 2^31-1")))
-}
-
-fn opt<T, U>(
-    field: &'static str,
-    value: Option<T>,
-    check: impl FnOnce(&'static str, T) -> Result<U, ValidationError>,
-) -> Result<Option<U>, ValidationError> {
-    value.map(|v| check(field, v)).transpose()
-}
-
-/// Validates one decoded record and turns it into its table's row.
-pub fn validate(fields: Fields, ctx: &Context<'_>) -> Result<Row, ValidationError> {
-    match fields {
-        Fields::Price(f) => validate_price(f, ctx).map(Row::Price),
-        Fields::Ohlcv(f) => validate_ohlcv(f, ctx).map(Row::Ohlcv),
-        Fields::Analytics(f) => validate_analytics(f, ctx).map(Row::Analytics),
-        Fields::Level1(f) => validate_level1(f, ctx).map(Row::Level1),
+fn epoch_name(epoch: Epoch) -> &'static str {
+    match epoch {
+        Epoch::Seconds => "seconds",
+        Epoch::Millis => "milliseconds",
+        Epoch::Micros => "microseconds",
     }
 }
 
-fn validate_price(f: PriceFields, ctx: &Context<'_>) -> Result<PriceRow, ValidationError> {
-    let source = required("source", f.source)?;
-    Ok(PriceRow {
-        time: time("lastUpdated", f.last_updated, ctx)?,
-        coin_id: required("coinId", f.coin_id)?,
-        symbol: required("symbol", f.symbol)?,
-        exchange_id: f.exchange_id.unwrap_or_else(|| ctx.default_exchange.into()),
-        usd_price: price("usdPrice", required("usdPrice", f.usd_price)?)?,
-        btc_price: opt("btcPrice", f.btc_price, price)?,
-        market_cap: opt("marketCap", f.market_cap, non_negative)?,
-        volume_24h: opt("volume24h", f.volume_24h, non_negative)?,
-        change_24h: f.change_24h.map(|d| d.0),
-        attribution: f.attribution.unwrap_or_else(|| source.clone()),
-        source,
-    })
+fn epoch<'r>(value: Option<i64>, unit: Epoch) -> Result<Cell<'r>, String> {
+    value
+        .and_then(|v| v.checked_mul(unit.micros()))
+        .map(|micros| Cell::Time(Timestamp(micros)))
+        .ok_or_else(|| format!("epoch {} out of range", epoch_name(unit)))
 }
 
-fn validate_ohlcv(f: OhlcvFields, ctx: &Context<'_>) -> Result<OhlcvRow, ValidationError> {
-    let source = required("source", f.source)?;
-    let timeframe = required("timeframe", f.timeframe)?;
-    if !TIMEFRAMES.contains(&timeframe.as_str()) {
-        return fail(
-            "timeframe",
-            format!("{timeframe:?} is not one of 1m 5m 15m 1h 4h 1d"),
-        );
+/// The column's own rules: bounds, how far ahead, allowed values, JSON kind.
+fn rules(column: &Column, cell: &Cell<'_>, ctx: &Context<'_>) -> Result<(), String> {
+    if let Some(bound) = &column.lower {
+        check_bound(cell, bound, Ordering::Greater)?;
     }
-    let open = price("openPrice", required("openPrice", f.open_price)?)?;
-    let high = price("highPrice", required("highPrice", f.high_price)?)?;
-    let low = price("lowPrice", required("lowPrice", f.low_price)?)?;
-    let close = price("closePrice", required("closePrice", f.close_price)?)?;
-    for (field, value) in [("openPrice", &open), ("closePrice", &close)] {
-        if value.cmp_value(&low) == Ordering::Less {
-            return fail(field, format!("{value} is below lowPrice {low}"));
+    if let Some(bound) = &column.upper {
+        check_bound(cell, bound, Ordering::Less)?;
+    }
+    if let (Some(ahead), Cell::Time(t)) = (column.max_ahead_micros, cell)
+        && t.micros() > ctx.now.micros().saturating_add(ahead)
+    {
+        return Err(format!(
+            "{t} is more than {} ahead of the sink's clock ({})",
+            duration_words(ahead),
+            ctx.now
+        ));
+    }
+    if let Cell::Text(text) = cell {
+        if let Some(allowed) = &column.one_of
+            && !allowed.iter().any(|a| a == text)
+        {
+            return Err(format!("{text:?} is not one of {}", allowed.join(" ")));
         }
-        if value.cmp_value(&high) == Ordering::Greater {
-            return fail(field, format!("{value} is above highPrice {high}"));
+        if let Some(by_topic) = &column.one_of_by_topic {
+            let topic = &*ctx.message.topic;
+            match by_topic.get(topic) {
+                Some(allowed) if allowed.iter().any(|a| a == text) => {}
+                Some(allowed) => {
+                    return Err(format!(
+                        "{text:?} is not one of topic {topic}'s: {}",
+                        allowed.join(" ")
+                    ));
+                }
+                None => return Err(format!("topic {topic} takes no value here")),
+            }
         }
     }
-    Ok(OhlcvRow {
-        time: time("timestamp", f.timestamp, ctx)?,
-        coin_id: required("coinId", f.coin_id)?,
-        symbol: required("symbol", f.symbol)?,
-        exchange_id: f.exchange_id.unwrap_or_else(|| ctx.default_exchange.into()),
-        timeframe,
-        open_price: open,
-        high_price: high,
-        low_price: low,
-        close_price: close,
-        volume: non_negative("volume", required("volume", f.volume)?)?,
-        trades: opt("trades", f.trades, bigint)?,
-        attribution: f.attribution.unwrap_or_else(|| source.clone()),
-        source,
-    })
-}
-
-fn validate_analytics(
-    f: AnalyticsFields,
-    ctx: &Context<'_>,
-) -> Result<AnalyticsRow, ValidationError> {
-    let source = required("source", f.source)?;
-    Ok(AnalyticsRow {
-        time: time("timestamp", f.timestamp, ctx)?,
-        total_market_cap: non_negative(
-            "totalMarketCap",
-            required("totalMarketCap", f.total_market_cap)?,
-        )?,
-        total_volume: non_negative("totalVolume", required("totalVolume", f.total_volume)?)?,
-        btc_dominance: percentage("btcDominance", required("btcDominance", f.btc_dominance)?)?,
-        eth_dominance: opt("ethDominance", f.eth_dominance, percentage)?,
-        active_cryptocurrencies: opt("activeCryptocurrencies", f.active_cryptocurrencies, integer)?,
-        active_exchanges: opt("activeExchanges", f.active_exchanges, integer)?,
-        market_cap_change_24h: f.market_cap_change_24h.map(|d| d.0),
-        attribution: f.attribution.unwrap_or_else(|| source.clone()),
-        source,
-    })
-}
-
-fn validate_level1(f: Level1Fields, ctx: &Context<'_>) -> Result<Level1Row, ValidationError> {
-    let best_bid = price("bestBid", required("bestBid", f.best_bid)?)?;
-    let best_ask = price("bestAsk", required("bestAsk", f.best_ask)?)?;
-    if best_bid.cmp_value(&best_ask) == Ordering::Greater {
-        return fail("bestBid", format!("{best_bid} is above bestAsk {best_ask}"));
+    if let (Some(want), Cell::Jsonb(raw)) = (column.json_type, cell) {
+        let found = JsonKind::of(raw);
+        if found != Some(want) {
+            return Err(format!(
+                "expected a JSON {}, found {}",
+                want.name(),
+                kind(raw)
+            ));
+        }
     }
-    Ok(Level1Row {
-        time: time("timestamp", f.timestamp, ctx)?,
-        exchange_id: required("exchangeId", f.exchange_id)?,
-        symbol: required("symbol", f.symbol)?,
-        best_bid,
-        best_ask,
-        bid_size: opt("bidSize", f.bid_size, non_negative)?,
-        ask_size: opt("askSize", f.ask_size, non_negative)?,
-        sequence: opt("sequence", f.sequence, bigint)?.unwrap_or(0),
-        source: required("source", f.source)?,
+    Ok(())
+}
+
+fn duration_words(micros: i64) -> String {
+    match micros {
+        m if m % 60_000_000 == 0 => {
+            let n = m / 60_000_000;
+            format!("{n} minute{}", if n == 1 { "" } else { "s" })
+        }
+        m if m % 1_000_000 == 0 => format!("{} s", m / 1_000_000),
+        m => format!("{} ms", m / 1000),
+    }
+}
+
+/// Checks one bound: `side` is where the value must lie (Greater: above a
+/// lower bound).
+fn check_bound(cell: &Cell<'_>, bound: &Bound, side: Ordering) -> Result<(), String> {
+    let (order, shown) = match (cell, &bound.value) {
+        (Cell::Numeric(d), BoundValue::Decimal(b)) => (d.cmp_value(b), d.to_string()),
+        (Cell::BigInt(v), BoundValue::Decimal(b)) => {
+            (Decimal::from_i64(*v).cmp_value(b), v.to_string())
+        }
+        (Cell::Integer(v), BoundValue::Decimal(b)) => {
+            (Decimal::from_i64(i64::from(*v)).cmp_value(b), v.to_string())
+        }
+        (Cell::Double(v), BoundValue::Double(b)) => match v.partial_cmp(b) {
+            Some(o) => (o, v.to_string()),
+            None => return Err(format!("{v} is not a number")),
+        },
+        (Cell::Time(t), BoundValue::Time(b)) => (t.cmp(b), t.to_string()),
+        _ => return Ok(()),
+    };
+    let ok = order == side || (bound.inclusive && order == Ordering::Equal);
+    if ok {
+        return Ok(());
+    }
+    let op = match (side, bound.inclusive) {
+        (Ordering::Greater, false) => ">",
+        (Ordering::Greater, true) => ">=",
+        (_, false) => "<",
+        (_, true) => "<=",
+    };
+    Err(format!("must be {op} {}, got {shown}", bound.text))
+}
+
+/// A check between two columns; NULL on either side passes.
+fn holds(table: &Table, check: &Check, cells: &[Cell<'_>]) -> Result<(), ValidationError> {
+    let (a, b) = (&cells[check.left], &cells[check.right]);
+    let Some(order) = compare(a, b) else {
+        return Ok(());
+    };
+    if order == Ordering::Less || (!check.strict && order == Ordering::Equal) {
+        return Ok(());
+    }
+    let (left, right) = (&table.columns[check.left], &table.columns[check.right]);
+    let op = if check.strict { "<" } else { "<=" };
+    Err(ValidationError {
+        subject: format!("check `{} {op} {}`", left.name, right.name),
+        problem: format!(
+            "{} is {}, {} is {}",
+            left.label(),
+            shown(a),
+            right.label(),
+            shown(b)
+        ),
+        unreadable: false,
     })
+}
+
+fn shown(cell: &Cell<'_>) -> String {
+    match cell {
+        Cell::Null => "null".into(),
+        Cell::Text(t) => format!("{t:?}"),
+        Cell::Numeric(d) => d.to_string(),
+        Cell::BigInt(v) => v.to_string(),
+        Cell::Integer(v) => v.to_string(),
+        Cell::Boolean(v) => v.to_string(),
+        Cell::Double(v) => v.to_string(),
+        Cell::Time(t) => t.to_string(),
+        Cell::Jsonb(j) => j.to_string(),
+    }
+}
+
+/// The order of two cells of comparable columns; None when either is NULL.
+fn compare(a: &Cell<'_>, b: &Cell<'_>) -> Option<Ordering> {
+    let as_decimal = |c: &Cell<'_>| match c {
+        Cell::Numeric(d) => Some(d.clone()),
+        Cell::BigInt(v) => Some(Decimal::from_i64(*v)),
+        Cell::Integer(v) => Some(Decimal::from_i64(i64::from(*v))),
+        _ => None,
+    };
+    let as_double = |c: &Cell<'_>| match c {
+        Cell::Double(v) => Some(*v),
+        Cell::Numeric(d) => d.to_string().parse().ok(),
+        Cell::BigInt(v) => Some(*v as f64),
+        Cell::Integer(v) => Some(f64::from(*v)),
+        _ => None,
+    };
+    match (a, b) {
+        (Cell::Null, _) | (_, Cell::Null) => None,
+        (Cell::Text(x), Cell::Text(y)) => Some(x.cmp(y)),
+        (Cell::Time(x), Cell::Time(y)) => Some(x.cmp(y)),
+        (Cell::Boolean(x), Cell::Boolean(y)) => Some(x.cmp(y)),
+        (Cell::Double(_), _) | (_, Cell::Double(_)) => as_double(a)?.partial_cmp(&as_double(b)?),
+        _ => Some(as_decimal(a)?.cmp_value(&as_decimal(b)?)),
+    }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::catalog::Catalog;
     use crate::decode::{ContentType, Encoding, decode};
-    use crate::record::DataType;
 
-    const NOW: Timestamp = Timestamp(1_795_370_400_000_000); // 2026-11-23T...
+    /// 2026-11-23T…: the sink's clock in these tests.
+    const NOW: Timestamp = Timestamp(1_795_370_400_000_000);
 
-    fn check(data_type: DataType, json: &str, exchange: &str) -> Result<Row, ValidationError> {
+    fn catalog() -> Catalog {
+        crate::config::Config::default().catalog().unwrap()
+    }
+
+    /// Validates one JSON record of `table` read from `topic`: its row's
+    /// bytes, or the error.
+    fn check(topic: &str, json: &str) -> Result<Vec<u8>, ValidationError> {
+        let catalog = catalog();
+        let route = catalog.route(topic, ".dlq").expect("a topic of the table");
+        let table = catalog.table(route.table);
         let encoding = Encoding {
             content_type: ContentType::Json,
             compressed: false,
         };
-        let mut fields = decode(
-            data_type,
+        let mut inflated = Vec::new();
+        let records = decode(
+            table,
             encoding,
             Some(json.as_bytes()),
+            &mut inflated,
             &Default::default(),
+            &[],
         )
-        .unwrap();
+        .expect("decodes");
+        let message = SourceMessage::new(
+            topic.into(),
+            0,
+            0,
+            None,
+            Some(json.as_bytes()),
+            crate::message::NO_HEADERS,
+        );
         let ctx = Context {
-            default_exchange: exchange,
+            message: &message,
+            captures: &route.captures,
             now: NOW,
         };
-        validate(fields.remove(0), &ctx)
+        let mut rows = RowBuffer::default();
+        validate(table, &records[0], &ctx, &mut rows)?;
+        Ok(rows.freeze().rows().next().unwrap().to_vec())
     }
 
-    const PRICE: &str = r#"{"coinId":"bitcoin","symbol":"BTC","usdPrice":"67500.12345678","lastUpdated":"2026-11-22T18:00:00.123Z","source":"coingecko"}"#;
+    fn row(cells: &[Cell<'_>]) -> Vec<u8> {
+        let mut rows = RowBuffer::default();
+        rows.push(cells);
+        rows.freeze().rows().next().unwrap().to_vec()
+    }
 
     fn with(base: &str, field: &str, value: &str) -> String {
-        // Sets a field in a JSON object given as text (tests only).
         let mut v: serde_json::Value = serde_json::from_str(base).unwrap();
         v[field] = serde_json::from_str(value).unwrap();
         v.to_string()
@@ -264,78 +554,112 @@ mod tests {
         v.to_string()
     }
 
-    fn field_of(r: Result<Row, ValidationError>) -> &'static str {
-        r.expect_err("should be invalid").field
+    /// The source an error names (`/usdPrice`), or the check.
+    fn blamed(r: Result<Vec<u8>, ValidationError>) -> String {
+        let e = r.expect_err("should be invalid");
+        e.subject
+    }
+
+    const PRICE: &str = r#"{"coinId":"bitcoin","symbol":"BTC","usdPrice":"67500.12345678","lastUpdated":"2026-11-22T18:00:00.123Z","source":"coingecko"}"#;
+
+    fn t(s: &str) -> Cell<'static> {
+        Cell::Text(s.to_owned().into())
+    }
+
+    fn d(s: &str) -> Cell<'static> {
+        Cell::Numeric(Decimal::parse(s).unwrap())
     }
 
     #[test]
-    fn price_defaults() {
-        let Row::Price(p) = check(DataType::Price, PRICE, "aggregate").unwrap() else {
-            panic!()
+    fn a_price_gets_its_defaults_in_column_order() {
+        let time = Cell::Time(crate::time::parse_iso8601("2026-11-22T18:00:00.123Z").unwrap());
+        let expected = |exchange: &str| {
+            row(&[
+                time.clone(),
+                t("bitcoin"),
+                t("BTC"),
+                t(exchange),
+                d("67500.12345678"),
+                Cell::Null,
+                Cell::Null,
+                Cell::Null,
+                Cell::Null,
+                t("coingecko"),
+                t("coingecko"),
+            ])
         };
-        assert_eq!(p.exchange_id, "aggregate");
-        assert_eq!(p.attribution, "coingecko");
-        let Row::Price(p) = check(DataType::Price, PRICE, "binance").unwrap() else {
-            panic!()
-        };
-        assert_eq!(p.exchange_id, "binance");
-        let Row::Price(p) = check(
-            DataType::Price,
-            &with(PRICE, "exchangeId", "\"kraken\""),
-            "binance",
-        )
-        .unwrap() else {
-            panic!()
-        };
-        assert_eq!(p.exchange_id, "kraken");
+        assert_eq!(check("crypto-prices", PRICE), Ok(expected("aggregate")));
+        assert_eq!(
+            check("crypto-prices-binance", PRICE),
+            Ok(expected("binance"))
+        );
+        assert_eq!(
+            check(
+                "crypto-prices-binance",
+                &with(PRICE, "exchangeId", "\"kraken\"")
+            ),
+            Ok(expected("kraken"))
+        );
     }
 
     #[test]
     fn price_rules() {
-        for field in ["coinId", "symbol", "usdPrice", "lastUpdated", "source"] {
-            assert_eq!(
-                field_of(check(DataType::Price, &without(PRICE, field), "x")),
-                field
-            );
-            assert_eq!(
-                field_of(check(DataType::Price, &with(PRICE, field, "null"), "x")),
-                field
-            );
+        let at = |json: &str| check("crypto-prices", json);
+        for (field, column) in [
+            ("coinId", "coin_id"),
+            ("symbol", "symbol"),
+            ("usdPrice", "usd_price"),
+            ("lastUpdated", "time"),
+        ] {
+            let e = at(&without(PRICE, field)).unwrap_err();
+            assert_eq!(e.subject, format!("column `{column}` (/{field})"));
+            assert_eq!(e.problem, "required but missing or null");
+            assert!(blamed(at(&with(PRICE, field, "null"))).contains(field));
         }
+        let e = at(&without(PRICE, "source")).unwrap_err();
         assert_eq!(
-            field_of(check(DataType::Price, &with(PRICE, "usdPrice", "0"), "x")),
-            "usdPrice"
+            e.to_string(),
+            "column `source` (/source | envelope:/source): required but missing or null"
         );
+        let e = at(&with(PRICE, "usdPrice", "0")).unwrap_err();
         assert_eq!(
-            field_of(check(DataType::Price, &with(PRICE, "usdPrice", "-1"), "x")),
-            "usdPrice"
+            e.to_string(),
+            "column `usd_price` (/usdPrice): must be > 0, got 0"
         );
+        assert!(blamed(at(&with(PRICE, "usdPrice", "-1"))).contains("usdPrice"));
+        assert!(blamed(at(&with(PRICE, "btcPrice", "0"))).contains("btcPrice"));
+        assert!(blamed(at(&with(PRICE, "marketCap", "-0.1"))).contains("marketCap"));
+        assert!(at(&with(PRICE, "marketCap", "0")).is_ok());
+        assert!(at(&with(PRICE, "change24h", "-5.5")).is_ok());
+        // A value of the wrong kind does not read: a decode problem.
+        let e = at(&with(PRICE, "coinId", "5")).unwrap_err();
+        assert!(e.unreadable);
         assert_eq!(
-            field_of(check(DataType::Price, &with(PRICE, "btcPrice", "0"), "x")),
-            "btcPrice"
+            e.to_string(),
+            "column `coin_id` (/coinId): expected a string, found a number"
         );
-        assert_eq!(
-            field_of(check(
-                DataType::Price,
-                &with(PRICE, "marketCap", "-0.1"),
-                "x"
-            )),
-            "marketCap"
-        );
-        assert!(check(DataType::Price, &with(PRICE, "marketCap", "0"), "x").is_ok());
-        assert!(check(DataType::Price, &with(PRICE, "change24h", "-5.5"), "x").is_ok());
+        let e = at(&with(PRICE, "usdPrice", "\"NaN\"")).unwrap_err();
+        assert!(e.unreadable && e.subject.contains("usdPrice"), "{e}");
     }
 
     #[test]
     fn time_rules() {
-        let at = |t: &str| check(DataType::Price, &with(PRICE, "lastUpdated", t), "x");
-        assert_eq!(field_of(at("\"2009-01-01T00:00:00Z\"")), "lastUpdated");
+        let at = |v: &str| check("crypto-prices", &with(PRICE, "lastUpdated", v));
+        assert_eq!(
+            at("\"2009-01-01T00:00:00Z\"").unwrap_err().to_string(),
+            "column `time` (/lastUpdated): must be > 2009-01-01T00:00:00Z, got 2009-01-01T00:00:00Z"
+        );
         assert!(at("\"2009-01-01T00:00:00.001Z\"").is_ok());
-        assert_eq!(field_of(at("1230768000000")), "lastUpdated");
+        assert!(at("1230768000000").is_err());
         assert!(at("1230768000001").is_ok());
-        let limit_ms = (NOW.micros() + MAX_FUTURE_MICROS) / 1000;
+        let limit_ms = (NOW.micros() + 300_000_000) / 1000;
         assert!(at(&limit_ms.to_string()).is_ok());
-        assert_eq!(field_of(at(&(limit_ms + 1).to_string())), "lastUpdated");
+        let e = at(&(limit_ms + 1).to_string()).unwrap_err();
+        assert!(e.problem.contains("more than 5 minutes ahead"), "{e}");
+        let e = at("\"2026-11-22T18:00:00\"").unwrap_err();
+        assert!(e.unreadable && e.problem.contains("offset"), "{e}");
+        let e = at("1.5").unwrap_err();
+        assert!(e.problem.contains("epoch milliseconds"), "{e}");
     }
 
     const OHLCV: &str = r#"{"coinId":"bitcoin","symbol":"BTC","timeframe":"1h","timestamp":1763834400000,
@@ -343,54 +667,31 @@ mod tests {
 
     #[test]
     fn ohlcv_rules() {
-        let Row::Ohlcv(o) = check(DataType::Ohlcv, OHLCV, "aggregate").unwrap() else {
-            panic!()
-        };
+        let at = |json: &str| check("crypto-ohlcv", json);
+        assert!(at(OHLCV).is_ok());
+        let e = at(&with(OHLCV, "timeframe", "\"2h\"")).unwrap_err();
         assert_eq!(
-            (o.trades, o.exchange_id.as_str(), o.attribution.as_str()),
-            (Some(5), "aggregate", "s")
+            e.to_string(),
+            "column `timeframe` (/timeframe): \"2h\" is not one of 1m 5m 15m 1h 4h 1d"
         );
+        let e = at(&with(OHLCV, "openPrice", "8")).unwrap_err();
         assert_eq!(
-            field_of(check(
-                DataType::Ohlcv,
-                &with(OHLCV, "timeframe", "\"2h\""),
-                "x"
-            )),
-            "timeframe"
-        );
-        assert_eq!(
-            field_of(check(DataType::Ohlcv, &with(OHLCV, "openPrice", "8"), "x")),
-            "openPrice"
-        );
-        assert_eq!(
-            field_of(check(
-                DataType::Ohlcv,
-                &with(OHLCV, "closePrice", "12.5"),
-                "x"
-            )),
-            "closePrice"
-        );
-        assert!(check(DataType::Ohlcv, &with(OHLCV, "closePrice", "12.000"), "x").is_ok());
-        assert_eq!(
-            field_of(check(DataType::Ohlcv, &with(OHLCV, "volume", "-1"), "x")),
-            "volume"
-        );
-        assert_eq!(
-            field_of(check(
-                DataType::Ohlcv,
-                &with(OHLCV, "trades", "9223372036854775808"),
-                "x"
-            )),
-            "trades"
+            e.to_string(),
+            "check `low_price <= open_price`: column `low_price` (/lowPrice) is 9, column `open_price` (/openPrice) is 8"
         );
         assert!(
-            check(
-                DataType::Ohlcv,
-                &with(OHLCV, "trades", "9223372036854775807"),
-                "x"
-            )
-            .is_ok()
+            blamed(at(&with(OHLCV, "closePrice", "12.5"))).contains("close_price <= high_price")
         );
+        assert!(at(&with(OHLCV, "closePrice", "12.000")).is_ok());
+        assert!(blamed(at(&with(OHLCV, "volume", "-1"))).contains("volume"));
+        let e = at(&with(OHLCV, "trades", "9223372036854775808")).unwrap_err();
+        assert_eq!(
+            e.to_string(),
+            "column `trades` (/trades): 9223372036854775808 is outside bigint (-2^63..2^63-1)"
+        );
+        assert!(at(&with(OHLCV, "trades", "9223372036854775807")).is_ok());
+        assert!(blamed(at(&with(OHLCV, "trades", "-1"))).contains("trades"));
+        assert!(at(&with(OHLCV, "trades", "5.0")).unwrap_err().unreadable);
     }
 
     const ANALYTICS: &str = r#"{"timestamp":"2026-11-22T18:00:00Z","totalMarketCap":"3000000000000",
@@ -398,55 +699,21 @@ mod tests {
 
     #[test]
     fn analytics_rules() {
-        assert!(check(DataType::Analytics, ANALYTICS, "x").is_ok());
+        let at = |json: &str| check("crypto-analytics", json);
+        assert!(at(ANALYTICS).is_ok());
+        let e = at(&with(ANALYTICS, "btcDominance", "100.01")).unwrap_err();
         assert_eq!(
-            field_of(check(
-                DataType::Analytics,
-                &with(ANALYTICS, "btcDominance", "100.01"),
-                "x"
-            )),
-            "btcDominance"
+            e.to_string(),
+            "column `btc_dominance` (/btcDominance): must be <= 100, got 100.01"
         );
+        assert!(at(&with(ANALYTICS, "btcDominance", "100")).is_ok());
+        assert!(blamed(at(&with(ANALYTICS, "ethDominance", "-1"))).contains("ethDominance"));
         assert!(
-            check(
-                DataType::Analytics,
-                &with(ANALYTICS, "btcDominance", "100"),
-                "x"
-            )
-            .is_ok()
+            blamed(at(&with(ANALYTICS, "activeExchanges", "2147483648")))
+                .contains("activeExchanges")
         );
-        assert_eq!(
-            field_of(check(
-                DataType::Analytics,
-                &with(ANALYTICS, "ethDominance", "-1"),
-                "x"
-            )),
-            "ethDominance"
-        );
-        assert_eq!(
-            field_of(check(
-                DataType::Analytics,
-                &with(ANALYTICS, "activeExchanges", "2147483648"),
-                "x"
-            )),
-            "activeExchanges"
-        );
-        assert!(
-            check(
-                DataType::Analytics,
-                &with(ANALYTICS, "activeExchanges", "2147483647"),
-                "x"
-            )
-            .is_ok()
-        );
-        assert!(
-            check(
-                DataType::Analytics,
-                &with(ANALYTICS, "marketCapChange24h", "-3.2"),
-                "x"
-            )
-            .is_ok()
-        );
+        assert!(at(&with(ANALYTICS, "activeExchanges", "2147483647")).is_ok());
+        assert!(at(&with(ANALYTICS, "marketCapChange24h", "-3.2")).is_ok());
     }
 
     const LEVEL1: &str = r#"{"symbol":"BTC-USD","exchangeId":"binance","bestBid":"10","bestAsk":"10",
@@ -454,26 +721,18 @@ mod tests {
 
     #[test]
     fn level1_rules() {
-        let Row::Level1(q) = check(DataType::Level1, LEVEL1, "aggregate").unwrap() else {
-            panic!()
-        };
-        assert_eq!(q.sequence, 0);
-        assert_eq!(
-            field_of(check(
-                DataType::Level1,
-                &with(LEVEL1, "bestBid", "10.5"),
-                "x"
-            )),
-            "bestBid"
+        let at = |json: &str| check("crypto-level1", json);
+        let stored = at(LEVEL1).unwrap();
+        // A missing sequence is stored as 0 (its default).
+        assert!(
+            stored
+                .windows(12)
+                .any(|w| w == [0, 0, 0, 8, 0, 0, 0, 0, 0, 0, 0, 0])
         );
-        assert_eq!(
-            field_of(check(DataType::Level1, &without(LEVEL1, "exchangeId"), "x")),
-            "exchangeId"
-        );
-        assert_eq!(
-            field_of(check(DataType::Level1, &with(LEVEL1, "askSize", "-2"), "x")),
-            "askSize"
-        );
-        assert!(check(DataType::Level1, &with(LEVEL1, "bidSize", "0"), "x").is_ok());
+        let e = at(&with(LEVEL1, "bestBid", "10.5")).unwrap_err();
+        assert!(e.subject.contains("best_bid <= best_ask"), "{e}");
+        assert!(blamed(at(&without(LEVEL1, "exchangeId"))).contains("exchangeId"));
+        assert!(blamed(at(&with(LEVEL1, "askSize", "-2"))).contains("askSize"));
+        assert!(at(&with(LEVEL1, "bidSize", "0")).is_ok());
     }
 }

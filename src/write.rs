@@ -28,13 +28,13 @@ use tokio_postgres::{Client, CopyInSink, Statement, ToStatement};
 use tokio_util::sync::CancellationToken;
 
 use crate::batch::{Batch, Outcome, RejectClass, Rejection};
+use crate::catalog::{Table, sql};
 use crate::copy_format::{EncodedRows, latest_per_key, stream_all};
 use crate::database::Database;
 use crate::dead_letter::{DeadLetter, DeadLetters};
 use crate::health::Health;
 use crate::pg_error::{Backoff, Class, classify, describe};
-use crate::record::DataType;
-use crate::schema::{self, Shape, TableStatements};
+use crate::schema::{self, Shape};
 
 const FENCE_SQL: &str = include_str!("../sql/queries/advance_offsets.sql");
 
@@ -150,8 +150,8 @@ struct Encoded {
 }
 
 impl Encoded {
-    fn new(batch: &Batch, rejected: &BTreeMap<usize, String>) -> Encoded {
-        let (owners, rows) = rows_to_write(batch, rejected);
+    fn new(batch: &Batch, rejected: &BTreeMap<usize, String>, key: &[usize]) -> Encoded {
+        let (owners, rows) = rows_to_write(batch, rejected, key);
         Encoded {
             rows: EncodedRows::from_rows(rows.iter().copied()),
             owners,
@@ -232,8 +232,10 @@ enum Attempt {
 
 /// Writes the batches of one table, on its own connection.
 pub struct Writer {
-    table: &'static str,
-    statements: TableStatements,
+    table: Arc<str>,
+    /// The primary key's columns, in column order: which rows repeat a key.
+    key: Vec<usize>,
+    statements: sql::Statements,
     database: Database,
     group_id: String,
     dead_letters: Arc<DeadLetters>,
@@ -246,7 +248,7 @@ pub struct Writer {
     /// COPY met keys already stored (a re-read after a crash, producers
     /// repeating keys), so such batches do not pay a failed COPY each.
     merge_next: u32,
-    /// The table as the sink writes it (`sql/001_tables.sql`), to compare
+    /// The table as the sink writes it (its catalog DDL), to compare
     /// the live one with; None when unknown.
     expected: Option<Shape>,
     /// Whether the live table was compared and found writable since the
@@ -270,17 +272,17 @@ const MERGE_STREAK: u32 = 16;
 
 impl Writer {
     pub fn new(
-        data_type: DataType,
+        table: &Table,
         database: Database,
         group_id: String,
         dead_letters: Arc<DeadLetters>,
         health: Arc<Health>,
         expected: Option<Shape>,
     ) -> Writer {
-        let spec = schema::spec(data_type);
         Writer {
-            table: spec.name,
-            statements: spec.statements(),
+            table: Arc::from(table.name.as_str()),
+            key: table.key_in_column_order(),
+            statements: sql::statements(table),
             database,
             group_id,
             dead_letters,
@@ -323,9 +325,9 @@ impl Writer {
                     .collect();
                 match self.dead_letters.send_all(&letters).await {
                     Ok(()) => {
-                        if self.health.set_blocked(self.table, None) {
+                        if self.health.set_blocked(&self.table, None) {
                             tracing::info!(
-                                table = self.table,
+                                table = %self.table,
                                 "dead letters acknowledged: the table is no longer blocked"
                             );
                         }
@@ -336,10 +338,10 @@ impl Writer {
                         // Logged once when the table becomes blocked, then
                         // at debug level per retry.
                         let reason = format!("dead letters cannot be written: {e}");
-                        if self.health.set_blocked(self.table, Some(reason)) {
-                            tracing::error!(table = self.table, error = %e, "table blocked: its dead letters are not acknowledged, so its source offsets stay put; retrying");
+                        if self.health.set_blocked(&self.table, Some(reason)) {
+                            tracing::error!(table = %self.table, error = %e, "table blocked: its dead letters are not acknowledged, so its source offsets stay put; retrying");
                         } else {
-                            tracing::debug!(table = self.table, error = %e, retry_in = ?delay, "dead letters not acknowledged");
+                            tracing::debug!(table = %self.table, error = %e, retry_in = ?delay, "dead letters not acknowledged");
                         }
                         if sleep_or_stop(delay, stop).await {
                             return None;
@@ -363,28 +365,29 @@ impl Writer {
             let started = Instant::now();
             match self.attempt(&mut part).await {
                 Ok(Attempt::Committed { rows, rejected }) => {
-                    metrics::histogram!("timesink_copy_duration_seconds", "table" => self.table)
+                    metrics::histogram!("timesink_copy_duration_seconds", "table" => self.table.to_string())
                         .record(started.elapsed().as_secs_f64());
                     tracing::debug!(
-                        table = self.table,
+                        table = %self.table,
                         rows,
                         took = ?started.elapsed(),
                         "batch committed"
                     );
-                    if self.health.set_blocked(self.table, None) {
+                    if self.health.set_blocked(&self.table, None) {
                         tracing::info!(
-                            table = self.table,
+                            table = %self.table,
                             "table no longer blocked: writes go through again"
                         );
                     } else if failed {
-                        tracing::info!(table = self.table, "write went through after retrying");
+                        tracing::info!(table = %self.table, "write went through after retrying");
                     }
                     failed = false;
                     backoff = Backoff::new();
                     report.committed(&part, rows, rejected);
                     // Recording each message's latency and freeing the batch
                     // take a tenth of a write: both happen off the writer's path.
-                    let (table, now_ms) = (self.table, chrono::Utc::now().timestamp_millis());
+                    let (table, now_ms) =
+                        (self.table.clone(), chrono::Utc::now().timestamp_millis());
                     tokio::task::spawn_blocking(move || record_latency(table, part, now_ms));
                 }
                 Ok(Attempt::Fenced(partitions)) => {
@@ -412,11 +415,11 @@ impl Writer {
                     if class == Class::TooBig && part.batch.entries.len() > 1 {
                         let (first, second) = part.split();
                         tracing::info!(
-                            table = self.table, error = %e,
+                            table = %self.table, error = %e,
                             rows = first.batch.rows + second.batch.rows,
                             "PostgreSQL found the batch too big for one statement; writing it in halves"
                         );
-                        metrics::counter!("timesink_batch_splits_total", "table" => self.table)
+                        metrics::counter!("timesink_batch_splits_total", "table" => self.table.to_string())
                             .increment(1);
                         parts.push_front(second);
                         parts.push_front(first);
@@ -429,7 +432,7 @@ impl Writer {
                         self.verified = false;
                     }
                     let delay = backoff.step();
-                    metrics::counter!("timesink_write_retries_total", "table" => self.table)
+                    metrics::counter!("timesink_write_retries_total", "table" => self.table.to_string())
                         .increment(1);
                     self.report_failure(class, &e, delay, failed);
                     failed = true;
@@ -448,9 +451,12 @@ impl Writer {
     fn report_failure(&self, class: Class, error: &AttemptError, delay: Duration, failed: bool) {
         let blocked = matches!(class, Class::Blocked | Class::TooBig);
         if blocked {
-            if self.health.set_blocked(self.table, Some(error.to_string())) {
+            if self
+                .health
+                .set_blocked(&self.table, Some(error.to_string()))
+            {
                 tracing::error!(
-                    table = self.table, %error,
+                    table = %self.table, %error,
                     "table blocked: PostgreSQL refuses its writes until the operator acts \
                      (nothing is skipped: its offsets stay put); re-checking every few seconds"
                 );
@@ -458,10 +464,10 @@ impl Writer {
             }
         } else if !failed && !error.is_connection() {
             // A lost connection is the database probe's to report, once.
-            tracing::warn!(table = self.table, %error, retry_in = ?delay, "write failed; retrying");
+            tracing::warn!(table = %self.table, %error, retry_in = ?delay, "write failed; retrying");
             return;
         }
-        tracing::debug!(table = self.table, %error, class = class.label(), retry_in = ?delay, "write failed again");
+        tracing::debug!(table = %self.table, %error, class = class.label(), retry_in = ?delay, "write failed again");
     }
 
     /// Connects ahead of the first batch (while the consumer joins its
@@ -470,7 +476,7 @@ impl Writer {
     /// only logged: the first write connects again.
     pub async fn warm_up(&mut self) {
         if let Err(e) = self.connect().await {
-            tracing::debug!(table = self.table, error = %describe(&e), "connecting ahead failed");
+            tracing::debug!(table = %self.table, error = %describe(&e), "connecting ahead failed");
             self.client = None;
         }
     }
@@ -594,7 +600,7 @@ impl Writer {
             let Encoded {
                 owners,
                 rows: encoded,
-            } = &Encoded::new(&flush.batch, &rejected);
+            } = &Encoded::new(&flush.batch, &rejected, &self.key);
             self.client_ref().batch_execute("SAVEPOINT batch").await?;
             match self.copy_range(encoded, 0..encoded.len(), merge).await {
                 Ok(()) => break encoded.len(),
@@ -655,7 +661,7 @@ impl Writer {
                 .as_ref()
                 .expect("connected before verifying")
                 .client;
-            if let Some(reason) = schema::check_table(client, self.table, expected).await? {
+            if let Some(reason) = schema::check_table(client, &self.table, expected).await? {
                 return Err(AttemptError::Mismatch(reason));
             }
         }
@@ -665,7 +671,7 @@ impl Writer {
 
     /// Whether the table is reported blocked.
     pub fn is_blocked(&self) -> bool {
-        self.health.is_blocked(self.table)
+        self.health.is_blocked(&self.table)
     }
 
     /// Re-checks a blocked table with nothing to write: a table found
@@ -677,18 +683,18 @@ impl Writer {
         };
         match checked.await {
             Ok(()) => {
-                if self.health.set_blocked(self.table, None) {
+                if self.health.set_blocked(&self.table, None) {
                     tracing::info!(
-                        table = self.table,
+                        table = %self.table,
                         "table no longer blocked: it matches what the sink writes"
                     );
                 }
             }
             Err(e) => {
                 self.client = None;
-                tracing::debug!(table = self.table, error = %e, "table still blocked");
+                tracing::debug!(table = %self.table, error = %e, "table still blocked");
                 if let AttemptError::Mismatch(reason) = e {
-                    self.health.set_blocked(self.table, Some(reason));
+                    self.health.set_blocked(&self.table, Some(reason));
                 }
             }
         }
@@ -788,6 +794,7 @@ impl Writer {
 fn rows_to_write<'b>(
     batch: &'b Batch,
     rejected: &BTreeMap<usize, String>,
+    key: &[usize],
 ) -> (Vec<usize>, Vec<&'b [u8]>) {
     let mut owners = Vec::with_capacity(batch.rows);
     let mut rows = Vec::with_capacity(batch.rows);
@@ -797,7 +804,7 @@ fn rows_to_write<'b>(
             rows.push(row);
         }
     }
-    let keep = latest_per_key(batch.data_type, &rows);
+    let keep = latest_per_key(key, &rows);
     if keep.len() == rows.len() {
         return (owners, rows);
     }
@@ -869,11 +876,12 @@ async fn advance_offsets(
 /// Records, for each message of a flush committed at `now_ms`, the time
 /// from its Kafka timestamp (the producer's, or the broker's with
 /// LogAppendTime) to the commit; then frees the flush.
-fn record_latency(table: &'static str, flush: Flush, now_ms: i64) {
+fn record_latency(table: Arc<str>, flush: Flush, now_ms: i64) {
     // End to end; the part before the sink polled the message (producer and
     // broker); the sink's own part.
-    let total = metrics::histogram!("timesink_produce_to_commit_seconds", "table" => table);
-    let before = metrics::histogram!("timesink_produce_to_poll_seconds", "table" => table);
+    let table = table.to_string();
+    let total = metrics::histogram!("timesink_produce_to_commit_seconds", "table" => table.clone());
+    let before = metrics::histogram!("timesink_produce_to_poll_seconds", "table" => table.clone());
     let own = metrics::histogram!("timesink_poll_to_commit_seconds", "table" => table);
     let secs = |ms: i64| ms as f64 / 1000.0;
     for entry in &flush.batch.entries {
@@ -900,7 +908,7 @@ mod tests {
 
     fn flush(topic: &str, spans: &[(i32, i64, i64, u64)]) -> Flush {
         let topic: Arc<str> = topic.into();
-        let mut batch = crate::batch::Batch::empty(topic, DataType::Level1);
+        let mut batch = crate::batch::Batch::empty(topic, crate::catalog::TableId(3));
         let mut fences = Vec::new();
         for &(partition, first, last, epoch) in spans {
             batch.spans.insert(
@@ -952,11 +960,10 @@ mod tests {
         use crate::batch::{Entry, Span};
         use crate::copy_format::RowBuffer;
         use crate::message::SourceMessage;
-        use crate::record::Row;
         let mut f = flush("t", &[(0, offsets.start, offsets.end - 1, 1)]);
         let mut rows = RowBuffer::default();
         for offset in offsets {
-            rows.push(&Row::test_quote(offset, offset, "src"));
+            rows.push(&crate::copy_format::test_quote(offset, offset, "src"));
             f.batch.entries.push(Entry {
                 message: SourceMessage::new(
                     f.batch.topic.clone(),
@@ -1011,15 +1018,20 @@ mod tests {
         let mut flush = flush_of_rows(0..4);
         // Entry 3 repeats the key of entry 1 (same time and sequence).
         let mut again = crate::copy_format::RowBuffer::default();
-        again.push(&crate::record::Row::test_quote(1, 1, "later"));
+        again.push(&crate::copy_format::test_quote(1, 1, "later"));
         let mut rows: Vec<&[u8]> = flush.batch.encoded[0].rows().take(3).collect();
         rows.extend(again.rows());
         flush.batch.encoded = vec![EncodedRows::from_rows(rows)];
-        let (owners, rows) = rows_to_write(&flush.batch, &BTreeMap::new());
+        let (owners, rows) = rows_to_write(
+            &flush.batch,
+            &BTreeMap::new(),
+            &crate::copy_format::TEST_QUOTE_KEY,
+        );
         assert_eq!(owners, [0, 2, 3]);
         assert_eq!(rows[2], again.rows().next().unwrap());
         let refused = BTreeMap::from([(2, "refused".to_owned())]);
-        let (owners, _) = rows_to_write(&flush.batch, &refused);
+        let (owners, _) =
+            rows_to_write(&flush.batch, &refused, &crate::copy_format::TEST_QUOTE_KEY);
         assert_eq!(owners, [0, 3]);
         // Partitions fenced off take their rows with them.
         flush.batch.remove_partitions(&[0]);

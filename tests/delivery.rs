@@ -9,7 +9,7 @@ use std::collections::HashMap;
 use std::time::{Duration, Instant};
 
 use common::*;
-use timesink::record::DataType;
+use timesink::produce::DataType;
 
 fn start_sink(world: &World) -> SinkProcess {
     SinkProcess::start(world, &[])
@@ -257,8 +257,14 @@ async fn fixed_batches_deliver_exactly_once_too() {
     let topic = world.topic(DataType::Level1);
     let env = [
         ("TIMESINK_BATCH__ADAPTIVE", "false".to_string()),
-        ("TIMESINK_BATCH__LEVEL1__MAX_ROWS", "37".to_string()),
-        ("TIMESINK_BATCH__LEVEL1__LINGER_MS", "20".to_string()),
+        (
+            "TIMESINK_TABLES__LEVEL1_QUOTES__BATCH__MAX_ROWS",
+            "37".to_string(),
+        ),
+        (
+            "TIMESINK_TABLES__LEVEL1_QUOTES__BATCH__LINGER_MS",
+            "20".to_string(),
+        ),
     ];
     let total = 3000u64;
     let messages = keyed_quotes(0..total);
@@ -280,7 +286,7 @@ async fn fixed_batches_deliver_exactly_once_too() {
     assert_exactly_once(&world, &topic, &sent).await;
 }
 
-/// `batch.writers`: three connections write one table at once, each its own
+/// `tables.<name>.writers`: three connections write one table at once, each its own
 /// partitions (4 partitions: writer 0 has two). The same records also come
 /// again under other message keys, so mostly in other partitions, written
 /// by other writers at the same moment: they meet as conflicts (or a
@@ -290,8 +296,11 @@ async fn three_writers_for_a_table_deliver_exactly_once() {
     let world = World::new(4).await;
     let topic = world.topic(DataType::Level1);
     let env = [
-        ("TIMESINK_BATCH__WRITERS__LEVEL1", "3".to_string()),
-        ("TIMESINK_BATCH__LEVEL1__MAX_ROWS", "50".to_string()),
+        ("TIMESINK_TABLES__LEVEL1_QUOTES__WRITERS", "3".to_string()),
+        (
+            "TIMESINK_TABLES__LEVEL1_QUOTES__BATCH__MAX_ROWS",
+            "50".to_string(),
+        ),
     ];
     let distinct = 3000u64;
     let first = keyed_quotes(0..distinct);

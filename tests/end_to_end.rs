@@ -12,8 +12,9 @@ use rdkafka::message::Message;
 use std::sync::Arc;
 use timesink::health::Health;
 use timesink::pipeline;
+use timesink::produce::DataType;
 use timesink::produce::{Encoding, Generator};
-use timesink::record::{DataType, Timestamp};
+use timesink::time::Timestamp;
 use tokio_util::sync::CancellationToken;
 
 /// Every key sent is present once, rows == distinct keys, and the stored
@@ -47,7 +48,7 @@ async fn every_type_and_encoding_lands_exactly_once() {
 
     let producer = producer();
     let mut generator = Generator::new(
-        world.config.topics.clone(),
+        world.topics.clone(),
         vec!["binance".into()],
         DataType::ALL.to_vec(),
         Encoding::ALL.to_vec(),

@@ -12,7 +12,7 @@ use std::time::{Duration, Instant};
 
 use common::private;
 use common::*;
-use timesink::record::DataType;
+use timesink::produce::DataType;
 
 /// Session timeout of the test sinks, so a killed member leaves the group
 /// in seconds rather than librdkafka's default 45.

@@ -11,8 +11,9 @@ use common::*;
 use rdkafka::ClientConfig;
 use rdkafka::message::Message;
 use rdkafka::producer::{FutureProducer, FutureRecord};
+use timesink::produce::DataType;
 use timesink::produce::{Encoding, Generator};
-use timesink::record::{DataType, Timestamp};
+use timesink::time::Timestamp;
 
 /// What a case is, its value, its headers, a part of the reason it must carry.
 type Case = (
@@ -29,7 +30,7 @@ fn price(fields: &str) -> String {
 /// One generated message of `encoding` (prices), as value and headers.
 fn generated(world: &World, encoding: Encoding) -> (Vec<u8>, Vec<(&'static str, String)>) {
     let mut generator = Generator::new(
-        world.config.topics.clone(),
+        world.topics.clone(),
         Vec::new(),
         vec![DataType::Price],
         vec![encoding],

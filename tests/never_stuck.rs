@@ -9,7 +9,7 @@ use std::time::{Duration, Instant};
 
 use common::private::PrivatePg;
 use common::*;
-use timesink::record::DataType;
+use timesink::produce::DataType;
 
 /// A login role that owns `world`'s database (so it may create the tables
 /// there, and owns them), as a least-privilege sink would run; with the
@@ -181,9 +181,13 @@ async fn a_statement_timeout_shorter_than_a_flush_splits_it_until_it_fits() {
     // The tables ahead, with a trigger that makes each row take 2 ms, and
     // a statement_timeout a 1,000-row COPY cannot meet.
     let mut client = connect(&world.config.database.url).await;
-    timesink::schema::apply(&mut client, world.config.database.timescaledb)
-        .await
-        .expect("schema");
+    timesink::schema::apply(
+        &mut client,
+        world.config.database.timescaledb,
+        &world.config.catalog().expect("catalog"),
+    )
+    .await
+    .expect("schema");
     let db = world.config.database.url.rsplit('/').next().expect("db");
     world
         .db
@@ -457,9 +461,13 @@ async fn a_role_with_only_the_documented_grants_runs_the_sink() {
     // The tables ahead, by their owner, as `timesink schema` makes them
     // (hypertables where TimescaleDB is loaded).
     let mut owner = connect(&world.config.database.url).await;
-    let report = timesink::schema::apply(&mut owner, world.config.database.timescaledb)
-        .await
-        .expect("schema");
+    let report = timesink::schema::apply(
+        &mut owner,
+        world.config.database.timescaledb,
+        &world.config.catalog().expect("catalog"),
+    )
+    .await
+    .expect("schema");
     let url = &world.config.database.url;
     let (head, db) = url.rsplit_once('/').expect("a database in the URL");
     let role = format!("{db}_writer");
@@ -535,9 +543,13 @@ async fn a_role_with_only_the_documented_grants_runs_the_sink() {
 async fn a_changed_table_is_blocked_by_name_not_dead_lettered_and_heals() {
     let world = World::new(1).await;
     let mut client = connect(&world.config.database.url).await;
-    timesink::schema::apply(&mut client, timesink::config::TimescaleMode::Off)
-        .await
-        .expect("schema");
+    timesink::schema::apply(
+        &mut client,
+        timesink::config::TimescaleMode::Off,
+        &world.config.catalog().expect("catalog"),
+    )
+    .await
+    .expect("schema");
     // At start: a NOT NULL column no row fills, and a table without its
     // primary key.
     world

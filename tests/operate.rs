@@ -12,7 +12,7 @@ use std::time::Duration;
 use common::{
     SinkProcess, World, drained, eventually, free_port, get, quote, send_many, sink_command, unique,
 };
-use timesink::record::DataType;
+use timesink::produce::DataType;
 use timesink::telemetry::METRICS;
 
 fn json(body: &str) -> serde_json::Value {
@@ -229,7 +229,8 @@ async fn check_reports_what_it_finds_and_names_what_fails() {
     for expected in [
         "configuration: valid".to_owned(),
         format!("{topic} (2 partitions)"),
-        "table level1_quotes: missing (created at start)".to_owned(),
+        format!("table level1_quotes reads ^{topic}(-(?<exchange>"),
+        "table level1_quotes (9 columns, primary key (exchange_id, symbol, time, sequence)): missing (created at start)".to_owned(),
         "check passed".to_owned(),
     ] {
         assert!(out.contains(&expected), "no {expected:?} in:\n{out}");
@@ -239,7 +240,7 @@ async fn check_reports_what_it_finds_and_names_what_fails() {
     let out = stdout_of(&mut sink_command(&world, "schema"));
     assert!(out.contains("tables ready in"), "{out}");
     let (_, out, _) = check(&world, &[]);
-    assert!(out.contains("table level1_quotes: present"), "{out}");
+    assert!(out.contains("sequence)): present"), "{out}");
 
     // Once the sink has run: offsets stored.
     send_many(&topic, &[("K1".to_owned(), quote(1, true))]).await;
@@ -248,7 +249,7 @@ async fn check_reports_what_it_finds_and_names_what_fails() {
     sink.terminate(Duration::from_secs(30));
     let (ok, out, _) = check(&world, &[]);
     assert!(ok);
-    assert!(out.contains("table level1_quotes: present"), "{out}");
+    assert!(out.contains("sequence)): present"), "{out}");
     assert!(
         out.contains(&format!("on {topic}: ")) && out.contains("1 messages stored"),
         "{out}"
@@ -277,9 +278,15 @@ async fn check_reports_what_it_finds_and_names_what_fails() {
         "{err}"
     );
 
-    let (ok, _, err) = check(&world, &[("TIMESINK_BATCH__LEVEL1__MAX_ROWS", "0".into())]);
+    let (ok, _, err) = check(
+        &world,
+        &[(
+            "TIMESINK_TABLES__LEVEL1_QUOTES__BATCH__MAX_ROWS",
+            "0".into(),
+        )],
+    );
     assert!(!ok);
-    assert!(err.contains("batch.level1.max_rows"), "{err}");
+    assert!(err.contains("tables.level1_quotes.batch.max_rows"), "{err}");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -15,7 +15,7 @@ use std::sync::Arc;
 use timesink::config::TimescaleMode;
 use timesink::health::Health;
 use timesink::pipeline;
-use timesink::record::DataType;
+use timesink::produce::DataType;
 use timesink::schema;
 use tokio_util::sync::CancellationToken;
 
@@ -63,7 +63,8 @@ async fn hypertables_with_compression_are_created_idempotently() {
     }
     let mut client = connect(&world.config.database.url).await;
     for _ in 0..2 {
-        let report = schema::apply(&mut client, TimescaleMode::Required)
+        let catalog = world.config.catalog().expect("catalog");
+        let report = schema::apply(&mut client, TimescaleMode::Required, &catalog)
             .await
             .expect("schema applies, twice");
         assert!(report.timescaledb);
@@ -105,7 +106,8 @@ async fn hypertables_with_compression_are_created_idempotently() {
         .collect();
     let expected = [
         ("crypto_prices", "coin_id,exchange_id"),
-        ("level1_quotes", "exchange_id,symbol,sequence"),
+        // The contract: sequence orders level-1 rows, it does not segment them.
+        ("level1_quotes", "exchange_id,symbol"),
         ("market_analytics", "source"),
         ("ohlcv_data", "coin_id,exchange_id,timeframe"),
     ];
@@ -126,6 +128,18 @@ async fn hypertables_with_compression_are_created_idempotently() {
         .unwrap()
         .get(0);
     assert_eq!(policies, 4, "one compression policy per hypertable");
+    let level1_order: String = world
+        .db
+        .query_one(
+            "SELECT string_agg(attname::text || CASE WHEN orderby_asc THEN '' ELSE ' DESC' END, ',' ORDER BY orderby_column_index) \
+             FROM timescaledb_information.compression_settings \
+             WHERE hypertable_name = 'level1_quotes' AND orderby_column_index IS NOT NULL",
+            &[],
+        )
+        .await
+        .unwrap()
+        .get(0);
+    assert_eq!(level1_order, "time DESC,sequence");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -8,7 +8,7 @@ use std::time::Duration;
 
 use common::{SinkProcess, World, database_url, drained, quote, send_many};
 use timesink::database::Database;
-use timesink::record::DataType;
+use timesink::produce::DataType;
 
 fn ca() -> String {
     let path = std::env::var("TEST_PG_CA")

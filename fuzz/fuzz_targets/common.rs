@@ -2,21 +2,41 @@
 // then validate), exactly as the pipeline runs them. Whatever the bytes,
 // the answer is rows or a dead-letter reason — never a panic.
 
-use std::sync::Arc;
+use std::sync::{Arc, OnceLock};
 
 use timesink::batch::Outcome;
+use timesink::catalog::{Catalog, Route};
 use timesink::copy_format::RowBuffer;
 use timesink::decode::Bounds;
 use timesink::message::SourceMessage;
 use timesink::pipeline::process;
-use timesink::record::{DataType, Timestamp};
+use timesink::time::Timestamp;
 
-/// The data type a fuzz input's first byte selects.
-pub fn data_type(selector: u8) -> DataType {
-    DataType::ALL[usize::from(selector) % DataType::ALL.len()]
+/// The built-in tables, described as the sink runs them.
+fn catalog() -> &'static Catalog {
+    static CATALOG: OnceLock<Catalog> = OnceLock::new();
+    CATALOG.get_or_init(|| {
+        timesink::config::Config::default()
+            .catalog()
+            .expect("the built-in tables")
+    })
 }
 
-pub fn run(data_type: DataType, headers: Vec<(String, Option<Vec<u8>>)>, value: &[u8]) {
+/// The table a fuzz input's first byte selects (in the contract's order of
+/// data types, as the seeds are written), with the captures of a
+/// per-exchange topic (`binance`).
+pub fn data_type(selector: u8) -> Route {
+    const ORDER: [&str; 4] = ["crypto_prices", "ohlcv_data", "market_analytics", "level1_quotes"];
+    let catalog = catalog();
+    let name = ORDER[usize::from(selector) % ORDER.len()];
+    let table = catalog.by_name(name).expect("a built-in table");
+    Route {
+        table: table.id,
+        captures: vec![Some("binance".to_owned()); table.captures.len()],
+    }
+}
+
+pub fn run(route: Route, headers: Vec<(String, Option<Vec<u8>>)>, value: &[u8]) {
     let message = SourceMessage::new(
         Arc::from("crypto-fuzz"),
         0,
@@ -30,9 +50,11 @@ pub fn run(data_type: DataType, headers: Vec<(String, Option<Vec<u8>>)>, value: 
     // A row already in the buffer, as when a batch is open: it stays.
     let mut rows = RowBuffer::default();
     rows.push_encoded(b"a row of another message");
+    let catalog = catalog();
     match process(
-        data_type,
-        Some("binance"),
+        catalog,
+        &route,
+        &catalog.envelope_names(),
         &message,
         &Bounds::default(),
         now,

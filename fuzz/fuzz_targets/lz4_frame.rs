@@ -10,7 +10,7 @@ use std::io::{Read, Write};
 
 use lz4_flex::frame::{BlockMode, BlockSize, FrameDecoder, FrameEncoder, FrameInfo};
 use timesink::decode::DecodeError;
-use timesink::lz4_frame::inflate;
+use timesink::decode::lz4_frame::inflate;
 
 const LIMIT: usize = 1 << 20;
 

@@ -16,8 +16,9 @@ use rdkafka::client::DefaultClientContext;
 use rdkafka::consumer::{BaseConsumer, Consumer};
 use rdkafka::message::{Header, OwnedHeaders};
 use rdkafka::producer::{FutureProducer, FutureRecord};
-use timesink::config::{Config, TopicsConfig};
-use timesink::record::DataType;
+use timesink::config::Config;
+use timesink::produce::DataType;
+use timesink::produce::Topics;
 use tokio_postgres::{Client, NoTls};
 
 /// The services' ports, as `scripts/services.sh` reads them.
@@ -72,6 +73,15 @@ pub fn unique(prefix: &str) -> String {
 pub struct World {
     pub config: Config,
     pub db: Client,
+    /// The base topic of each built-in table (its per-exchange topics are
+    /// `<base>-<exchangeId>`).
+    pub topics: Topics,
+}
+
+/// The topic pattern of a built-in table whose base topic is `base`: the
+/// base and `<base>-<exchangeId>`, the exchange captured.
+pub fn base_pattern(base: &str) -> String {
+    format!("^{base}(-(?<exchange>[A-Za-z0-9_-]+))?$")
 }
 
 pub async fn connect(url: &str) -> Client {
@@ -104,27 +114,33 @@ impl World {
         config.kafka.brokers = brokers();
         config.kafka.group_id = format!("{name}-group");
         config.database.url = url.clone();
-        config.topics = TopicsConfig {
+        let topics = Topics {
             prices: format!("{name}-crypto-prices"),
             ohlcv: format!("{name}-crypto-ohlcv"),
             analytics: format!("{name}-crypto-analytics"),
             level1: format!("{name}-crypto-level1"),
         };
+        for t in DataType::ALL {
+            if let Some(table) = config.tables.get_mut(t.table()) {
+                table.topic_pattern = Some(base_pattern(topics.base(t)));
+            }
+        }
         config.shutdown_timeout_ms = 20_000;
         let world = World {
             config,
             db: connect(&url).await,
+            topics,
         };
         let topics: Vec<String> = DataType::ALL
             .iter()
-            .map(|&t| world.config.topics.base(t).to_owned())
+            .map(|&t| world.topics.base(t).to_owned())
             .collect();
         create_topics(&topics, partitions).await;
         world
     }
 
     pub fn topic(&self, t: DataType) -> String {
-        self.config.topics.base(t).to_owned()
+        self.topics.base(t).to_owned()
     }
 
     pub async fn count(&self, table: &str) -> i64 {
@@ -287,14 +303,17 @@ pub fn read_all(topic: &str, expected: usize, secs: u64) -> Vec<rdkafka::message
 pub fn sink_command(world: &World, subcommand: &str) -> std::process::Command {
     let c = &world.config;
     let mut cmd = std::process::Command::new(env!("CARGO_BIN_EXE_timesink"));
+    for t in DataType::ALL {
+        let variable = format!(
+            "TIMESINK_TABLES__{}__TOPIC_PATTERN",
+            t.table().to_ascii_uppercase()
+        );
+        cmd.env(variable, base_pattern(world.topics.base(t)));
+    }
     cmd.arg(subcommand)
         .env("KAFKA_BROKERS", &c.kafka.brokers)
         .env("DATABASE_URL", &c.database.url)
         .env("TIMESINK_GROUP_ID", &c.kafka.group_id)
-        .env("TIMESINK_TOPICS__PRICES", &c.topics.prices)
-        .env("TIMESINK_TOPICS__OHLCV", &c.topics.ohlcv)
-        .env("TIMESINK_TOPICS__ANALYTICS", &c.topics.analytics)
-        .env("TIMESINK_TOPICS__LEVEL1", &c.topics.level1)
         .env("RUST_LOG", "info,librdkafka=warn")
         .env_remove("FAILPOINTS");
     cmd

@@ -20,7 +20,7 @@ use std::hash::Hasher;
 use lz4_flex::block::DecompressError;
 use twox_hash::XxHash32;
 
-use crate::decode::DecodeError;
+use super::DecodeError;
 
 /// The magic number that opens an LZ4 frame.
 pub const MAGIC: [u8; 4] = [0x04, 0x22, 0x4D, 0x18];

@@ -1,0 +1,252 @@
+//! The declared form of a table: what a user writes under `[tables.<name>]`
+//! in the configuration file, and what the built-in tables
+//! (`src/catalog/tables/*.toml`) are written in. Read by serde, unknown keys
+//! refused by name; [`super::Catalog::build`] checks the meaning.
+
+use std::collections::BTreeMap;
+
+use serde::{Deserialize, Serialize};
+
+/// One table: where its rows come from, its columns, key and rules, and how
+/// it is batched, written and kept.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct TableSpec {
+    /// `false`: the table is neither created nor fed (a built-in table a
+    /// deployment does not use).
+    #[serde(default = "yes")]
+    pub enabled: bool,
+    /// Topics read into this table, by exact name.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub topics: Vec<String>,
+    /// Further topics, by a regular expression that must match the whole
+    /// name (`^…$`); topics created later that match are picked up while
+    /// running. Its named groups (`(?<exchange>…)`) are captures a column
+    /// can take (`capture:exchange`). Topics ending with the dead-letter
+    /// suffix never match.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub topic_pattern: Option<String>,
+    /// The contract's envelope: a JSON object with a non-null `payload` is
+    /// an envelope and its payload the record; its `dataType`, when
+    /// present, must be this. Unset: no envelope (a `payload` field is an
+    /// ordinary field).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub envelope: Option<String>,
+    /// The columns, in the table's order.
+    pub columns: Vec<ColumnSpec>,
+    /// The primary key's columns; a record with the key of one already
+    /// stored replaces it (the later one wins).
+    pub primary_key: Vec<String>,
+    /// The time column: TimescaleDB partitions the table on it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub time: Option<String>,
+    /// Orders between two columns a valid record keeps, each
+    /// `"<column> <= <column>"` or `"<column> < <column>"`.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub checks: Vec<String>,
+    /// The positional layout of a bincode value (`content-type:
+    /// application/x-bincode`), field by field. Unset: bincode values are
+    /// dead-lettered.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub bincode: Option<Vec<BincodeField>>,
+    /// When the table's batches are flushed.
+    #[serde(default)]
+    pub batch: BatchSpec,
+    /// How many connections write the table at once, each its own
+    /// transactions (1 to 16). A partition always goes to the same one, so
+    /// its rows stay in order.
+    #[serde(default = "one")]
+    pub writers: usize,
+    /// What the table becomes where TimescaleDB is in use.
+    #[serde(default)]
+    pub timescaledb: TimescaleSpec,
+}
+
+fn yes() -> bool {
+    true
+}
+
+fn one() -> usize {
+    1
+}
+
+/// One column.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ColumnSpec {
+    /// The column's name in PostgreSQL (quoted as given).
+    pub name: String,
+    /// Its type: `text`, `numeric`, `bigint`, `integer`, `boolean`,
+    /// `double precision`, `timestamptz` or `jsonb`.
+    #[serde(rename = "type")]
+    pub column_type: String,
+    /// Where its value comes from; a list is tried in order and the first
+    /// value present (not missing, not null) is taken. `/a/b`: a JSON
+    /// pointer into the record (the envelope's payload, for an envelope);
+    /// `envelope:/a`: into the envelope; `key`; `header:<name>`; `topic`;
+    /// `capture:<name>` (of `topic_pattern`); `partition`; `offset`;
+    /// `timestamp` (the Kafka timestamp).
+    #[serde(default, skip_serializing_if = "Sources::is_empty")]
+    pub from: Sources,
+    /// The value when no source has one. A column with a default, or
+    /// required, is NOT NULL.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub default: Option<Constant>,
+    /// A record without a value here is dead-lettered.
+    #[serde(default, skip_serializing_if = "is_false")]
+    pub required: bool,
+    /// How a `timestamptz` column reads an integer: epoch `s`, `ms` (the
+    /// default) or `us`. Strings are ISO-8601 with an offset.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub epoch: Option<String>,
+    /// The value must be greater than this (numbers; timestamps as ISO-8601).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub gt: Option<Constant>,
+    /// The value must be at least this.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub ge: Option<Constant>,
+    /// The value must be less than this.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub lt: Option<Constant>,
+    /// The value must be at most this.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub le: Option<Constant>,
+    /// A `timestamptz` may be at most this many milliseconds ahead of the
+    /// sink's clock.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub max_ahead_ms: Option<u64>,
+    /// The values a `text` column may take (matched exactly).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub one_of: Option<Vec<String>>,
+    /// The values a `text` column may take, per topic (exact topic names;
+    /// a topic not listed takes none).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub one_of_by_topic: Option<BTreeMap<String, Vec<String>>>,
+    /// The JSON kind a `jsonb` value must be: `object`, `array`, `string`,
+    /// `number` or `boolean`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub json_type: Option<String>,
+}
+
+fn is_false(b: &bool) -> bool {
+    !*b
+}
+
+/// One source or several, in order.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(untagged)]
+pub enum Sources {
+    #[default]
+    None,
+    One(String),
+    Many(Vec<String>),
+}
+
+impl Sources {
+    pub fn is_empty(&self) -> bool {
+        match self {
+            Sources::None => true,
+            Sources::One(_) => false,
+            Sources::Many(v) => v.is_empty(),
+        }
+    }
+
+    pub fn list(&self) -> Vec<&str> {
+        match self {
+            Sources::None => Vec::new(),
+            Sources::One(s) => vec![s.as_str()],
+            Sources::Many(v) => v.iter().map(String::as_str).collect(),
+        }
+    }
+}
+
+/// A constant as TOML writes it.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(untagged)]
+pub enum Constant {
+    Bool(bool),
+    Integer(i64),
+    Float(f64),
+    Text(String),
+}
+
+impl Constant {
+    /// The constant as text, as a producer would send it.
+    pub fn text(&self) -> String {
+        match self {
+            Constant::Bool(b) => b.to_string(),
+            Constant::Integer(i) => i.to_string(),
+            Constant::Float(f) => f.to_string(),
+            Constant::Text(s) => s.clone(),
+        }
+    }
+}
+
+/// One field of a bincode layout.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct BincodeField {
+    /// The name columns take it by, as a JSON pointer (`/coinId`).
+    pub field: String,
+    /// `string`, `u64`, `i64`, `u32`, `i32`, `bool`, `f64`, `timestamp_us`
+    /// (an i64 of epoch microseconds) or `timestamp_ms`, each also as
+    /// `option<…>` (a one-byte tag, then the value when it is 1).
+    #[serde(rename = "type")]
+    pub field_type: String,
+}
+
+/// Flush rules of a table's batches.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct BatchSpec {
+    /// Flush at this many rows.
+    pub max_rows: usize,
+    /// Flush when the batch's messages hold this many bytes.
+    pub max_bytes: usize,
+    /// Flush when the oldest message has waited this many milliseconds: the
+    /// linger when `batch.adaptive` is off, its upper bound when on.
+    pub linger_ms: u64,
+    /// The lower bound of the adaptive linger, in milliseconds.
+    pub min_linger_ms: u64,
+}
+
+impl Default for BatchSpec {
+    fn default() -> Self {
+        BatchSpec {
+            max_rows: 5000,
+            max_bytes: 4 * 1024 * 1024,
+            linger_ms: 100,
+            min_linger_ms: 1,
+        }
+    }
+}
+
+/// What a table becomes where TimescaleDB is in use.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct TimescaleSpec {
+    /// A hypertable on the time column (needs `time`).
+    pub hypertable: bool,
+    /// Chunks older than this (a PostgreSQL interval, `7 days`) are
+    /// compressed; unset: no compression.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub compress_after: Option<String>,
+    /// Compression segments by these columns.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub segment_by: Vec<String>,
+    /// Compression orders by these, each `<column>` or `<column> DESC`;
+    /// unset: the time column, descending.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub order_by: Vec<String>,
+}
+
+impl Default for TimescaleSpec {
+    fn default() -> Self {
+        TimescaleSpec {
+            hypertable: true,
+            compress_after: None,
+            segment_by: Vec::new(),
+            order_by: Vec::new(),
+        }
+    }
+}
