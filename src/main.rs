@@ -45,8 +45,15 @@ enum Command {
     /// Validate the configuration, reach the broker and the database, and
     /// print what is there (topics, tables, TimescaleDB, stored offsets).
     Check,
-    /// Produce generated market data (all four types, every encoding).
+    /// Produce generated market data (all four types, every encoding), or
+    /// seed 004's odin token events (`--stream odin`).
     Produce {
+        /// `crypto` (the four data types) or `odin` (token events, gzip).
+        #[arg(long, value_enum, default_value = "crypto")]
+        stream: Stream,
+        /// Prepended to the odin topic names (`<prefix>odin.trades`, …).
+        #[arg(long, default_value = "")]
+        prefix: String,
         /// Messages to produce.
         #[arg(long, default_value_t = 10_000)]
         count: u64,
@@ -90,6 +97,29 @@ enum TopicsAction {
         #[arg(long, value_delimiter = ',')]
         exchanges: Vec<String>,
     },
+}
+
+/// What `timesink produce` sends.
+#[derive(Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+enum Stream {
+    Crypto,
+    Odin,
+}
+
+fn print_summary(summary: &produce::Summary) {
+    println!(
+        "produced {} messages ({} value bytes) in {:.1}s ({:.0} msg/s)",
+        summary.messages,
+        summary.value_bytes,
+        summary.elapsed.as_secs_f64(),
+        summary.messages as f64 / summary.elapsed.as_secs_f64().max(1e-9)
+    );
+    for (topic, n) in &summary.per_topic {
+        println!("  topic {topic}: {n} messages");
+    }
+    for (table, n) in &summary.rows_per_table {
+        println!("  table {table}: {n} rows");
+    }
 }
 
 /// Exit codes (README, "Commands"): 0 stopped cleanly, 1 could not start
@@ -182,11 +212,26 @@ fn real_main() -> anyhow::Result<()> {
             Ok(())
         }),
         Command::Produce {
+            stream: Stream::Odin,
+            prefix,
+            count,
+            rate,
+            ..
+        } => {
+            let start = Timestamp(chrono::Utc::now().timestamp_micros() - 60_000_000);
+            let mut generator = produce::odin::OdinGenerator::new(start, &prefix);
+            let summary =
+                produce::run(&config.kafka, &mut generator, count, rate).context("producing")?;
+            print_summary(&summary);
+            Ok(())
+        }
+        Command::Produce {
             count,
             rate,
             exchanges,
             types,
             encodings,
+            ..
         } => {
             let types = types
                 .iter()
@@ -213,19 +258,7 @@ fn real_main() -> anyhow::Result<()> {
             );
             let summary =
                 produce::run(&config.kafka, &mut generator, count, rate).context("producing")?;
-            println!(
-                "produced {} messages ({} value bytes) in {:.1}s ({:.0} msg/s)",
-                summary.messages,
-                summary.value_bytes,
-                summary.elapsed.as_secs_f64(),
-                summary.messages as f64 / summary.elapsed.as_secs_f64().max(1e-9)
-            );
-            for (topic, n) in &summary.per_topic {
-                println!("  topic {topic}: {n} messages");
-            }
-            for (table, n) in &summary.rows_per_table {
-                println!("  table {table}: {n} rows");
-            }
+            print_summary(&summary);
             Ok(())
         }
         Command::Topics {

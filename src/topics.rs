@@ -26,8 +26,10 @@ pub struct TopicsFile {
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct TopicSpec {
-    /// `price`, `ohlcv`, `analytics` or `level1`.
-    pub data_type: String,
+    /// For the contract's topics: `price`, `ohlcv`, `analytics` or
+    /// `level1` (informational; the tables say what a topic feeds).
+    #[serde(default)]
+    pub data_type: Option<String>,
     pub partitions: i32,
     /// Topic configuration, as Kafka names it.
     #[serde(default)]
@@ -74,12 +76,13 @@ impl TopicsFile {
             message: e.to_string(),
         })?;
         for (name, spec) in &file.topics {
-            if crate::produce::DataType::from_name(&spec.data_type).is_none() {
+            if let Some(data_type) = &spec.data_type
+                && crate::produce::DataType::from_name(data_type).is_none()
+            {
                 return Err(TopicsError::Parse {
                     path: path.display().to_string(),
                     message: format!(
-                        "topics.{name}.data_type: {:?} is not price, ohlcv, analytics or level1",
-                        spec.data_type
+                        "topics.{name}.data_type: {data_type:?} is not price, ohlcv, analytics or level1"
                     ),
                 });
             }

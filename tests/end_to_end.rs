@@ -60,7 +60,7 @@ async fn every_type_and_encoding_lands_exactly_once() {
         let m = generator.next_message();
         let headers: Vec<(&str, &str)> = m.headers.iter().map(|(k, v)| (*k, v.as_str())).collect();
         send(&producer, &m.topic, Some(&m.key), &m.value, &headers).await;
-        *rows.get_mut(m.data_type.table()).unwrap() += m.rows as i64;
+        *rows.get_mut(m.table).unwrap() += m.rows as i64;
     }
     // Exact decimals with more than 20 significant digits, as a number and as a string.
     let prices = world.topic(DataType::Price);

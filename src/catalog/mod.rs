@@ -376,6 +376,8 @@ pub struct Table {
     pub captures: Vec<String>,
     /// The envelope's `dataType`, when the table takes envelopes.
     pub envelope: Option<String>,
+    /// Whether a JSON array of records is taken.
+    pub arrays: bool,
     pub columns: Vec<Column>,
     /// The primary key's columns, in key order.
     pub key: Vec<usize>,
@@ -770,6 +772,7 @@ fn build_table(
         pattern,
         captures,
         envelope: spec.envelope.clone(),
+        arrays: spec.arrays,
         columns,
         key,
         time,

@@ -32,6 +32,11 @@ pub struct TableSpec {
     /// ordinary field).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub envelope: Option<String>,
+    /// Whether a JSON array of records is taken (one row per element, in
+    /// order). `false`: a message is one JSON object, an array is
+    /// dead-lettered.
+    #[serde(default = "yes")]
+    pub arrays: bool,
     /// The columns, in the table's order.
     pub columns: Vec<ColumnSpec>,
     /// The primary key's columns; a record with the key of one already

@@ -35,6 +35,15 @@ pub(super) fn decode<'a>(
     if !top_text.starts_with('[') {
         return Err(record_error("record", "expected a JSON object"));
     }
+    if !table.arrays {
+        return Err(record_error(
+            "record",
+            format_args!(
+                "expected one JSON object, found an array (table {} takes no arrays)",
+                table.name
+            ),
+        ));
+    }
     array_elements(top_text, max_elements)?
         .iter()
         .enumerate()

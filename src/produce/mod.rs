@@ -1,6 +1,7 @@
 //! `timesink produce`: a load generator that writes what the platform's
-//! producers write — all four data types, on the base and per-exchange
-//! topics, in every encoding of the contract — at a chosen rate.
+//! producers write at a chosen rate: the crypto stream ([`Generator`]: all
+//! four data types, on the base and per-exchange topics, in every encoding
+//! of the contract) or seed 004's odin events ([`odin::OdinGenerator`]).
 //!
 //! Every row it makes has a primary key of its own (the time moves one
 //! microsecond per row), so the rows a sink stores can be counted against it.
@@ -19,6 +20,8 @@ use serde_json::{Value, json};
 use crate::catalog::Catalog;
 use crate::config::KafkaConfig;
 use crate::time::Timestamp;
+
+pub mod odin;
 
 /// The contract's data types: which record a message carries.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
@@ -250,9 +253,29 @@ pub struct Generated {
     pub key: String,
     pub value: Vec<u8>,
     pub headers: Vec<(&'static str, String)>,
-    pub data_type: DataType,
+    /// The table its rows go to.
+    pub table: &'static str,
     /// Rows the message holds.
     pub rows: usize,
+    /// The Kafka timestamp to give it (None: the producer's clock).
+    pub timestamp_ms: Option<i64>,
+}
+
+/// What `timesink produce` sends: one message after another.
+pub trait Load {
+    fn next_message(&mut self) -> Generated;
+    /// How the producer compresses batches (`compression.type`).
+    fn compression(&self) -> &'static str;
+}
+
+impl Load for Generator {
+    fn next_message(&mut self) -> Generated {
+        Generator::next_message(self)
+    }
+
+    fn compression(&self) -> &'static str {
+        "lz4"
+    }
 }
 
 const COINS: [(&str, &str); 8] = [
@@ -370,8 +393,9 @@ impl Generator {
             key,
             value,
             headers,
-            data_type,
+            table: data_type.table(),
             rows: count,
+            timestamp_ms: None,
         }
     }
 }
@@ -532,7 +556,7 @@ pub struct Summary {
 /// Produces `count` messages at `rate` per second (0: as fast as the broker takes them).
 pub fn run(
     kafka: &KafkaConfig,
-    generator: &mut Generator,
+    generator: &mut dyn Load,
     count: u64,
     rate: u64,
 ) -> Result<Summary, KafkaError> {
@@ -543,7 +567,7 @@ pub fn run(
     client
         .set("bootstrap.servers", &kafka.brokers)
         .set("enable.idempotence", "true")
-        .set("compression.type", "lz4")
+        .set("compression.type", generator.compression())
         .set("linger.ms", "5");
     let producer: ThreadedProducer<DefaultProducerContext> = client.create()?;
     let started = Instant::now();
@@ -568,6 +592,9 @@ pub fn run(
             .key(&g.key)
             .payload(&g.value)
             .headers(headers);
+        if let Some(t) = g.timestamp_ms {
+            record = record.timestamp(t);
+        }
         loop {
             match producer.send(record) {
                 Ok(()) => break,
@@ -581,10 +608,7 @@ pub fn run(
         summary.messages += 1;
         summary.value_bytes += g.value.len() as u64;
         *summary.per_topic.entry(g.topic.clone()).or_default() += 1;
-        *summary
-            .rows_per_table
-            .entry(g.data_type.table())
-            .or_default() += g.rows as u64;
+        *summary.rows_per_table.entry(g.table).or_default() += g.rows as u64;
     }
     producer.flush(Duration::from_secs(60))?;
     summary.elapsed = started.elapsed();
@@ -618,7 +642,7 @@ mod tests {
             let m = g.next_message();
             seen.insert(m.topic.clone());
             let route = catalog.route(&m.topic, ".dlq").unwrap();
-            assert_eq!(catalog.table(route.table).name, m.data_type.table());
+            assert_eq!(catalog.table(route.table).name, m.table);
             let message = SourceMessage::new(
                 m.topic.as_str().into(),
                 0,
