@@ -74,7 +74,11 @@ async fn the_odin_stream_lands_by_its_declared_mapping() {
     let config = example.replace("\"odin.", &format!("\"{prefix}odin."));
     let file = std::env::temp_dir().join(format!("{prefix}odin.toml"));
     std::fs::write(&file, config).expect("write config");
-    let env = [("TIMESINK_CONFIG_FILE", file.display().to_string())];
+    let port = free_port();
+    let env = [
+        ("TIMESINK_CONFIG_FILE", file.display().to_string()),
+        ("TIMESINK_HTTP__LISTEN", format!("127.0.0.1:{port}")),
+    ];
 
     // Seed 004's publisher: gzip, keyed by token, the event's timestamp.
     let producer: FutureProducer = kafka_client()
@@ -368,6 +372,37 @@ async fn the_odin_stream_lands_by_its_declared_mapping() {
         .await;
     }
 
+    // Per-table metrics, /status and `timesink check` know the mapped tables.
+    let (_, metrics) = get(&format!("http://127.0.0.1:{port}/metrics")).expect("/metrics");
+    for series in [
+        format!(
+            "timesink_rows_written_total{{table=\"odin_trades\",topic=\"{prefix}odin.trades\"}}"
+        ),
+        "timesink_table_blocked{table=\"odin_events\"} 0".to_owned(),
+        "timesink_table_paused{table=\"odin_trades\"} 0".to_owned(),
+    ] {
+        assert!(metrics.contains(&series), "no {series} in /metrics");
+    }
+    let (code, status) = get(&format!("http://127.0.0.1:{port}/status")).expect("/status");
+    assert_eq!(code, 200, "{status}");
+    let status: serde_json::Value = serde_json::from_str(&status).unwrap();
+    let trades_topic = format!("{prefix}odin.trades");
+    assert_eq!(
+        status["topics"][&trades_topic]["dead_letters"].as_u64(),
+        Some(dead.iter().filter(|s| s.topic == trades_topic).count() as u64),
+        "{status}"
+    );
+    let mut check = sink_command(&world, "check");
+    check.env("TIMESINK_CONFIG_FILE", &file);
+    let out = check.output().expect("timesink check");
+    let out = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.contains(&format!("table odin_trades reads {prefix}odin.trades: {prefix}odin.trades (3 partitions)"))
+            && out.contains("table odin_trades (8 columns, primary key (tx_hash, time)): present")
+            && out.contains("table odin_events (7 columns, primary key (topic, kafka_partition, kafka_offset, time)): present"),
+        "{out}"
+    );
+
     // With TimescaleDB, both are hypertables compressed by token.
     let timescale: bool = world
         .db
@@ -434,4 +469,76 @@ async fn the_odin_stream_lands_by_its_declared_mapping() {
         .unwrap()
         .get(0);
     assert_eq!(price, "1.20", "the later record still wins");
+}
+
+/// A user's table fed by a pattern: a topic created while the sink runs is
+/// picked up, and a named capture of its name fills a column.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_mapped_table_picks_up_topics_by_pattern_and_captures_their_names() {
+    let world = World::new(1).await;
+    let prefix = world
+        .topics
+        .prices
+        .trim_end_matches("crypto-prices")
+        .to_owned();
+    let config = format!(
+        r#"
+[tables.readings]
+topic_pattern = '^{prefix}sensor-(?<site>[a-z]+)$'
+primary_key = ["site", "id"]
+columns = [
+  {{ name = "site", type = "text", from = "capture:site", required = true }},
+  {{ name = "id", type = "bigint", from = "/id", required = true }},
+  {{ name = "ok", type = "boolean", from = "/ok" }},
+  {{ name = "celsius", type = "double precision", from = "/t" }},
+  {{ name = "raw", type = "jsonb", from = "/extra", default = "none" }},
+]
+"#
+    );
+    let file = std::env::temp_dir().join(format!("{prefix}readings.toml"));
+    std::fs::write(&file, config).expect("write config");
+    let mut sink = SinkProcess::start(
+        &world,
+        &[("TIMESINK_CONFIG_FILE", file.display().to_string())],
+    );
+    eventually(30, "the table is created", || async {
+        world.count("readings").await == 0
+    })
+    .await;
+    // Created after the sink started.
+    let topics = [
+        format!("{prefix}sensor-north"),
+        format!("{prefix}sensor-south"),
+    ];
+    create_topics(&topics, 2).await;
+    let producer = producer();
+    for (i, topic) in topics.iter().enumerate() {
+        for id in 0..3 {
+            let value = format!(r#"{{"id":{id},"ok":true,"t":21.5,"extra":{{"i":{i}}}}}"#);
+            send(&producer, topic, Some("k"), value.as_bytes(), &[]).await;
+        }
+    }
+    for topic in &topics {
+        drained(&world, topic, 30).await;
+    }
+    let rows: Vec<(String, i64, bool, f64, String)> = world
+        .db
+        .query(
+            "SELECT site, id, ok, celsius, raw::text FROM readings ORDER BY site, id",
+            &[],
+        )
+        .await
+        .unwrap()
+        .iter()
+        .map(|r| (r.get(0), r.get(1), r.get(2), r.get(3), r.get(4)))
+        .collect();
+    let expected: Vec<(String, i64, bool, f64, String)> = ["north", "south"]
+        .iter()
+        .enumerate()
+        .flat_map(|(i, site)| {
+            (0..3).map(move |id| (site.to_string(), id, true, 21.5, format!(r#"{{"i": {i}}}"#)))
+        })
+        .collect();
+    assert_eq!(rows, expected);
+    sink.terminate(Duration::from_secs(30));
 }
