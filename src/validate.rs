@@ -736,3 +736,102 @@ mod tests {
         assert!(at(&with(LEVEL1, "bidSize", "0")).is_ok());
     }
 }
+
+#[cfg(test)]
+mod sources {
+    use super::*;
+    use crate::catalog::Catalog;
+    use crate::decode::{ContentType, Encoding, decode};
+
+    /// A message's own facts as columns: a header, the Kafka timestamp, the
+    /// key, partition and offset, and a constant.
+    #[test]
+    fn every_kind_of_source_fills_its_column() {
+        let mut specs = std::collections::BTreeMap::new();
+        let spec = crate::catalog::toml_spec(
+            r#"
+            topics = ["facts"]
+            primary_key = ["id"]
+            columns = [
+              { name = "id", type = "bigint", from = "/id", required = true },
+              { name = "origin", type = "text", from = ["header:origin", "/origin"], default = "unknown" },
+              { name = "sent", type = "timestamptz", from = "timestamp" },
+              { name = "k", type = "text", from = "key" },
+              { name = "p", type = "integer", from = "partition" },
+              { name = "o", type = "bigint", from = "offset" },
+              { name = "at", type = "timestamptz", from = "/at", epoch = "s" },
+              { name = "fixed", type = "numeric", default = 1.5 },
+            ]"#,
+        )
+        .unwrap();
+        specs.insert("facts".to_owned(), spec);
+        let catalog = Catalog::build(&specs, ".dlq").unwrap();
+        let table = catalog.by_name("facts").unwrap();
+        let route = catalog.route("facts", ".dlq").unwrap();
+        let row = |json: &str, headers: &[(&str, &[u8])]| {
+            let mut message = SourceMessage::new(
+                "facts".into(),
+                4,
+                99,
+                Some(b"key-1"),
+                Some(json.as_bytes()),
+                headers.iter().map(|(k, v)| (*k, Some(*v))),
+            );
+            message.timestamp_ms = Some(1_795_370_400_123);
+            let encoding = Encoding {
+                content_type: ContentType::Json,
+                compressed: false,
+            };
+            let mut inflated = Vec::new();
+            let records = decode(
+                table,
+                encoding,
+                Some(json.as_bytes()),
+                &mut inflated,
+                &Default::default(),
+                &[],
+            )
+            .unwrap();
+            let ctx = Context {
+                message: &message,
+                captures: &route.captures,
+                now: Timestamp(1_795_370_400_000_000),
+            };
+            let mut rows = RowBuffer::default();
+            validate(table, &records[0], &ctx, &mut rows).map(|()| rows.freeze())
+        };
+        let expected = |origin: &str| {
+            let mut rows = RowBuffer::default();
+            rows.push(&[
+                Cell::BigInt(7),
+                Cell::Text(origin.to_owned().into()),
+                Cell::Time(Timestamp(1_795_370_400_123_000)),
+                Cell::Text("key-1".into()),
+                Cell::Integer(4),
+                Cell::BigInt(99),
+                Cell::Time(Timestamp(1_700_000_000_000_000)),
+                Cell::Numeric(Decimal::parse("1.5").unwrap()),
+            ]);
+            rows.freeze()
+        };
+        // The header wins over the record; the last header of a name counts.
+        let headers: [(&str, &[u8]); 2] = [("origin", b"first"), ("origin", b"ws")];
+        assert_eq!(
+            row(r#"{"id":7,"origin":"rec","at":1700000000}"#, &headers),
+            Ok(expected("ws"))
+        );
+        assert_eq!(
+            row(r#"{"id":7,"origin":"rec","at":1700000000}"#, &[]),
+            Ok(expected("rec"))
+        );
+        assert_eq!(
+            row(r#"{"id":7,"at":1700000000}"#, &[]),
+            Ok(expected("unknown"))
+        );
+        let e = row(r#"{"id":7,"at":1700000000}"#, &[("origin", b"\xff")]).unwrap_err();
+        assert_eq!(
+            e.to_string(),
+            "column `origin` (header:origin | /origin): the header is not UTF-8"
+        );
+    }
+}
