@@ -21,7 +21,7 @@ pub const DEFAULT_MAX_DIGITS: usize = 1_000;
 thread_local! {
     /// The most digits a decimal parsed on this thread may hold (see
     /// [`with_max_digits`]). A thread-local because decimals are parsed deep
-    /// inside serde's derived record readers, which take no context.
+    /// inside the validate stage's value readers, which take no context.
     static MAX_DIGITS: Cell<usize> = const { Cell::new(DEFAULT_MAX_DIGITS) };
 }
 

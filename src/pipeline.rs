@@ -275,11 +275,7 @@ pub async fn run(
     let mut router = Router {
         config: &config,
         catalog: &catalog,
-        envelopes: catalog
-            .envelope_names()
-            .into_iter()
-            .map(str::to_owned)
-            .collect(),
+        envelopes: catalog.envelope_names(),
         batcher: Batcher::new(
             config.batch.adaptive,
             catalog.tables().iter().map(|t| t.writers).collect(),
@@ -499,7 +495,7 @@ struct Router<'c> {
     config: &'c Config,
     catalog: &'c Catalog,
     /// The envelope dataTypes any table takes.
-    envelopes: Vec<String>,
+    envelopes: Vec<&'c str>,
     batcher: Batcher,
     partitions: HashMap<(Arc<str>, i32), PartitionState>,
     /// The writer tasks' queues, by table and writer.
@@ -617,11 +613,10 @@ impl Router<'_> {
             // Read under an earlier assignment: it will be read again.
             _ => return,
         };
-        let envelopes: Vec<&str> = self.envelopes.iter().map(String::as_str).collect();
         let outcome = process(
             self.catalog,
             &route,
-            &envelopes,
+            &self.envelopes,
             &message,
             &self.config.bounds(),
             clock.0,
