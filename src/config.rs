@@ -524,8 +524,8 @@ impl Config {
     }
 
     /// The bounds on the work one message may cause.
-    pub fn bounds(&self) -> crate::decode::Bounds {
-        crate::decode::Bounds {
+    pub fn bounds(&self) -> crate::pipeline::decode::Bounds {
+        crate::pipeline::decode::Bounds {
             value_bytes: self.max_value_bytes,
             array_elements: self.max_array_elements,
             decimal_digits: self.max_decimal_digits,
@@ -690,7 +690,7 @@ mod tests {
         assert_eq!(c, Config::default());
         assert_eq!(c.tables["level1_quotes"].batch.max_rows, 5000);
         assert_eq!(c.tables["crypto_prices"].batch.linger_ms, 50);
-        assert_eq!(c.catalog().unwrap().len(), 4);
+        assert_eq!(c.catalog().unwrap().len(), crate::catalog::BUILT_IN.len());
     }
 
     #[test]

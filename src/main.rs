@@ -14,11 +14,11 @@ use clap::{Parser, Subcommand};
 use tokio_util::sync::CancellationToken;
 
 use timesink::config::{Config, LogFormat};
-use timesink::health::Health;
-use timesink::produce::DataType;
-use timesink::produce::{self, Encoding, Generator};
+use timesink::ops::health::Health;
+use timesink::ops::produce::DataType;
+use timesink::ops::produce::{self, Encoding, Generator};
 use timesink::time::Timestamp;
-use timesink::{check, http, pipeline, schema, telemetry, topics};
+use timesink::{catalog::schema, ops::check, ops::http, ops::telemetry, ops::topics, pipeline};
 
 #[derive(Parser)]
 #[command(
@@ -189,7 +189,7 @@ fn real_main() -> anyhow::Result<()> {
                 anyhow::anyhow!(
                     "database.url ({}): {}",
                     database.target(),
-                    timesink::pg_error::describe(&e)
+                    timesink::describe_database_error(&e)
                 )
             })?;
             let catalog = config.catalog()?;

@@ -7,7 +7,7 @@ mod common;
 use std::time::Duration;
 
 use common::*;
-use timesink::produce::DataType;
+use timesink::ops::produce::DataType;
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 #[ignore = "long: make test-faults"]

@@ -13,13 +13,13 @@ use futures::SinkExt;
 use serde_json::Value;
 
 use common::*;
-use timesink::batch::Outcome;
 use timesink::catalog::{Catalog, ColumnType, Source, Table, sql};
 use timesink::config::Config;
-use timesink::copy_format::RowBuffer;
 use timesink::message::SourceMessage;
-use timesink::produce::odin::event;
-use timesink::produce::{DataType, Encoding, Generator, Topics};
+use timesink::ops::produce::odin::event;
+use timesink::ops::produce::{DataType, Encoding, Generator, Topics};
+use timesink::pipeline::Outcome;
+use timesink::pipeline::RowBuffer;
 use timesink::time::Timestamp;
 
 /// The built-in tables and the odin example's, as one catalog.
@@ -45,20 +45,75 @@ fn sample(table: &Table, now: Timestamp) -> (String, String, String) {
         let m = g.next_message();
         return (m.topic, m.key, String::from_utf8(m.value).unwrap());
     }
-    let (name, topic) = if table.name == "odin_trades" {
-        ("BUY_COMPLETED", "odin.trades")
-    } else {
-        ("LIQUIDITY_ADDED", "odin.liquidity")
+    let odin = match table.name.as_str() {
+        "odin_trades" => Some(("BUY_COMPLETED", "odin.trades")),
+        "odin_events" => Some(("LIQUIDITY_ADDED", "odin.liquidity")),
+        _ => None,
     };
-    let m = event("", name, topic, "token-7", now.micros() / 1000, 42);
-    (m.topic, m.key, String::from_utf8(m.value).unwrap())
+    if let Some((name, topic)) = odin {
+        let m = event("", name, topic, "token-7", now.micros() / 1000, 42);
+        return (m.topic, m.key, String::from_utf8(m.value).unwrap());
+    }
+    described(table, now)
+}
+
+/// A message made from the description alone, for an entry that has no
+/// generator (a built-in added as one more file): every column read from
+/// the record gets a value of its type that its rules allow.
+fn described(table: &Table, now: Timestamp) -> (String, String, String) {
+    let topic = table
+        .topics
+        .first()
+        .unwrap_or_else(|| panic!("{}: name a topic to test it by", table.name))
+        .clone();
+    let mut record = serde_json::json!({});
+    for column in &table.columns {
+        let Some(Source::Record(slot)) = column.sources.first() else {
+            continue;
+        };
+        let allowed = column.one_of.as_ref().or_else(|| {
+            column
+                .one_of_by_topic
+                .as_ref()
+                .and_then(|by| by.get(&topic))
+        });
+        let value = match column.column_type {
+            ColumnType::Text => Value::from(allowed.map_or("x", |a| a[0].as_str())),
+            ColumnType::Numeric => Value::from("1.5"),
+            ColumnType::BigInt | ColumnType::Integer => Value::from(7),
+            ColumnType::Boolean => Value::from(true),
+            ColumnType::Double => Value::from(1.5),
+            ColumnType::TimestampTz => Value::from(
+                chrono::DateTime::from_timestamp_micros(now.micros())
+                    .unwrap()
+                    .to_rfc3339(),
+            ),
+            ColumnType::Jsonb => serde_json::json!({"k": 1}),
+        };
+        // Each step of the pointer an object.
+        let pointer = &table.reading.slot_names[*slot];
+        let mut at = &mut record;
+        let steps: Vec<&str> = pointer.split('/').skip(1).collect();
+        for (i, step) in steps.iter().enumerate() {
+            let object = at.as_object_mut().expect("an object on the path");
+            at = if i + 1 == steps.len() {
+                object.insert((*step).to_owned(), value.clone());
+                break;
+            } else {
+                object
+                    .entry((*step).to_owned())
+                    .or_insert_with(|| serde_json::json!({}))
+            };
+        }
+    }
+    (topic, "k-1".to_owned(), record.to_string())
 }
 
 /// COPYs the first row of `rows` with `statement`.
 async fn copy_row(
     client: &tokio_postgres::Client,
     statement: &str,
-    rows: &timesink::copy_format::EncodedRows,
+    rows: &timesink::pipeline::EncodedRows,
 ) -> Result<u64, tokio_postgres::Error> {
     let sink = client.copy_in(statement).await?;
     let mut sink = std::pin::pin!(sink);
@@ -73,15 +128,16 @@ async fn every_entry_conforms_from_description_to_table_to_row_to_key() {
     let world = World::new(1).await;
     let catalog = catalog();
     let mut client = connect(&world.config.database.url).await;
-    timesink::schema::apply(&mut client, world.config.database.timescaledb, &catalog)
+    timesink::catalog::schema::apply(&mut client, world.config.database.timescaledb, &catalog)
         .await
         .expect("tables created from the catalog");
-    assert_eq!(catalog.len(), 6);
+    // The built-ins and the odin example's two.
+    assert_eq!(catalog.len(), timesink::catalog::BUILT_IN.len() + 2);
     let now = Timestamp(chrono::Utc::now().timestamp_micros() - 60_000_000);
     for table in catalog.tables() {
         let name = &table.name;
         // Description ↔ created table.
-        let shape = timesink::schema::shape_of(&client, &sql::ident(name))
+        let shape = timesink::catalog::schema::shape_of(&client, &sql::ident(name))
             .await
             .unwrap()
             .unwrap_or_else(|| panic!("{name} created"));

@@ -9,7 +9,7 @@ use std::collections::HashMap;
 use std::time::{Duration, Instant};
 
 use common::*;
-use timesink::produce::DataType;
+use timesink::ops::produce::DataType;
 
 fn start_sink(world: &World) -> SinkProcess {
     SinkProcess::start(world, &[])

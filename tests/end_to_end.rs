@@ -10,10 +10,10 @@ use std::time::{Duration, Instant};
 use common::*;
 use rdkafka::message::Message;
 use std::sync::Arc;
-use timesink::health::Health;
+use timesink::ops::health::Health;
+use timesink::ops::produce::DataType;
+use timesink::ops::produce::{Encoding, Generator};
 use timesink::pipeline;
-use timesink::produce::DataType;
-use timesink::produce::{Encoding, Generator};
 use timesink::time::Timestamp;
 use tokio_util::sync::CancellationToken;
 

@@ -12,7 +12,7 @@ use std::time::{Duration, Instant};
 
 use common::private;
 use common::*;
-use timesink::produce::DataType;
+use timesink::ops::produce::DataType;
 
 /// Session timeout of the test sinks, so a killed member leaves the group
 /// in seconds rather than librdkafka's default 45.
@@ -350,7 +350,8 @@ async fn copies_slower_than_max_poll_interval_keep_the_group_and_memory_bounded(
         ("TIMESINK_RDKAFKA_MAX_POLL_INTERVAL_MS", "10000".to_string()),
         (
             "RUST_LOG",
-            "info,librdkafka=warn,timesink::consume=debug,timesink::pipeline=debug".into(),
+            "info,librdkafka=warn,timesink::pipeline::consume=debug,timesink::pipeline=debug"
+                .into(),
         ),
     ];
     fast_group(&mut env);

@@ -11,8 +11,8 @@ use common::*;
 use rdkafka::ClientConfig;
 use rdkafka::message::Message;
 use rdkafka::producer::{FutureProducer, FutureRecord};
-use timesink::produce::DataType;
-use timesink::produce::{Encoding, Generator};
+use timesink::ops::produce::DataType;
+use timesink::ops::produce::{Encoding, Generator};
 use timesink::time::Timestamp;
 
 /// What a case is, its value, its headers, a part of the reason it must carry.

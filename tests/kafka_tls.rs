@@ -11,7 +11,7 @@ use std::path::PathBuf;
 use std::time::Duration;
 
 use common::*;
-use timesink::produce::DataType;
+use timesink::ops::produce::DataType;
 
 /// The test CA's directory (`scripts/services.sh` makes it).
 fn tls_dir() -> PathBuf {

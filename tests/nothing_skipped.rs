@@ -15,7 +15,7 @@ use rdkafka::admin::{AdminClient, AdminOptions, NewTopic, TopicReplication};
 use rdkafka::client::DefaultClientContext;
 use rdkafka::message::Message;
 use rdkafka::producer::{FutureProducer, FutureRecord};
-use timesink::produce::DataType;
+use timesink::ops::produce::DataType;
 
 fn price(coin: &str) -> String {
     format!(

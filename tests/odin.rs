@@ -14,7 +14,7 @@ use rdkafka::message::Message;
 use rdkafka::producer::{FutureProducer, FutureRecord};
 
 use common::*;
-use timesink::produce::odin::{EVENTS, TOPICS, event};
+use timesink::ops::produce::odin::{EVENTS, TOPICS, event};
 
 /// A row of odin_trades but its hash: token, type, price, amount, buyer,
 /// seller, time (epoch ms).

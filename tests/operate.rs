@@ -12,8 +12,8 @@ use std::time::Duration;
 use common::{
     SinkProcess, World, drained, eventually, free_port, get, quote, send_many, sink_command, unique,
 };
-use timesink::produce::DataType;
-use timesink::telemetry::METRICS;
+use timesink::ops::produce::DataType;
+use timesink::ops::telemetry::METRICS;
 
 fn json(body: &str) -> serde_json::Value {
     serde_json::from_str(body).unwrap_or_else(|e| panic!("not JSON ({e}): {body}"))

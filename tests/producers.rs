@@ -11,7 +11,7 @@ use common::*;
 use rdkafka::ClientConfig;
 use rdkafka::message::{Header, OwnedHeaders};
 use rdkafka::producer::{FutureProducer, FutureRecord};
-use timesink::produce::DataType;
+use timesink::ops::produce::DataType;
 
 /// A producer that compresses its record batches with `codec`, and lingers
 /// so that a batch holds many records.

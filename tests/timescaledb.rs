@@ -12,11 +12,11 @@ mod common;
 
 use common::*;
 use std::sync::Arc;
+use timesink::catalog::schema;
 use timesink::config::TimescaleMode;
-use timesink::health::Health;
+use timesink::ops::health::Health;
+use timesink::ops::produce::DataType;
 use timesink::pipeline;
-use timesink::produce::DataType;
-use timesink::schema;
 use tokio_util::sync::CancellationToken;
 
 /// Whether the cluster can run TimescaleDB (installed and preloaded, as

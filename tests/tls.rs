@@ -7,8 +7,8 @@ mod common;
 use std::time::Duration;
 
 use common::{SinkProcess, World, database_url, drained, quote, send_many};
-use timesink::database::Database;
-use timesink::produce::DataType;
+use timesink::Database;
+use timesink::ops::produce::DataType;
 
 fn ca() -> String {
     let path = std::env::var("TEST_PG_CA")
@@ -33,7 +33,7 @@ async fn try_connect(url: &str) -> Result<bool, String> {
     let client = db
         .connect()
         .await
-        .map_err(|e| timesink::pg_error::describe(&e))?;
+        .map_err(|e| timesink::describe_database_error(&e))?;
     let row = client
         .query_one(
             "SELECT ssl FROM pg_stat_ssl WHERE pid = pg_backend_pid()",

@@ -4,11 +4,11 @@
 
 use std::sync::{Arc, OnceLock};
 
-use timesink::batch::Outcome;
 use timesink::catalog::{Catalog, Route};
-use timesink::copy_format::RowBuffer;
-use timesink::decode::Bounds;
 use timesink::message::SourceMessage;
+use timesink::pipeline::Bounds;
+use timesink::pipeline::Outcome;
+use timesink::pipeline::RowBuffer;
 use timesink::pipeline::process;
 use timesink::time::Timestamp;
 
@@ -26,7 +26,12 @@ fn catalog() -> &'static Catalog {
 /// data types, as the seeds are written), with the captures of a
 /// per-exchange topic (`binance`).
 pub fn data_type(selector: u8) -> Route {
-    const ORDER: [&str; 4] = ["crypto_prices", "ohlcv_data", "market_analytics", "level1_quotes"];
+    const ORDER: [&str; 4] = [
+        "crypto_prices",
+        "ohlcv_data",
+        "market_analytics",
+        "level1_quotes",
+    ];
     let catalog = catalog();
     let name = ORDER[usize::from(selector) % ORDER.len()];
     let table = catalog.by_name(name).expect("a built-in table");

@@ -1,16 +1,16 @@
 //! The LZ4 frame reader against lz4_flex's own `FrameDecoder`, both ways:
-//! - any bytes: whatever `inflate` accepts, `FrameDecoder` reads to the
+//! - any bytes: whatever `inflate_lz4_frame` accepts, `FrameDecoder` reads to the
 //!   same content (it accepts more: a frame cut at a block boundary, bytes
 //!   after the frame);
 //! - any content, framed by `FrameEncoder` in the layout the first byte
-//!   selects: `inflate` gives the content back.
+//!   selects: `inflate_lz4_frame` gives the content back.
 #![no_main]
 
 use std::io::{Read, Write};
 
 use lz4_flex::frame::{BlockMode, BlockSize, FrameDecoder, FrameEncoder, FrameInfo};
-use timesink::decode::DecodeError;
-use timesink::decode::lz4_frame::inflate;
+use timesink::pipeline::DecodeError;
+use timesink::pipeline::inflate_lz4_frame;
 
 const LIMIT: usize = 1 << 20;
 
@@ -19,7 +19,7 @@ libfuzzer_sys::fuzz_target!(|data: &[u8]| {
         return;
     };
     if selector & 0x80 == 0 {
-        if let Ok(inflated) = inflate(rest, LIMIT) {
+        if let Ok(inflated) = inflate_lz4_frame(rest, LIMIT) {
             // Not `read_to_end`: `FrameDecoder::read` returns 0 for a block
             // that inflates to nothing, as at the end; it goes on after it.
             let mut decoder = FrameDecoder::new(rest);
@@ -54,7 +54,7 @@ libfuzzer_sys::fuzz_target!(|data: &[u8]| {
     let mut encoder = FrameEncoder::with_frame_info(info, Vec::new());
     encoder.write_all(rest).expect("encoding to memory");
     let frame = encoder.finish().expect("encoding to memory");
-    match inflate(&frame, LIMIT) {
+    match inflate_lz4_frame(&frame, LIMIT) {
         Ok(inflated) => assert_eq!(inflated, rest),
         Err(DecodeError::TooLarge { .. }) => assert!(rest.len() > LIMIT),
         Err(e) => panic!("inflate refuses lz4_flex's frame: {e}"),

@@ -17,8 +17,8 @@ use rdkafka::consumer::{BaseConsumer, Consumer};
 use rdkafka::message::{Header, OwnedHeaders};
 use rdkafka::producer::{FutureProducer, FutureRecord};
 use timesink::config::Config;
-use timesink::produce::DataType;
-use timesink::produce::Topics;
+use timesink::ops::produce::DataType;
+use timesink::ops::produce::Topics;
 use tokio_postgres::{Client, NoTls};
 
 /// The services' ports, as `scripts/services.sh` reads them.

@@ -90,6 +90,16 @@ impl RowBuffer {
         }
     }
 
+    /// Makes room for `bytes` more bytes of rows.
+    pub fn reserve(&mut self, bytes: usize) {
+        self.buf.reserve(bytes);
+    }
+
+    /// The bytes of the rows held.
+    pub fn bytes(&self) -> usize {
+        self.buf.len()
+    }
+
     pub fn clear(&mut self) {
         self.buf.clear();
         self.ends.clear();

@@ -77,7 +77,7 @@ impl TopicsFile {
         })?;
         for (name, spec) in &file.topics {
             if let Some(data_type) = &spec.data_type
-                && crate::produce::DataType::from_name(data_type).is_none()
+                && crate::ops::produce::DataType::from_name(data_type).is_none()
             {
                 return Err(TopicsError::Parse {
                     path: path.display().to_string(),

@@ -7,7 +7,7 @@
 //! the table, another assignment of a partition) is carried: it starts the
 //! one after, and nothing more is taken until then, so order holds.
 
-use crate::write::Flush;
+use crate::pipeline::write::Flush;
 
 /// The writer's flushes between its queue and PostgreSQL.
 #[derive(Debug)]
@@ -76,8 +76,8 @@ impl Coalescer {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::batch::{Batch, Span};
-    use crate::write::Fence;
+    use crate::pipeline::batch::{Batch, Span};
+    use crate::pipeline::write::Fence;
     use std::sync::Arc;
 
     /// A flush of `topic` partition 0 covering offsets `first..=last`, with

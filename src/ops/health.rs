@@ -1,5 +1,5 @@
 //! What an operator asks of a running sink: is it alive, is it ready, does
-//! it keep up? The stages report here; [`crate::http`] answers from here.
+//! it keep up? The stages report here; [`crate::ops::http`] answers from here.
 //!
 //! - **Ready**: a broker is up, the database answers its probe, and at least
 //!   one partition is assigned (an instance beyond the partition count idles).

@@ -1,11 +1,11 @@
 //! The HTTP endpoints an operator and an orchestrator use:
 //!
-//! - `GET /metrics`: Prometheus text format (see [`crate::telemetry`]).
+//! - `GET /metrics`: Prometheus text format (see [`crate::ops::telemetry`]).
 //! - `GET /health`: 200 while the process serves requests (liveness).
 //! - `GET /ready`: 200 when a broker is up, the database answers and a
 //!   partition is assigned; 503 with the reasons otherwise (readiness).
 //! - `GET /status`: JSON: healthy / degraded / unhealthy by lag, and
-//!   per-topic counters (see [`crate::health`]).
+//!   per-topic counters (see [`crate::ops::health`]).
 
 use std::sync::Arc;
 
@@ -18,7 +18,7 @@ use axum::routing::get;
 use metrics_exporter_prometheus::PrometheusHandle;
 use tokio_util::sync::CancellationToken;
 
-use crate::health::{Health, Status};
+use crate::ops::health::{Health, Status};
 
 #[derive(Clone)]
 struct Shared {

@@ -13,7 +13,7 @@ use serde::Deserialize;
 use serde::de::{self, DeserializeSeed, IgnoredAny, MapAccess, SeqAccess, Visitor};
 use serde_json::value::RawValue;
 
-use super::{DecodeError, Record, Value};
+use super::{DecodeError, Record, Records, Value};
 use crate::catalog::{PathTree, Table};
 
 pub(super) fn decode<'a>(
@@ -21,13 +21,14 @@ pub(super) fn decode<'a>(
     bytes: &'a [u8],
     max_elements: usize,
     envelopes: &[&str],
-) -> Result<Vec<Record<'a>>, DecodeError> {
+) -> Result<Records<'a>, DecodeError> {
     let text = std::str::from_utf8(bytes).map_err(|e| {
         DecodeError::Json(format!("invalid UTF-8 at byte offset {}", e.valid_up_to()))
     })?;
     let trimmed = text.trim_start();
     if trimmed.starts_with('{') {
-        return read_object(table, text.trim(), "record", envelopes).map(|r| vec![r]);
+        return read_object(table, text.trim(), "record", envelopes)
+            .map(|r| smallvec::smallvec![r]);
     }
     let top: &RawValue =
         serde_json::from_str(text).map_err(|e| DecodeError::Json(e.to_string()))?;
@@ -84,28 +85,29 @@ fn read_object<'a>(
     envelopes: &[&str],
 ) -> Result<Record<'a>, DecodeError> {
     let reading = &table.reading;
-    let mut slots: Vec<Option<Value<'a>>> = vec![None; reading.slots];
+    let mut record = Record::empty(reading.slots);
+    let slots = &mut record.slots;
     let Some(envelope) = reading.envelope_slots else {
-        walk(&reading.record, text, &mut slots).map_err(|e| walk_error(location, e))?;
-        return Ok(Record { slots });
+        walk(&reading.record, text, slots).map_err(|e| walk_error(location, e))?;
+        return Ok(record);
     };
     // An envelope that names its payload plainly skips the bare reading.
     if !text.contains("\"payload\"") {
-        walk(&reading.record, text, &mut slots).map_err(|e| walk_error(location, e))?;
+        walk(&reading.record, text, slots).map_err(|e| walk_error(location, e))?;
         if !is_present(&slots[envelope.probe]) {
-            return Ok(Record { slots });
+            return Ok(record);
         }
         slots.iter_mut().for_each(|s| *s = None);
     }
     let at = || format!("{location} (envelope)");
-    walk(&reading.envelope, text, &mut slots).map_err(|e| walk_error(&at(), e))?;
+    walk(&reading.envelope, text, slots).map_err(|e| walk_error(&at(), e))?;
     let payload = match slots[envelope.payload] {
         Some(Value::Json(raw)) if raw != "null" => raw,
         // `payload` absent or null: a bare record after all.
         _ => {
             slots.iter_mut().for_each(|s| *s = None);
-            walk(&reading.record, text, &mut slots).map_err(|e| walk_error(location, e))?;
-            return Ok(Record { slots });
+            walk(&reading.record, text, slots).map_err(|e| walk_error(location, e))?;
+            return Ok(record);
         }
     };
     if let Some(Value::Json(raw)) = slots[envelope.data_type]
@@ -134,9 +136,9 @@ fn read_object<'a>(
             "field `payload`: expected a JSON object",
         ));
     }
-    walk(&reading.record, payload, &mut slots)
+    walk(&reading.record, payload, slots)
         .map_err(|e| walk_error(&format!("{location} (envelope) payload"), e))?;
-    Ok(Record { slots })
+    Ok(record)
 }
 
 fn is_present(value: &Option<Value<'_>>) -> bool {

@@ -34,11 +34,11 @@ use tokio::sync::mpsc::error::TrySendError;
 use crate::catalog::Catalog;
 use crate::config::Config;
 use crate::database::Database;
-use crate::health::{Health, Offsets};
 use crate::kafka_log::Link;
 use crate::message::SourceMessage;
-use crate::native_headers::NativeHeaders;
+use crate::ops::health::{Health, Offsets};
 use crate::pg_error::Backoff;
+use crate::pipeline::native_headers::NativeHeaders;
 
 /// How long the pipeline's queue may stay full before fetching pauses. Up
 /// to then the thread waits for room without polling, so this also bounds
@@ -111,7 +111,7 @@ pub enum ConsumeError {
     Thread(#[source] std::io::Error),
 }
 
-const CHECK_TOPIC_ID_SQL: &str = include_str!("../sql/queries/check_topic_id.sql");
+const CHECK_TOPIC_ID_SQL: &str = include_str!("../../sql/queries/check_topic_id.sql");
 
 /// Reads stored offsets from PostgreSQL, for the rebalance callback.
 struct OffsetStore {
@@ -781,7 +781,6 @@ impl ConsumerContext for SinkContext {
 
 /// A running consumer thread.
 pub struct ConsumerHandle {
-    pub context: Arc<SinkContext>,
     /// Set to make the thread stop fetching (it then sends [`Event::Stopped`]).
     pub stop: Arc<AtomicBool>,
     pub thread: JoinHandle<()>,
@@ -871,7 +870,6 @@ pub fn start(
     };
     subscription.refresh(&consumer, SUBSCRIBE_TIMEOUT)?;
     tracing::info!(topics = ?subscription.topics, group = %config.kafka.group_id, "subscribed");
-    let context = consumer.context().clone();
     let thread_stop = stop.clone();
     let thread_runtime = runtime.clone();
     let thread = std::thread::Builder::new()
@@ -886,11 +884,7 @@ pub fn start(
             )
         })
         .map_err(ConsumeError::Thread)?;
-    Ok(ConsumerHandle {
-        context,
-        stop,
-        thread,
-    })
+    Ok(ConsumerHandle { stop, thread })
 }
 
 fn owned(

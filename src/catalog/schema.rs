@@ -7,7 +7,7 @@ use tokio_postgres::Client;
 use crate::catalog::{Catalog, sql};
 use crate::config::TimescaleMode;
 
-const BOOKKEEPING_SQL: &str = include_str!("../sql/001_bookkeeping.sql");
+const BOOKKEEPING_SQL: &str = include_str!("../../sql/001_bookkeeping.sql");
 
 /// The sink's own tables.
 pub const BOOKKEEPING: [&str; 2] = ["timesink_offsets", "timesink_topics"];
@@ -194,7 +194,7 @@ pub struct Shape {
     pub key: Option<Vec<String>>,
 }
 
-const SHAPE_SQL: &str = include_str!("../sql/queries/table_shape.sql");
+const SHAPE_SQL: &str = include_str!("../../sql/queries/table_shape.sql");
 
 /// The shape of the table `name` resolves to (search path; a quoted
 /// identifier), or None when there is none.

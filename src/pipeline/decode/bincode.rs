@@ -23,13 +23,13 @@ pub(super) fn decode<'a>(table: &Table, bytes: &'a [u8]) -> Result<Record<'a>, D
     };
     let config = bincode::config::standard().with_limit::<BINCODE_LIMIT>();
     let mut decoder = DecoderImpl::new(CountingReader { bytes, at: 0 }, config, ());
-    let mut slots: Vec<Option<Value<'a>>> = vec![None; table.reading.slots];
+    let mut record = Record::empty(table.reading.slots);
     for field in layout {
         let value = read_field(&mut decoder, field.wire, field.optional).map_err(|e| {
             let at = decoder.reader().at;
             DecodeError::Bincode(format!("field `{}`: {}", field.name, describe(&e, at)))
         })?;
-        slots[field.slot] = value;
+        record.slots[field.slot] = value;
     }
     let used = decoder.reader().at;
     if used != bytes.len() {
@@ -38,7 +38,7 @@ pub(super) fn decode<'a>(table: &Table, bytes: &'a [u8]) -> Result<Record<'a>, D
             at: used,
         });
     }
-    Ok(Record { slots })
+    Ok(record)
 }
 
 /// One field: its value, or None for an `Option` that is `None`.

@@ -20,8 +20,9 @@ use std::time::{Duration, Instant};
 
 use crate::catalog::TableId;
 use crate::catalog::spec::BatchSpec;
-use crate::copy_format::{EncodedRows, RowBuffer};
 use crate::message::SourceMessage;
+use crate::pipeline::copy_format::{EncodedRows, RowBuffer};
+use crate::pipeline::outcome::Outcome;
 
 /// When a topic's batch is flushed.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -56,71 +57,6 @@ const WRITE_TIME_WEIGHT: f64 = 0.2;
 /// Longer write times (an outage, retries) count as this long, so that the
 /// average comes back within a few transactions once the database does.
 const WRITE_TIME_CAP: Duration = Duration::from_secs(10);
-
-/// What became of one message.
-#[derive(Debug, Clone, PartialEq)]
-pub enum Outcome {
-    /// The message decoded and validated into this many rows (an array may
-    /// hold several, or none), encoded into its batch in order.
-    Rows(usize),
-    /// The message goes to the dead-letter topic.
-    DeadLetter(Rejection),
-}
-
-/// Why a message is dead-lettered.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Rejection {
-    /// The kind of problem: the `reason` label of `timesink_dead_letters_total`.
-    pub class: RejectClass,
-    /// One human-readable line: the `dlq.reason` header.
-    pub reason: String,
-}
-
-impl Rejection {
-    pub fn new(class: RejectClass, reason: impl Into<String>) -> Rejection {
-        Rejection {
-            class,
-            reason: reason.into(),
-        }
-    }
-}
-
-/// The kinds of problem that dead-letter a message.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
-pub enum RejectClass {
-    /// The value is larger than `max_value_bytes`, as sent or inflated.
-    TooLarge,
-    /// A `content-type`, `compressed` or `schema-version` header the sink does not know.
-    Encoding,
-    /// The value is not what its encoding says (JSON, bincode, LZ4), or the
-    /// envelope names another data type.
-    Decode,
-    /// The record breaks a rule of the contract.
-    Validation,
-    /// PostgreSQL refused the row (a constraint or value the tables reject).
-    Database,
-}
-
-impl RejectClass {
-    pub const ALL: [RejectClass; 5] = [
-        RejectClass::TooLarge,
-        RejectClass::Encoding,
-        RejectClass::Decode,
-        RejectClass::Validation,
-        RejectClass::Database,
-    ];
-
-    /// The metric label.
-    pub fn label(self) -> &'static str {
-        match self {
-            RejectClass::TooLarge => "too_large",
-            RejectClass::Encoding => "encoding",
-            RejectClass::Decode => "decode",
-            RejectClass::Validation => "validation",
-            RejectClass::Database => "database",
-        }
-    }
-}
 
 /// One message and what became of it.
 #[derive(Debug, Clone, PartialEq)]
@@ -163,6 +99,7 @@ pub struct Batch {
 
 impl Batch {
     /// An empty batch opened now.
+    #[cfg(test)]
     pub fn empty(topic: Arc<str>, table: TableId) -> Batch {
         Batch::new(topic, table, 0, Instant::now())
     }
@@ -344,6 +281,10 @@ pub struct Batcher {
     /// Per table, the running average of its transactions' durations, in
     /// seconds: what an adaptive linger follows.
     write_secs: HashMap<TableId, f64>,
+    /// Per topic and writer, the messages and row bytes of its last batch:
+    /// a new batch is sized from the start (its buffers not grown and
+    /// copied on the way, every batch again).
+    last_size: HashMap<(Arc<str>, usize), (usize, usize)>,
 }
 
 impl Batcher {
@@ -404,13 +345,17 @@ impl Batcher {
         if let Some(open) = self.open.get_mut(&key) {
             open.batch.push(entry, rows);
             return if open.batch.is_full(&open.limits) {
-                self.open.remove(&key).map(|o| o.batch)
+                self.close(&key)
             } else {
                 None
             };
         }
         // A new batch: its deadline is set now, from the current linger.
         let mut batch = Batch::new(key.0.clone(), table, writer, now);
+        if let Some(&(messages, bytes)) = self.last_size.get(&key) {
+            batch.entries.reserve(messages);
+            batch.building.reserve(bytes.min(limits.max_bytes));
+        }
         batch.push(entry, rows);
         if batch.is_full(&limits) {
             return Some(batch);
@@ -440,10 +385,15 @@ impl Batcher {
             .filter(|(_, o)| o.deadline <= now)
             .map(|(key, _)| key.clone())
             .collect();
-        due.iter()
-            .filter_map(|key| self.open.remove(key))
-            .map(|o| o.batch)
-            .collect()
+        due.iter().filter_map(|key| self.close(key)).collect()
+    }
+
+    /// Takes an open batch, noting its size for the next one.
+    fn close(&mut self, key: &(Arc<str>, usize)) -> Option<Batch> {
+        let batch = self.open.remove(key)?.batch;
+        self.last_size
+            .insert(key.clone(), (batch.entries.len(), batch.building.bytes()));
+        Some(batch)
     }
 
     /// Takes every open batch (at shutdown).
@@ -470,6 +420,7 @@ impl Batcher {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::pipeline::outcome::{RejectClass, Rejection};
 
     fn message(topic: &Arc<str>, partition: i32, offset: i64, len: usize) -> SourceMessage {
         let mut m = SourceMessage::new(
@@ -492,7 +443,7 @@ mod tests {
     fn quotes(n: usize) -> RowBuffer {
         let mut buffer = RowBuffer::default();
         for i in 0..n {
-            buffer.push(&crate::copy_format::test_quote(1, i as i64, "s"));
+            buffer.push(&crate::pipeline::copy_format::test_quote(1, i as i64, "s"));
         }
         buffer
     }

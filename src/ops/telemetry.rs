@@ -243,7 +243,7 @@ mod tests {
 
     #[test]
     fn the_readme_lists_every_metric() {
-        let readme = include_str!("../README.md");
+        let readme = include_str!("../../README.md");
         let rows = markdown_rows();
         assert!(
             readme.contains(&rows),

@@ -9,6 +9,23 @@
 //! report back; the consumer thread commits to Kafka what the database has
 //! committed.
 
+pub(crate) mod batch;
+mod budget;
+mod coalesce;
+pub(crate) mod consume;
+pub(crate) mod copy_format;
+pub(crate) mod dead_letter;
+pub(crate) mod decode;
+mod native_headers;
+pub(crate) mod outcome;
+mod validate;
+pub(crate) mod write;
+
+pub use copy_format::{EncodedRows, RowBuffer};
+pub use decode::lz4_frame::inflate as inflate_lz4_frame;
+pub use decode::{Bounds, DecodeError};
+pub use outcome::{Outcome, RejectClass, Rejection};
+
 use std::collections::HashMap;
 use std::sync::Arc;
 use std::sync::atomic::Ordering::Relaxed;
@@ -19,22 +36,21 @@ use tokio::sync::mpsc;
 use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
 
-use crate::batch::{Batch, Batcher, Entry, Limits, Outcome, RejectClass, Rejection};
-use crate::budget::{Fetching, TableBudget};
+use crate::catalog::schema;
 use crate::catalog::{Catalog, CatalogError, Route, TableId};
-use crate::coalesce::Coalescer;
 use crate::config::Config;
-use crate::consume::{self, Assignment, Command, Event};
-use crate::copy_format::RowBuffer;
 use crate::database::Database;
-use crate::dead_letter::DeadLetters;
-use crate::decode::{self, Bounds, Encoding};
-use crate::health::{Health, TopicCounters};
 use crate::message::SourceMessage;
-use crate::schema;
+use crate::ops::health::{Health, TopicCounters};
+use crate::pipeline::batch::{Batch, Batcher, Entry, Limits};
+use crate::pipeline::budget::{Fetching, TableBudget};
+use crate::pipeline::coalesce::Coalescer;
+use crate::pipeline::consume::{Assignment, Command, Event};
+use crate::pipeline::dead_letter::DeadLetters;
+use crate::pipeline::decode::Encoding;
+use crate::pipeline::validate::Context;
+use crate::pipeline::write::{Fence, Flush, Report, Writer};
 use crate::time::Timestamp;
-use crate::validate::{self, Context};
-use crate::write::{Fence, Flush, Report, Writer};
 
 /// Chunks of messages the consumer thread may queue ahead of the pipeline
 /// (32 × 256 = 8k messages, a few MiB): librdkafka prefetches behind them.
@@ -56,7 +72,7 @@ pub enum RunError {
     #[error(transparent)]
     Schema(#[from] schema::SchemaError),
     #[error(transparent)]
-    DeadLetter(#[from] crate::dead_letter::DeadLetterError),
+    DeadLetter(#[from] crate::pipeline::dead_letter::DeadLetterError),
     #[error(transparent)]
     Consume(#[from] consume::ConsumeError),
     #[error(
@@ -176,7 +192,7 @@ pub async fn run(
 ) -> Result<(), RunError> {
     let database = config.database()?;
     let catalog = Arc::new(config.catalog()?);
-    tokio::spawn(crate::health::probe_database(
+    tokio::spawn(crate::ops::health::probe_database(
         health.clone(),
         database.clone(),
         shutdown.clone(),

@@ -12,8 +12,10 @@
 
 use std::borrow::Cow;
 
-use crate::batch::RejectClass;
+use smallvec::SmallVec;
+
 use crate::catalog::Table;
+use crate::pipeline::outcome::RejectClass;
 use crate::time::Timestamp;
 
 mod bincode;
@@ -200,7 +202,23 @@ pub enum Value<'a> {
 /// the record has none).
 #[derive(Debug, Clone, PartialEq)]
 pub struct Record<'a> {
-    pub slots: Vec<Option<Value<'a>>>,
+    pub slots: Slots<'a>,
+}
+
+/// A record's values; on the stack for tables of up to 16 slots, as every
+/// message has its own.
+pub type Slots<'a> = SmallVec<[Option<Value<'a>>; 16]>;
+
+/// The records of one message: most carry one, kept on the stack.
+pub type Records<'a> = SmallVec<[Record<'a>; 1]>;
+
+impl<'a> Record<'a> {
+    /// A record with `slots` slots, none of them read yet.
+    fn empty(slots: usize) -> Record<'a> {
+        Record {
+            slots: smallvec::smallvec![None; slots],
+        }
+    }
 }
 
 /// Decodes one message value into the records it carries, in order, within
@@ -215,7 +233,7 @@ pub fn decode<'a>(
     inflated: &'a mut Vec<u8>,
     bounds: &Bounds,
     envelopes: &[&str],
-) -> Result<Vec<Record<'a>>, DecodeError> {
+) -> Result<Records<'a>, DecodeError> {
     let value = value.ok_or(DecodeError::NoValue)?;
     let bytes: &'a [u8] = if encoding.compressed {
         *inflated = lz4_frame::inflate(value, bounds.value_bytes)?;
@@ -225,7 +243,7 @@ pub fn decode<'a>(
     };
     match encoding.content_type {
         ContentType::Json => json::decode(table, bytes, bounds.array_elements, envelopes),
-        ContentType::Bincode => bincode::decode(table, bytes).map(|r| vec![r]),
+        ContentType::Bincode => bincode::decode(table, bytes).map(|r| smallvec::smallvec![r]),
     }
 }
 
@@ -470,7 +488,7 @@ mod tests {
 
     #[test]
     fn bincode_follows_the_declared_layout() {
-        let record = crate::produce::Level1Bincode {
+        let record = crate::ops::produce::Level1Bincode {
             symbol: "BTC-USD".into(),
             exchange_id: "binance".into(),
             best_bid: "67000.5".into(),

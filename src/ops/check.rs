@@ -12,8 +12,8 @@ use std::time::Duration;
 use rdkafka::consumer::{BaseConsumer, Consumer};
 
 use crate::catalog::Catalog;
+use crate::catalog::schema::SchemaError;
 use crate::config::{Config, TimescaleMode};
-use crate::schema::SchemaError;
 
 /// How long each endpoint may take to answer.
 const TIMEOUT: Duration = Duration::from_secs(10);
@@ -29,7 +29,7 @@ pub enum CheckError {
     Database { target: String, problem: String },
     /// What `run` would refuse to start with.
     #[error("{0} (the sink would refuse to start)")]
-    Schema(#[from] crate::schema::SchemaError),
+    Schema(#[from] crate::catalog::schema::SchemaError),
     /// Tables `run` would report blocked until they are fixed.
     #[error("{0} (the sink reports such a table blocked until it matches)")]
     Tables(String),
@@ -50,7 +50,7 @@ fn kafka(config: &Config, catalog: &Catalog, out: &mut String) -> Result<(), Che
         brokers: config.kafka.brokers.clone(),
         problem,
     };
-    let consumer: BaseConsumer = crate::consume::consumer_config(config)
+    let consumer: BaseConsumer = crate::pipeline::consume::consumer_config(config)
         .create()
         .map_err(|e| fail(format!("cannot create a client: {e}")))?;
     let metadata = consumer
@@ -171,16 +171,16 @@ async fn database(config: &Config, catalog: &Catalog, out: &mut String) -> Resul
         Vec::new()
     };
     // Each table compared with what the sink writes, as `run` does.
-    let shapes = crate::schema::expected_shapes(&mut client, catalog).await?;
+    let shapes = crate::catalog::schema::expected_shapes(&mut client, catalog).await?;
     let mut mismatched = Vec::new();
     for (table, expected) in &shapes {
-        let found = crate::schema::shape_of(&client, &crate::catalog::sql::ident(table))
+        let found = crate::catalog::schema::shape_of(&client, &crate::catalog::sql::ident(table))
             .await
             .map_err(query)?;
         let state = match &found {
             None => "missing (created at start)".to_owned(),
             Some(found) => {
-                let problems = crate::schema::compare(table, expected, found);
+                let problems = crate::catalog::schema::compare(table, expected, found);
                 let kind = if hypertables.iter().any(|h| h == table) {
                     "present, hypertable"
                 } else {

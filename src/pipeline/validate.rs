@@ -10,13 +10,15 @@
 use std::borrow::Cow;
 use std::cmp::Ordering;
 
+use smallvec::SmallVec;
+
 use crate::catalog::{
     Bound, BoundValue, Check, Column, ColumnType, Epoch, JsonKind, Source, Table,
 };
-use crate::copy_format::{Cell, RowBuffer};
 use crate::decimal::Decimal;
-use crate::decode::{Record, Value};
 use crate::message::SourceMessage;
+use crate::pipeline::copy_format::{Cell, RowBuffer};
+use crate::pipeline::decode::{Record, Value};
 use crate::time::Timestamp;
 
 /// What validation needs besides the record.
@@ -58,7 +60,8 @@ pub fn validate(
     ctx: &Context<'_>,
     rows: &mut RowBuffer,
 ) -> Result<(), ValidationError> {
-    let mut cells = Vec::with_capacity(table.columns.len());
+    // On the stack for tables of up to 16 columns: this runs for every row.
+    let mut cells: SmallVec<[Cell<'_>; 16]> = SmallVec::with_capacity(table.columns.len());
     for column in &table.columns {
         cells.push(cell(column, record, ctx)?);
     }
@@ -394,19 +397,15 @@ fn duration_words(micros: i64) -> String {
 /// Checks one bound: `side` is where the value must lie (Greater: above a
 /// lower bound).
 fn check_bound(cell: &Cell<'_>, bound: &Bound, side: Ordering) -> Result<(), String> {
-    let (order, shown) = match (cell, &bound.value) {
-        (Cell::Numeric(d), BoundValue::Decimal(b)) => (d.cmp_value(b), d.to_string()),
-        (Cell::BigInt(v), BoundValue::Decimal(b)) => {
-            (Decimal::from_i64(*v).cmp_value(b), v.to_string())
-        }
-        (Cell::Integer(v), BoundValue::Decimal(b)) => {
-            (Decimal::from_i64(i64::from(*v)).cmp_value(b), v.to_string())
-        }
+    let order = match (cell, &bound.value) {
+        (Cell::Numeric(d), BoundValue::Decimal(b)) => d.cmp_value(b),
+        (Cell::BigInt(v), BoundValue::Decimal(b)) => Decimal::from_i64(*v).cmp_value(b),
+        (Cell::Integer(v), BoundValue::Decimal(b)) => Decimal::from_i64(i64::from(*v)).cmp_value(b),
         (Cell::Double(v), BoundValue::Double(b)) => match v.partial_cmp(b) {
-            Some(o) => (o, v.to_string()),
+            Some(o) => o,
             None => return Err(format!("{v} is not a number")),
         },
-        (Cell::Time(t), BoundValue::Time(b)) => (t.cmp(b), t.to_string()),
+        (Cell::Time(t), BoundValue::Time(b)) => t.cmp(b),
         _ => return Ok(()),
     };
     let ok = order == side || (bound.inclusive && order == Ordering::Equal);
@@ -419,7 +418,8 @@ fn check_bound(cell: &Cell<'_>, bound: &Bound, side: Ordering) -> Result<(), Str
         (_, false) => "<",
         (_, true) => "<=",
     };
-    Err(format!("must be {op} {}, got {shown}", bound.text))
+    // Formatted only here: every row passes through this check.
+    Err(format!("must be {op} {}, got {}", bound.text, shown(cell)))
 }
 
 /// A check between two columns; NULL on either side passes.
@@ -489,7 +489,7 @@ fn compare(a: &Cell<'_>, b: &Cell<'_>) -> Option<Ordering> {
 mod tests {
     use super::*;
     use crate::catalog::Catalog;
-    use crate::decode::{ContentType, Encoding, decode};
+    use crate::pipeline::decode::{ContentType, Encoding, decode};
 
     /// 2026-11-23T…: the sink's clock in these tests.
     const NOW: Timestamp = Timestamp(1_795_370_400_000_000);
@@ -741,7 +741,7 @@ mod tests {
 mod sources {
     use super::*;
     use crate::catalog::Catalog;
-    use crate::decode::{ContentType, Encoding, decode};
+    use crate::pipeline::decode::{ContentType, Encoding, decode};
 
     /// A message's own facts as columns: a header, the Kafka timestamp, the
     /// key, partition and offset, and a constant.

@@ -97,6 +97,7 @@ impl<T> TableBudget<T> {
         self.used + self.waiting.iter().map(|(rows, _)| rows).sum::<usize>()
     }
 
+    #[cfg(test)]
     pub fn waiting(&self) -> usize {
         self.waiting.len()
     }

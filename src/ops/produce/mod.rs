@@ -618,9 +618,9 @@ pub fn run(
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::batch::Outcome;
-    use crate::copy_format::RowBuffer;
     use crate::message::SourceMessage;
+    use crate::pipeline::copy_format::RowBuffer;
+    use crate::pipeline::outcome::Outcome;
 
     #[test]
     fn every_generated_message_decodes_and_validates() {

@@ -27,16 +27,17 @@ use futures::SinkExt;
 use tokio_postgres::{Client, CopyInSink, Statement, ToStatement};
 use tokio_util::sync::CancellationToken;
 
-use crate::batch::{Batch, Outcome, RejectClass, Rejection};
+use crate::catalog::schema::{self, Shape};
 use crate::catalog::{Table, sql};
-use crate::copy_format::{EncodedRows, latest_per_key, stream_all};
 use crate::database::Database;
-use crate::dead_letter::{DeadLetter, DeadLetters};
-use crate::health::Health;
+use crate::ops::health::Health;
 use crate::pg_error::{Backoff, Class, classify, describe};
-use crate::schema::{self, Shape};
+use crate::pipeline::batch::Batch;
+use crate::pipeline::copy_format::{EncodedRows, latest_per_key, stream_all};
+use crate::pipeline::dead_letter::{DeadLetter, DeadLetters};
+use crate::pipeline::outcome::{Outcome, RejectClass, Rejection};
 
-const FENCE_SQL: &str = include_str!("../sql/queries/advance_offsets.sql");
+const FENCE_SQL: &str = include_str!("../../sql/queries/advance_offsets.sql");
 
 /// What the stored offset of a partition must be before a batch, and becomes after it.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -199,7 +200,7 @@ enum AttemptError {
     #[error("{}", describe(.0))]
     Db(#[from] tokio_postgres::Error),
     #[error("{0}")]
-    DeadLetter(#[from] crate::dead_letter::DeadLetterError),
+    DeadLetter(#[from] crate::pipeline::dead_letter::DeadLetterError),
     #[error("the batch fails as a whole but no single row does: {0}")]
     NoCulprit(String),
     /// The live table differs from what the sink writes.
@@ -908,12 +909,12 @@ mod tests {
 
     fn flush(topic: &str, spans: &[(i32, i64, i64, u64)]) -> Flush {
         let topic: Arc<str> = topic.into();
-        let mut batch = crate::batch::Batch::empty(topic, crate::catalog::TableId(3));
+        let mut batch = crate::pipeline::batch::Batch::empty(topic, crate::catalog::TableId(3));
         let mut fences = Vec::new();
         for &(partition, first, last, epoch) in spans {
             batch.spans.insert(
                 partition,
-                crate::batch::Span {
+                crate::pipeline::batch::Span {
                     first,
                     last,
                     last_timestamp_ms: None,
@@ -957,13 +958,15 @@ mod tests {
     /// A flush of one partition whose entries hold one Level1 row each,
     /// with sequence numbers `offsets`.
     fn flush_of_rows(offsets: std::ops::Range<i64>) -> Flush {
-        use crate::batch::{Entry, Span};
-        use crate::copy_format::RowBuffer;
         use crate::message::SourceMessage;
+        use crate::pipeline::batch::{Entry, Span};
+        use crate::pipeline::copy_format::RowBuffer;
         let mut f = flush("t", &[(0, offsets.start, offsets.end - 1, 1)]);
         let mut rows = RowBuffer::default();
         for offset in offsets {
-            rows.push(&crate::copy_format::test_quote(offset, offset, "src"));
+            rows.push(&crate::pipeline::copy_format::test_quote(
+                offset, offset, "src",
+            ));
             f.batch.entries.push(Entry {
                 message: SourceMessage::new(
                     f.batch.topic.clone(),
@@ -1017,21 +1020,24 @@ mod tests {
     fn the_careful_path_keeps_the_later_row_of_a_key_and_skips_refused_entries() {
         let mut flush = flush_of_rows(0..4);
         // Entry 3 repeats the key of entry 1 (same time and sequence).
-        let mut again = crate::copy_format::RowBuffer::default();
-        again.push(&crate::copy_format::test_quote(1, 1, "later"));
+        let mut again = crate::pipeline::copy_format::RowBuffer::default();
+        again.push(&crate::pipeline::copy_format::test_quote(1, 1, "later"));
         let mut rows: Vec<&[u8]> = flush.batch.encoded[0].rows().take(3).collect();
         rows.extend(again.rows());
         flush.batch.encoded = vec![EncodedRows::from_rows(rows)];
         let (owners, rows) = rows_to_write(
             &flush.batch,
             &BTreeMap::new(),
-            &crate::copy_format::TEST_QUOTE_KEY,
+            &crate::pipeline::copy_format::TEST_QUOTE_KEY,
         );
         assert_eq!(owners, [0, 2, 3]);
         assert_eq!(rows[2], again.rows().next().unwrap());
         let refused = BTreeMap::from([(2, "refused".to_owned())]);
-        let (owners, _) =
-            rows_to_write(&flush.batch, &refused, &crate::copy_format::TEST_QUOTE_KEY);
+        let (owners, _) = rows_to_write(
+            &flush.batch,
+            &refused,
+            &crate::pipeline::copy_format::TEST_QUOTE_KEY,
+        );
         assert_eq!(owners, [0, 3]);
         // Partitions fenced off take their rows with them.
         flush.batch.remove_partitions(&[0]);
