@@ -9,7 +9,7 @@ use std::time::{Duration, Instant};
 
 use common::private::PrivatePg;
 use common::*;
-use timesink::produce::DataType;
+use timesink::ops::produce::DataType;
 
 /// A login role that owns `world`'s database (so it may create the tables
 /// there, and owns them), as a least-privilege sink would run; with the
@@ -181,7 +181,7 @@ async fn a_statement_timeout_shorter_than_a_flush_splits_it_until_it_fits() {
     // The tables ahead, with a trigger that makes each row take 2 ms, and
     // a statement_timeout a 1,000-row COPY cannot meet.
     let mut client = connect(&world.config.database.url).await;
-    timesink::schema::apply(
+    timesink::catalog::schema::apply(
         &mut client,
         world.config.database.timescaledb,
         &world.config.catalog().expect("catalog"),
@@ -461,7 +461,7 @@ async fn a_role_with_only_the_documented_grants_runs_the_sink() {
     // The tables ahead, by their owner, as `timesink schema` makes them
     // (hypertables where TimescaleDB is loaded).
     let mut owner = connect(&world.config.database.url).await;
-    let report = timesink::schema::apply(
+    let report = timesink::catalog::schema::apply(
         &mut owner,
         world.config.database.timescaledb,
         &world.config.catalog().expect("catalog"),
@@ -543,7 +543,7 @@ async fn a_role_with_only_the_documented_grants_runs_the_sink() {
 async fn a_changed_table_is_blocked_by_name_not_dead_lettered_and_heals() {
     let world = World::new(1).await;
     let mut client = connect(&world.config.database.url).await;
-    timesink::schema::apply(
+    timesink::catalog::schema::apply(
         &mut client,
         timesink::config::TimescaleMode::Off,
         &world.config.catalog().expect("catalog"),
@@ -636,4 +636,110 @@ async fn a_changed_table_is_blocked_by_name_not_dead_lettered_and_heals() {
         ..Sent::default()
     };
     assert_exactly_once(&world, &level1, &sent).await;
+}
+
+/// The same for a user's mapped table: changed under the running sink, it
+/// is blocked by its own name and column while a built-in table flows, and
+/// heals when changed back, every reading a row exactly once.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_changed_mapped_table_is_blocked_by_name_while_the_others_flow_and_heals() {
+    let world = World::new(2).await;
+    let prefix = world
+        .topics
+        .prices
+        .trim_end_matches("crypto-prices")
+        .to_owned();
+    let sensors = format!("{prefix}sensors");
+    create_topics(std::slice::from_ref(&sensors), 2).await;
+    let config = format!(
+        r#"
+[tables.readings]
+topics = ["{sensors}"]
+primary_key = ["id"]
+columns = [
+  {{ name = "id", type = "text", from = "key", required = true }},
+  {{ name = "celsius", type = "double precision", from = "/t", required = true }},
+]
+"#
+    );
+    let file = std::env::temp_dir().join(format!("{prefix}stuck-readings.toml"));
+    std::fs::write(&file, config).expect("write config");
+    let readings = |range: std::ops::Range<u64>| -> Vec<(String, String)> {
+        range
+            .map(|i| (format!("r{i}"), format!(r#"{{"t":{i}.5}}"#)))
+            .collect()
+    };
+    let port = free_port();
+    let mut sink = SinkProcess::start(
+        &world,
+        &[
+            ("TIMESINK_CONFIG_FILE", file.display().to_string()),
+            ("TIMESINK_HTTP__LISTEN", format!("127.0.0.1:{port}")),
+        ],
+    );
+    send_many(&sensors, &readings(0..50)).await;
+    drained(&world, &sensors, 30).await;
+
+    // A column's type changed under the sink: every COPY into the table
+    // fails (22P03), the table is blocked by name, the prices flow.
+    world
+        .db
+        .batch_execute("ALTER TABLE readings ALTER COLUMN celsius TYPE text")
+        .await
+        .expect("change a type");
+    send_many(&sensors, &readings(50..100)).await;
+    let prices_topic = world.topic(DataType::Price);
+    send_many(&prices_topic, &prices(0..50)).await;
+    eventually(
+        30,
+        "the mapped table blocked by name and column",
+        || async {
+            status(port).is_some_and(|s| {
+                s["blocked"]["readings"].as_str().is_some_and(|r| {
+                    r.contains("column celsius is text, expected double precision")
+                })
+            })
+        },
+    )
+    .await;
+    drained(&world, &prices_topic, 30).await;
+    assert_eq!(world.count("crypto_prices").await, 50);
+    assert_eq!(
+        world.count("readings").await,
+        50,
+        "nothing more while blocked"
+    );
+
+    world
+        .db
+        .batch_execute(
+            "ALTER TABLE readings ALTER COLUMN celsius TYPE double precision \
+             USING celsius::double precision",
+        )
+        .await
+        .expect("change it back");
+    drained(&world, &sensors, 60).await;
+    eventually(15, "nothing blocked", || async {
+        status(port).is_some_and(|s| s["blocked"] == serde_json::json!({}))
+    })
+    .await;
+    sink.terminate(Duration::from_secs(20));
+    // Every reading a row, once, with its value; nothing dead-lettered.
+    let rows: Vec<(String, f64)> = world
+        .db
+        .query("SELECT id, celsius FROM readings", &[])
+        .await
+        .expect("read")
+        .iter()
+        .map(|r| (r.get(0), r.get(1)))
+        .collect();
+    let mut ids: Vec<&str> = rows.iter().map(|(id, _)| id.as_str()).collect();
+    ids.sort_unstable();
+    ids.dedup();
+    assert_eq!((rows.len(), ids.len()), (100, 100));
+    for (id, celsius) in &rows {
+        let i: f64 = id[1..].parse().expect("an id");
+        assert_eq!(*celsius, i + 0.5, "{id}");
+    }
+    assert!(end_offsets_if_exists(&format!("{sensors}.dlq")).is_none());
 }
