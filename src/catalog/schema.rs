@@ -8,6 +8,10 @@ use crate::catalog::{Catalog, sql};
 use crate::config::TimescaleMode;
 
 const BOOKKEEPING_SQL: &str = include_str!("../../sql/001_bookkeeping.sql");
+const MISSING_TABLES_SQL: &str = include_str!("../../sql/queries/missing_tables.sql");
+const TIMESCALEDB_CREATED_SQL: &str = include_str!("../../sql/queries/timescaledb_created.sql");
+const SCHEMA_LOCK_SQL: &str = include_str!("../../sql/queries/schema_lock.sql");
+const TIMESCALEDB_STATE_SQL: &str = include_str!("../../sql/queries/timescaledb_state.sql");
 
 /// The sink's own tables.
 pub const BOOKKEEPING: [&str; 2] = ["timesink_offsets", "timesink_topics"];
@@ -76,10 +80,7 @@ pub async fn prepare(
 ) -> Result<SchemaReport, SchemaError> {
     let names: Vec<String> = all_tables(catalog).iter().map(|t| sql::ident(t)).collect();
     let missing: i64 = client
-        .query_one(
-            "SELECT count(*) FROM unnest($1::text[]) AS t(name) WHERE to_regclass(name) IS NULL",
-            &[&names],
-        )
+        .query_one(MISSING_TABLES_SQL, &[&names])
         .await
         .map_err(SchemaError::Catalog)?
         .get(0);
@@ -87,10 +88,7 @@ pub async fn prepare(
         return apply(client, mode, catalog).await;
     }
     let installed: bool = client
-        .query_one(
-            "SELECT EXISTS (SELECT 1 FROM pg_extension WHERE extname = 'timescaledb')",
-            &[],
-        )
+        .query_one(TIMESCALEDB_CREATED_SQL, &[])
         .await
         .map_err(SchemaError::Catalog)?
         .get(0);
@@ -113,7 +111,7 @@ pub async fn apply(
     catalog: &Catalog,
 ) -> Result<SchemaReport, SchemaError> {
     let tx = client.transaction().await.map_err(SchemaError::Tables)?;
-    tx.batch_execute("SELECT pg_advisory_xact_lock(hashtext('timesink_schema'))")
+    tx.batch_execute(SCHEMA_LOCK_SQL)
         .await
         .map_err(SchemaError::Tables)?;
     tx.batch_execute(BOOKKEEPING_SQL)
@@ -128,12 +126,7 @@ pub async fn apply(
     // (pg_settings hides it from others: NULL); an extension already
     // created in the database says it is loaded.
     let row = tx
-        .query_one(
-            "SELECT EXISTS (SELECT 1 FROM pg_available_extensions WHERE name = 'timescaledb'), \
-                    EXISTS (SELECT 1 FROM pg_extension WHERE extname = 'timescaledb'), \
-                    (SELECT setting LIKE '%timescaledb%' FROM pg_settings WHERE name = 'shared_preload_libraries')",
-            &[],
-        )
+        .query_one(TIMESCALEDB_STATE_SQL, &[])
         .await
         .map_err(SchemaError::Tables)?;
     let (available, created, preloaded): (bool, bool, Option<bool>) =

@@ -15,6 +15,11 @@ use crate::catalog::Catalog;
 use crate::catalog::schema::SchemaError;
 use crate::config::{Config, TimescaleMode};
 
+const CHECK_SERVER_SQL: &str = include_str!("../../sql/queries/check_server.sql");
+const HYPERTABLES_SQL: &str = include_str!("../../sql/queries/hypertables.sql");
+const OFFSETS_EXIST_SQL: &str = include_str!("../../sql/queries/offsets_exist.sql");
+const GROUP_OFFSETS_SQL: &str = include_str!("../../sql/queries/group_offsets.sql");
+
 /// How long each endpoint may take to answer.
 const TIMEOUT: Duration = Duration::from_secs(10);
 
@@ -109,14 +114,7 @@ async fn database(config: &Config, catalog: &Catalog, out: &mut String) -> Resul
     let query = |e: tokio_postgres::Error| fail(crate::pg_error::describe(&e));
 
     let row = client
-        .query_one(
-            "SELECT current_setting('server_version'), \
-                    EXISTS (SELECT 1 FROM pg_available_extensions WHERE name = 'timescaledb'), \
-                    (SELECT setting LIKE '%timescaledb%' FROM pg_settings WHERE name = 'shared_preload_libraries'), \
-                    (SELECT extversion FROM pg_extension WHERE extname = 'timescaledb'), \
-                    coalesce((SELECT ssl FROM pg_stat_ssl WHERE pid = pg_backend_pid()), false)",
-            &[],
-        )
+        .query_one(CHECK_SERVER_SQL, &[])
         .await
         .map_err(query)?;
     // shared_preload_libraries is hidden from roles without
@@ -158,10 +156,7 @@ async fn database(config: &Config, catalog: &Catalog, out: &mut String) -> Resul
 
     let hypertables: Vec<String> = if installed.is_some() {
         client
-            .query(
-                "SELECT hypertable_name::text FROM timescaledb_information.hypertables",
-                &[],
-            )
+            .query(HYPERTABLES_SQL, &[])
             .await
             .map_err(query)?
             .iter()
@@ -213,17 +208,13 @@ async fn database(config: &Config, catalog: &Catalog, out: &mut String) -> Resul
     }
 
     let offsets = client
-        .query_one("SELECT to_regclass('timesink_offsets') IS NOT NULL", &[])
+        .query_one(OFFSETS_EXIST_SQL, &[])
         .await
         .map_err(query)?
         .get::<_, bool>(0);
     if offsets {
         let rows = client
-            .query(
-                "SELECT topic, count(*), sum(next_offset)::bigint FROM timesink_offsets \
-                 WHERE consumer_group = $1 GROUP BY topic ORDER BY topic",
-                &[&config.kafka.group_id],
-            )
+            .query(GROUP_OFFSETS_SQL, &[&config.kafka.group_id])
             .await
             .map_err(query)?;
         if rows.is_empty() {

@@ -112,6 +112,7 @@ pub enum ConsumeError {
 }
 
 const CHECK_TOPIC_ID_SQL: &str = include_str!("../../sql/queries/check_topic_id.sql");
+const STORED_OFFSETS_SQL: &str = include_str!("../../sql/queries/stored_offsets.sql");
 
 /// Reads stored offsets from PostgreSQL, for the rebalance callback.
 struct OffsetStore {
@@ -187,11 +188,7 @@ impl OffsetStore {
                     .filter(|before| before != id);
             }
             let rows = tx
-                .query(
-                    "SELECT partition, next_offset FROM timesink_offsets \
-                     WHERE consumer_group = $1 AND topic = $2 AND partition = ANY($3)",
-                    &[&self.group, &topic, &partitions],
-                )
+                .query(STORED_OFFSETS_SQL, &[&self.group, &topic, &partitions])
                 .await?;
             tx.commit().await?;
             Ok(Stored {

@@ -1,0 +1,2 @@
+-- Whether the offsets table exists yet.
+SELECT to_regclass('timesink_offsets') IS NOT NULL
