@@ -834,4 +834,85 @@ mod sources {
             "column `origin` (header:origin | /origin): the header is not UTF-8"
         );
     }
+
+    /// A JSON pointer steps into arrays by index (RFC 6901), nested too; an
+    /// index past the end is a missing value.
+    #[test]
+    fn a_pointer_steps_into_arrays_by_index() {
+        let mut specs = std::collections::BTreeMap::new();
+        let spec = crate::catalog::toml_spec(
+            r#"
+            topics = ["book"]
+            primary_key = ["bid"]
+            columns = [
+              { name = "bid", type = "numeric", from = "/bids/0/price", required = true },
+              { name = "second", type = "numeric", from = "/bids/1/size" },
+              { name = "corner", type = "bigint", from = "/grid/1/0" },
+              { name = "zero_key", type = "text", from = "/named/0" },
+            ]"#,
+        )
+        .unwrap();
+        specs.insert("book".to_owned(), spec);
+        let catalog = Catalog::build(&specs, ".dlq").unwrap();
+        let table = catalog.by_name("book").unwrap();
+        let route = catalog.route("book", ".dlq").unwrap();
+        let row = |json: &str| {
+            let message = SourceMessage::new(
+                "book".into(),
+                0,
+                1,
+                None,
+                Some(json.as_bytes()),
+                crate::message::NO_HEADERS,
+            );
+            let encoding = Encoding {
+                content_type: ContentType::Json,
+                compressed: false,
+            };
+            let mut inflated = Vec::new();
+            let records = decode(
+                table,
+                encoding,
+                Some(json.as_bytes()),
+                &mut inflated,
+                &Default::default(),
+                &[],
+            )
+            .unwrap();
+            let ctx = Context {
+                message: &message,
+                captures: &route.captures,
+                now: Timestamp(1_795_370_400_000_000),
+            };
+            let mut rows = RowBuffer::default();
+            validate(table, &records[0], &ctx, &mut rows).map(|()| rows.freeze())
+        };
+        let expected = |second: Option<&str>| {
+            let mut rows = RowBuffer::default();
+            rows.push(&[
+                Cell::Numeric(Decimal::parse("10.5").unwrap()),
+                second.map_or(Cell::Null, |s| Cell::Numeric(Decimal::parse(s).unwrap())),
+                Cell::BigInt(3),
+                Cell::Text("z".into()),
+            ]);
+            rows.freeze()
+        };
+        assert_eq!(
+            row(
+                r#"{"bids":[{"price":"10.5","size":1},{"price":"10.4","size":"2.25"},{"x":1}],
+                   "grid":[[1,2],[3,4]],"named":{"0":"z"}}"#
+            ),
+            Ok(expected(Some("2.25")))
+        );
+        // One element only: the second is missing, not an error.
+        assert_eq!(
+            row(r#"{"bids":[{"price":"10.5"}],"grid":[[],[3]],"named":{"0":"z"}}"#),
+            Ok(expected(None))
+        );
+        let e = row(r#"{"bids":[],"grid":[],"named":{}}"#).unwrap_err();
+        assert_eq!(
+            e.to_string(),
+            "column `bid` (/bids/0/price): required but missing or null"
+        );
+    }
 }

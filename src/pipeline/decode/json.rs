@@ -156,6 +156,66 @@ fn walk<'a>(
     reader.end()
 }
 
+/// Reads the array `text` along `tree`, whose keys are element indexes
+/// (`0`, `1`, …); elements no path names are skipped unparsed.
+fn walk_array<'a>(
+    tree: &PathTree,
+    text: &'a str,
+    slots: &mut [Option<Value<'a>>],
+) -> Result<(), serde_json::Error> {
+    let mut reader = serde_json::Deserializer::from_str(text);
+    de::Deserializer::deserialize_seq(&mut reader, Elements { tree, slots })?;
+    reader.end()
+}
+
+/// The array at hand and the paths through its elements.
+struct Elements<'t, 's, 'a> {
+    tree: &'t PathTree,
+    slots: &'s mut [Option<Value<'a>>],
+}
+
+impl<'de> Visitor<'de> for Elements<'_, '_, 'de> {
+    type Value = ();
+
+    fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("a JSON array")
+    }
+
+    fn visit_seq<A: SeqAccess<'de>>(self, mut seq: A) -> Result<(), A::Error> {
+        let Elements { tree, slots } = self;
+        let mut name = String::new();
+        for index in 0usize.. {
+            name.clear();
+            std::fmt::Write::write_fmt(&mut name, format_args!("{index}"))
+                .map_err(de::Error::custom)?;
+            let Some(node) = tree.get(&name) else {
+                if seq.next_element::<IgnoredAny>()?.is_none() {
+                    break;
+                }
+                continue;
+            };
+            let Some(raw) = seq.next_element::<&'de RawValue>()? else {
+                break;
+            };
+            let raw = raw.get();
+            if let Some(slot) = node.slot {
+                slots[slot] = Some(Value::Json(raw));
+            }
+            if !node.children.is_empty() {
+                let deeper = if raw.starts_with('{') {
+                    walk(&node.children, raw, slots)
+                } else if raw.starts_with('[') {
+                    walk_array(&node.children, raw, slots)
+                } else {
+                    Ok(())
+                };
+                deeper.map_err(|e| de::Error::custom(format_args!("element {index}: {e}")))?;
+            }
+        }
+        Ok(())
+    }
+}
+
 /// The object at hand and the paths through it.
 struct Walk<'t, 's, 'a> {
     tree: &'t PathTree,
@@ -192,10 +252,17 @@ impl<'de> Visitor<'de> for Walk<'_, '_, 'de> {
                 }
                 slots[slot] = Some(Value::Json(raw));
             }
-            // Deeper paths: only an object has them.
-            if !node.children.is_empty() && raw.starts_with('{') {
-                walk(&node.children, raw, slots)
-                    .map_err(|e| de::Error::custom(format_args!("field `{key}`: {e}")))?;
+            // Deeper paths: an object's fields, or an array's elements by
+            // index (RFC 6901: `/bids/0/price`).
+            if !node.children.is_empty() {
+                let deeper = if raw.starts_with('{') {
+                    walk(&node.children, raw, slots)
+                } else if raw.starts_with('[') {
+                    walk_array(&node.children, raw, slots)
+                } else {
+                    Ok(())
+                };
+                deeper.map_err(|e| de::Error::custom(format_args!("field `{key}`: {e}")))?;
             }
         }
         Ok(())
