@@ -5,7 +5,7 @@
 CARGO ?= cargo
 SERVICES := scripts/services.sh
 
-.PHONY: demo test test-faults fuzz bench lint services stop build up down
+.PHONY: demo test test-faults fuzz fuzz-build bench lint services stop build up down
 
 ## Start PostgreSQL and the broker, create the topics, produce load in every
 ## encoding, run the sink with live progress, and print a count per table.
@@ -32,8 +32,11 @@ test-faults: services
 FUZZ_RUNS ?= 10000000
 FUZZ_LARGEST_RUNS ?= 5000
 FUZZ_TARGETS := json bincode lz4 lz4_frame headers
-fuzz:
+## The targets' release build alone (what `make fuzz` runs them with).
+fuzz-build:
 	@command -v cargo-fuzz >/dev/null || $(CARGO) +nightly install cargo-fuzz --version 0.13.2 --locked
+	cd fuzz && $(CARGO) +nightly fuzz build -O -s none
+fuzz: fuzz-build
 	cd fuzz && for t in $(FUZZ_TARGETS); do \
 	  mkdir -p corpus/$$t && \
 	  $(CARGO) +nightly fuzz run -O -s none $$t corpus/$$t seeds/$$t -- \
