@@ -14,7 +14,7 @@ use serde::de::{self, DeserializeSeed, IgnoredAny, MapAccess, SeqAccess, Visitor
 use serde_json::value::RawValue;
 
 use super::{DecodeError, Record, Records, Value};
-use crate::catalog::{PathTree, Table};
+use crate::catalog::{PathNode, PathTree, Table};
 
 pub(super) fn decode<'a>(
     table: &Table,
@@ -156,6 +156,25 @@ fn walk<'a>(
     reader.end()
 }
 
+/// Follows the paths below `node` into its value `raw`: an object's fields
+/// or an array's elements by index (RFC 6901: `/bids/0/price`); a scalar
+/// has nothing below it.
+fn descend<'a>(
+    node: &PathNode,
+    raw: &'a str,
+    slots: &mut [Option<Value<'a>>],
+) -> Result<(), serde_json::Error> {
+    if node.children.is_empty() {
+        Ok(())
+    } else if raw.starts_with('{') {
+        walk(&node.children, raw, slots)
+    } else if raw.starts_with('[') {
+        walk_array(&node.children, raw, slots)
+    } else {
+        Ok(())
+    }
+}
+
 /// Reads the array `text` along `tree`, whose keys are element indexes
 /// (`0`, `1`, …); elements no path names are skipped unparsed.
 fn walk_array<'a>(
@@ -201,16 +220,8 @@ impl<'de> Visitor<'de> for Elements<'_, '_, 'de> {
             if let Some(slot) = node.slot {
                 slots[slot] = Some(Value::Json(raw));
             }
-            if !node.children.is_empty() {
-                let deeper = if raw.starts_with('{') {
-                    walk(&node.children, raw, slots)
-                } else if raw.starts_with('[') {
-                    walk_array(&node.children, raw, slots)
-                } else {
-                    Ok(())
-                };
-                deeper.map_err(|e| de::Error::custom(format_args!("element {index}: {e}")))?;
-            }
+            descend(node, raw, slots)
+                .map_err(|e| de::Error::custom(format_args!("element {index}: {e}")))?;
         }
         Ok(())
     }
@@ -252,18 +263,8 @@ impl<'de> Visitor<'de> for Walk<'_, '_, 'de> {
                 }
                 slots[slot] = Some(Value::Json(raw));
             }
-            // Deeper paths: an object's fields, or an array's elements by
-            // index (RFC 6901: `/bids/0/price`).
-            if !node.children.is_empty() {
-                let deeper = if raw.starts_with('{') {
-                    walk(&node.children, raw, slots)
-                } else if raw.starts_with('[') {
-                    walk_array(&node.children, raw, slots)
-                } else {
-                    Ok(())
-                };
-                deeper.map_err(|e| de::Error::custom(format_args!("field `{key}`: {e}")))?;
-            }
+            descend(node, raw, slots)
+                .map_err(|e| de::Error::custom(format_args!("field `{key}`: {e}")))?;
         }
         Ok(())
     }
