@@ -239,7 +239,9 @@ impl Decimal {
         // Integer groups of four, aligned from the point leftwards.
         let int_groups = int.len().div_ceil(4);
         let frac_groups = frac.len().div_ceil(4);
-        let mut groups: Vec<i16> = Vec::with_capacity(int_groups + frac_groups);
+        // On the stack up to 64 digits: this runs for every numeric cell.
+        let mut groups: smallvec::SmallVec<[i16; 16]> =
+            smallvec::SmallVec::with_capacity(int_groups + frac_groups);
         let first = int.len() - (int_groups.saturating_sub(1)) * 4;
         let mut start = 0;
         for g in 0..int_groups {
