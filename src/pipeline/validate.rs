@@ -741,14 +741,65 @@ mod tests {
 mod sources {
     use super::*;
     use crate::catalog::Catalog;
+    use crate::pipeline::copy_format::EncodedRows;
     use crate::pipeline::decode::{ContentType, Encoding, decode};
+
+    /// A catalog of the one table `spec` declares, named `name`.
+    fn catalog_of(name: &str, spec: &str) -> Catalog {
+        let mut specs = std::collections::BTreeMap::new();
+        specs.insert(name.to_owned(), crate::catalog::toml_spec(spec).unwrap());
+        Catalog::build(&specs, ".dlq").unwrap()
+    }
+
+    /// `json` as a plain JSON message of `topic` (key `key-1`, partition 4,
+    /// offset 99, Kafka timestamp 1795370400123 ms, `headers`), decoded
+    /// and validated into its row.
+    fn validated(
+        catalog: &Catalog,
+        topic: &str,
+        json: &str,
+        headers: &[(&str, &[u8])],
+    ) -> Result<EncodedRows, ValidationError> {
+        let route = catalog.route(topic, ".dlq").unwrap();
+        let table = catalog.table(route.table);
+        let mut message = SourceMessage::new(
+            topic.into(),
+            4,
+            99,
+            Some(b"key-1"),
+            Some(json.as_bytes()),
+            headers.iter().map(|(k, v)| (*k, Some(*v))),
+        );
+        message.timestamp_ms = Some(1_795_370_400_123);
+        let encoding = Encoding {
+            content_type: ContentType::Json,
+            compressed: false,
+        };
+        let mut inflated = Vec::new();
+        let records = decode(
+            table,
+            encoding,
+            Some(json.as_bytes()),
+            &mut inflated,
+            &Default::default(),
+            &[],
+        )
+        .unwrap();
+        let ctx = Context {
+            message: &message,
+            captures: &route.captures,
+            now: Timestamp(1_795_370_400_000_000),
+        };
+        let mut rows = RowBuffer::default();
+        validate(table, &records[0], &ctx, &mut rows).map(|()| rows.freeze())
+    }
 
     /// A message's own facts as columns: a header, the Kafka timestamp, the
     /// key, partition and offset, and a constant.
     #[test]
     fn every_kind_of_source_fills_its_column() {
-        let mut specs = std::collections::BTreeMap::new();
-        let spec = crate::catalog::toml_spec(
+        let catalog = catalog_of(
+            "facts",
             r#"
             topics = ["facts"]
             primary_key = ["id"]
@@ -762,44 +813,9 @@ mod sources {
               { name = "at", type = "timestamptz", from = "/at", epoch = "s" },
               { name = "fixed", type = "numeric", default = 1.5 },
             ]"#,
-        )
-        .unwrap();
-        specs.insert("facts".to_owned(), spec);
-        let catalog = Catalog::build(&specs, ".dlq").unwrap();
-        let table = catalog.by_name("facts").unwrap();
-        let route = catalog.route("facts", ".dlq").unwrap();
-        let row = |json: &str, headers: &[(&str, &[u8])]| {
-            let mut message = SourceMessage::new(
-                "facts".into(),
-                4,
-                99,
-                Some(b"key-1"),
-                Some(json.as_bytes()),
-                headers.iter().map(|(k, v)| (*k, Some(*v))),
-            );
-            message.timestamp_ms = Some(1_795_370_400_123);
-            let encoding = Encoding {
-                content_type: ContentType::Json,
-                compressed: false,
-            };
-            let mut inflated = Vec::new();
-            let records = decode(
-                table,
-                encoding,
-                Some(json.as_bytes()),
-                &mut inflated,
-                &Default::default(),
-                &[],
-            )
-            .unwrap();
-            let ctx = Context {
-                message: &message,
-                captures: &route.captures,
-                now: Timestamp(1_795_370_400_000_000),
-            };
-            let mut rows = RowBuffer::default();
-            validate(table, &records[0], &ctx, &mut rows).map(|()| rows.freeze())
-        };
+        );
+        let row =
+            |json: &str, headers: &[(&str, &[u8])]| validated(&catalog, "facts", json, headers);
         let expected = |origin: &str| {
             let mut rows = RowBuffer::default();
             rows.push(&[
@@ -839,8 +855,8 @@ mod sources {
     /// index past the end is a missing value.
     #[test]
     fn a_pointer_steps_into_arrays_by_index() {
-        let mut specs = std::collections::BTreeMap::new();
-        let spec = crate::catalog::toml_spec(
+        let catalog = catalog_of(
+            "book",
             r#"
             topics = ["book"]
             primary_key = ["bid"]
@@ -850,43 +866,8 @@ mod sources {
               { name = "corner", type = "bigint", from = "/grid/1/0" },
               { name = "zero_key", type = "text", from = "/named/0" },
             ]"#,
-        )
-        .unwrap();
-        specs.insert("book".to_owned(), spec);
-        let catalog = Catalog::build(&specs, ".dlq").unwrap();
-        let table = catalog.by_name("book").unwrap();
-        let route = catalog.route("book", ".dlq").unwrap();
-        let row = |json: &str| {
-            let message = SourceMessage::new(
-                "book".into(),
-                0,
-                1,
-                None,
-                Some(json.as_bytes()),
-                crate::message::NO_HEADERS,
-            );
-            let encoding = Encoding {
-                content_type: ContentType::Json,
-                compressed: false,
-            };
-            let mut inflated = Vec::new();
-            let records = decode(
-                table,
-                encoding,
-                Some(json.as_bytes()),
-                &mut inflated,
-                &Default::default(),
-                &[],
-            )
-            .unwrap();
-            let ctx = Context {
-                message: &message,
-                captures: &route.captures,
-                now: Timestamp(1_795_370_400_000_000),
-            };
-            let mut rows = RowBuffer::default();
-            validate(table, &records[0], &ctx, &mut rows).map(|()| rows.freeze())
-        };
+        );
+        let row = |json: &str| validated(&catalog, "book", json, &[]);
         let expected = |second: Option<&str>| {
             let mut rows = RowBuffer::default();
             rows.push(&[
