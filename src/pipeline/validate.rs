@@ -489,10 +489,9 @@ fn compare(a: &Cell<'_>, b: &Cell<'_>) -> Option<Ordering> {
 mod tests {
     use super::*;
     use crate::catalog::Catalog;
-    use crate::pipeline::decode::{ContentType, Encoding, decode};
 
     /// 2026-11-23T…: the sink's clock in these tests.
-    const NOW: Timestamp = Timestamp(1_795_370_400_000_000);
+    pub(super) const NOW: Timestamp = Timestamp(1_795_370_400_000_000);
 
     fn catalog() -> Catalog {
         crate::config::Config::default().catalog().unwrap()
@@ -501,39 +500,8 @@ mod tests {
     /// Validates one JSON record of `table` read from `topic`: its row's
     /// bytes, or the error.
     fn check(topic: &str, json: &str) -> Result<Vec<u8>, ValidationError> {
-        let catalog = catalog();
-        let route = catalog.route(topic, ".dlq").expect("a topic of the table");
-        let table = catalog.table(route.table);
-        let encoding = Encoding {
-            content_type: ContentType::Json,
-            compressed: false,
-        };
-        let mut inflated = Vec::new();
-        let records = decode(
-            table,
-            encoding,
-            Some(json.as_bytes()),
-            &mut inflated,
-            &Default::default(),
-            &[],
-        )
-        .expect("decodes");
-        let message = SourceMessage::new(
-            topic.into(),
-            0,
-            0,
-            None,
-            Some(json.as_bytes()),
-            crate::message::NO_HEADERS,
-        );
-        let ctx = Context {
-            message: &message,
-            captures: &route.captures,
-            now: NOW,
-        };
-        let mut rows = RowBuffer::default();
-        validate(table, &records[0], &ctx, &mut rows)?;
-        Ok(rows.freeze().rows().next().unwrap().to_vec())
+        let rows = super::sources::validated(&catalog(), topic, json, &[])?;
+        Ok(rows.rows().next().unwrap().to_vec())
     }
 
     fn row(cells: &[Cell<'_>]) -> Vec<u8> {
@@ -753,8 +721,8 @@ mod sources {
 
     /// `json` as a plain JSON message of `topic` (key `key-1`, partition 4,
     /// offset 99, Kafka timestamp 1795370400123 ms, `headers`), decoded
-    /// and validated into its row.
-    fn validated(
+    /// and validated into its row at the clock [`super::tests::NOW`].
+    pub(super) fn validated(
         catalog: &Catalog,
         topic: &str,
         json: &str,
@@ -788,7 +756,7 @@ mod sources {
         let ctx = Context {
             message: &message,
             captures: &route.captures,
-            now: Timestamp(1_795_370_400_000_000),
+            now: super::tests::NOW,
         };
         let mut rows = RowBuffer::default();
         validate(table, &records[0], &ctx, &mut rows).map(|()| rows.freeze())
