@@ -194,6 +194,12 @@ fn real_main() -> anyhow::Result<()> {
             })?;
             let catalog = config.catalog()?;
             let report = schema::apply(&mut client, config.database.timescaledb, &catalog).await?;
+            for change in &report.changed {
+                println!("changed: {change}");
+            }
+            for difference in &report.left_alone {
+                println!("left alone: {difference}");
+            }
             println!(
                 "tables ready in {} ({})",
                 database.target(),

@@ -515,12 +515,30 @@ async fn a_role_with_only_the_documented_grants_runs_the_sink() {
     send_many(&prices_topic, &prices(0..100)).await;
     // Repeated keys take the merge path (ON CONFLICT DO UPDATE).
     send_many(&level1, &keyed_quotes(0..100)).await;
-    let mut sink = SinkProcess::start(&world, &[("DATABASE_URL", role_url)]);
+    // A retention the owner has not applied yet: the role may not add the
+    // policy, says so, and writes on.
+    let mut sink = SinkProcess::start(
+        &world,
+        &[
+            ("DATABASE_URL", role_url),
+            (
+                "TIMESINK_TABLES__LEVEL1_QUOTES__TIMESCALEDB__RETENTION",
+                "30 days".into(),
+            ),
+        ],
+    );
     drained(&world, &level1, 60).await;
     drained(&world, &prices_topic, 60).await;
     let log = sink.log_text();
     sink.terminate(Duration::from_secs(20));
     assert!(log.contains("created=false"), "no DDL ran:\n{log}");
+    if report.timescaledb {
+        assert!(
+            log.contains("TimescaleDB setting not as configured")
+                && log.contains("level1_quotes: retention 30 days (database: none): this role may not make the change"),
+            "{log}"
+        );
+    }
     assert!(!log.contains(" ERROR "), "{log}");
     assert_eq!(world.count("level1_quotes").await, 500);
     assert_eq!(world.count("crypto_prices").await, 100);

@@ -13,7 +13,7 @@ mod common;
 use common::*;
 use std::sync::Arc;
 use timesink::catalog::schema;
-use timesink::config::TimescaleMode;
+use timesink::config::{Config, TimescaleMode};
 use timesink::ops::health::Health;
 use timesink::ops::produce::DataType;
 use timesink::pipeline;
@@ -252,4 +252,439 @@ async fn writes_and_merges(world: &World, mode: TimescaleMode) {
         world.stored_offsets().await.get(&(topic.clone(), 0)),
         Some(&40)
     );
+}
+
+/// What the database holds of the policies and aggregates, read directly:
+/// (relation, setting, value) rows, sorted.
+async fn timescaledb_settings(world: &World) -> Vec<String> {
+    let rows = world
+        .db
+        .query(
+            "SELECT coalesce(x::text, 'NULL') FROM ( \
+             SELECT hypertable_name || ' ' || proc_name || ' ' || \
+                    coalesce(config->>'compress_after', config->>'drop_after', \
+                             coalesce(config->>'start_offset', 'null') || '..' || (config->>'end_offset') || ' every ' || schedule_interval::text) \
+               FROM timescaledb_information.jobs WHERE hypertable_name IS NOT NULL \
+             UNION ALL \
+             SELECT hypertable_name || ' chunk ' || time_interval::text FROM timescaledb_information.dimensions \
+             UNION ALL \
+             SELECT hypertable::text || ' segment ' || segmentby || ' order ' || orderby \
+               FROM timescaledb_information.hypertable_compression_settings \
+             UNION ALL \
+             SELECT view_name || ' materialized_only ' || materialized_only::text \
+               FROM timescaledb_information.continuous_aggregates \
+             ) AS u(x) ORDER BY 1",
+            &[],
+        )
+        .await
+        .expect("read TimescaleDB's settings");
+    rows.iter().map(|r| r.get(0)).collect()
+}
+
+/// Policies are configuration: applied at start, nothing done when the
+/// database holds them, changed when the configuration changes, removed
+/// when it no longer asks for them.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn policies_follow_the_configuration_at_every_start() {
+    let world = World::new(1).await;
+    if !timescaledb_installed(&world, "policies_follow_the_configuration_at_every_start").await {
+        return;
+    }
+    let start = |config: Config| {
+        let url = config.database.url.clone();
+        async move {
+            let mut client = connect(&url).await;
+            schema::prepare(
+                &mut client,
+                TimescaleMode::Required,
+                &config.catalog().expect("catalog"),
+            )
+            .await
+            .expect("start")
+        }
+    };
+    let first = start(world.config.clone()).await;
+    assert!(first.created);
+    let defaults = timescaledb_settings(&world).await;
+    for expected in [
+        "crypto_prices policy_compression 7 days",
+        "crypto_prices chunk 7 days",
+        "crypto_candles_1m policy_refresh_continuous_aggregate null..00:01:00 every 00:01:00",
+        "crypto_candles_1h policy_refresh_continuous_aggregate null..01:00:00 every 00:10:00",
+        "crypto_candles_1d policy_refresh_continuous_aggregate null..1 day every 01:00:00",
+        "crypto_candles_1m materialized_only false",
+        "level1_quotes segment exchange_id,symbol order \"time\" DESC,sequence",
+    ] {
+        assert!(
+            defaults.iter().any(|s| s == expected),
+            "{expected} in {defaults:#?}"
+        );
+    }
+    assert!(
+        !defaults.iter().any(|s| s.contains("policy_retention")),
+        "no retention unless configured: {defaults:#?}"
+    );
+    let again = start(world.config.clone()).await;
+    assert!(!again.created);
+    assert_eq!(again.changed, Vec::<String>::new(), "nothing to change");
+    assert_eq!(again.left_alone, Vec::<String>::new());
+
+    let mut changed = world.config.clone();
+    let prices = changed.tables.get_mut("crypto_prices").expect("built-in");
+    prices.timescaledb.chunk_interval = Some("1 day".into());
+    prices.timescaledb.compress_after = Some("3 days".into());
+    prices.timescaledb.segment_by = vec!["coin_id".into()];
+    prices.timescaledb.retention = Some("90 days".into());
+    for a in prices.aggregates.values_mut() {
+        a.refresh.start_offset = Some("30 days".into());
+    }
+    prices
+        .aggregates
+        .get_mut("crypto_candles_1m")
+        .expect("built-in")
+        .real_time = false;
+    changed
+        .tables
+        .get_mut("level1_quotes")
+        .expect("built-in")
+        .timescaledb
+        .compress_after = None;
+    let report = start(changed.clone()).await;
+    assert_eq!(report.changed.len(), 9, "{:#?}", report.changed);
+    let now = timescaledb_settings(&world).await;
+    for expected in [
+        "crypto_prices policy_compression 3 days",
+        "crypto_prices policy_retention 90 days",
+        "crypto_prices chunk 1 day",
+        "crypto_prices segment coin_id order \"time\" DESC",
+        "crypto_candles_1m policy_refresh_continuous_aggregate 30 days..00:01:00 every 00:01:00",
+        "crypto_candles_1h policy_refresh_continuous_aggregate 30 days..01:00:00 every 00:10:00",
+        "crypto_candles_1d policy_refresh_continuous_aggregate 30 days..1 day every 01:00:00",
+        "crypto_candles_1m materialized_only true",
+    ] {
+        assert!(now.iter().any(|s| s == expected), "{expected} in {now:#?}");
+    }
+    assert!(
+        !now.iter()
+            .any(|s| s.starts_with("level1_quotes policy_compression")),
+        "{now:#?}"
+    );
+    let again = start(changed).await;
+    assert_eq!(again.changed, Vec::<String>::new(), "nothing to change");
+
+    // `timesink check` shows what the database holds, and what the next
+    // start with the defaults would change.
+    let mut defaults_required = world.config.clone();
+    defaults_required.database.timescaledb = TimescaleMode::Required;
+    let report = timesink::ops::check::run(&defaults_required)
+        .await
+        .expect("check passes");
+    for expected in [
+        "  hypertable crypto_prices: 0 chunks, 0 compressed; chunks of 1 day; compression segmented by (coin_id), ordered by (\"time\" DESC), policy after 3 days; retention 90 days\n",
+        "  aggregate crypto_candles_1m over crypto_prices: materialized only, refreshed every 1 minute from 30 days to 1 minute ago\n",
+        "  aggregate crypto_candles_1h over crypto_prices: real time, refreshed every 10 minutes from 30 days to 1 hour ago\n",
+        "  differs from the configuration (changed at start): crypto_prices: retention none (database: 90 days)\n",
+        "  differs from the configuration (changed at start): crypto_candles_1m: real-time aggregation on\n",
+        "  differs from the configuration (changed at start): level1_quotes: compression policy after 1 day (database: none)\n",
+    ] {
+        assert!(report.contains(expected), "{expected:?} in\n{report}");
+    }
+
+    // Back to the defaults: retention gone, the rest as at first but the
+    // chunk width, which an unset `chunk_interval` leaves as it is.
+    let back = start(world.config.clone()).await;
+    assert!(!back.changed.is_empty());
+    let expected: Vec<String> = defaults
+        .iter()
+        .map(|s| s.replace("crypto_prices chunk 7 days", "crypto_prices chunk 1 day"))
+        .collect();
+    assert_eq!(timescaledb_settings(&world).await, expected);
+}
+
+/// Rows of a query, each as its columns' text joined by `|`.
+async fn text_rows(
+    world: &World,
+    sql: &str,
+    params: &[&(dyn tokio_postgres::types::ToSql + Sync)],
+) -> Vec<String> {
+    let rows = world
+        .db
+        .query(sql, params)
+        .await
+        .unwrap_or_else(|e| panic!("{sql}: {e}"));
+    rows.iter()
+        .map(|r| {
+            (0..r.len())
+                .map(|i| {
+                    r.get::<_, Option<String>>(i)
+                        .unwrap_or_else(|| "NULL".into())
+                })
+                .collect::<Vec<_>>()
+                .join("|")
+        })
+        .collect()
+}
+
+const CANDLES: [(&str, &str); 3] = [
+    ("crypto_candles_1m", "1 minute"),
+    ("crypto_candles_1h", "1 hour"),
+    ("crypto_candles_1d", "1 day"),
+];
+
+/// Each candle aggregate as it reads, and the same candles computed from
+/// the raw table: (aggregate, its rows, the raw query's rows).
+async fn candles_and_raw(world: &World) -> Vec<(&'static str, Vec<String>, Vec<String>)> {
+    let mut out = Vec::new();
+    for (view, bucket) in CANDLES {
+        let candles = text_rows(
+            world,
+            &format!(
+                "SELECT bucket::text, coin_id, exchange_id, open::text, high::text, low::text, close::text, ticks::text \
+                 FROM {view} ORDER BY 1, 2, 3"
+            ),
+            &[],
+        )
+        .await;
+        let raw = text_rows(
+            world,
+            &format!(
+                "SELECT time_bucket('{bucket}', time)::text, coin_id, exchange_id, first(usd_price, time)::text, \
+                        max(usd_price)::text, min(usd_price)::text, last(usd_price, time)::text, count(*)::text \
+                 FROM crypto_prices GROUP BY 1, 2, 3 ORDER BY 1, 2, 3"
+            ),
+            &[],
+        )
+        .await;
+        out.push((view, candles, raw));
+    }
+    out
+}
+
+/// Fails naming the rows only one side has (the first few of each).
+fn assert_same_rows(view: &str, when: &str, candles: &[String], raw: &[String]) {
+    if candles == raw {
+        return;
+    }
+    let only = |a: &[String], b: &[String]| -> Vec<String> {
+        a.iter()
+            .filter(|r| !b.contains(r))
+            .take(5)
+            .cloned()
+            .collect()
+    };
+    panic!(
+        "{view}, {when}: {} candle rows, {} from the raw query; only in the aggregate: {:#?}; only in the raw query: {:#?}",
+        candles.len(),
+        raw.len(),
+        only(candles, raw),
+        only(raw, candles)
+    );
+}
+
+/// Runs each candle aggregate's refresh policy now, as TimescaleDB's
+/// scheduler would.
+async fn run_refresh_policies(world: &World) {
+    for (view, _) in CANDLES {
+        let job: i32 = world
+            .db
+            .query_one(
+                "SELECT job_id FROM timescaledb_information.jobs \
+                 WHERE proc_name = 'policy_refresh_continuous_aggregate' AND hypertable_name = $1",
+                &[&view],
+            )
+            .await
+            .expect("the aggregate's refresh policy")
+            .get(0);
+        world
+            .db
+            .batch_execute(&format!("CALL run_job({job})"))
+            .await
+            .expect("run the refresh policy");
+    }
+}
+
+/// The contract's candles: each aggregate equals the same query over the
+/// raw table, value for value. Buckets newer than the materialized ones
+/// are current at once (real-time aggregation); a late row into a
+/// materialized bucket, and a repeated key's later price, are in the
+/// candles once the refresh policy has run. Seed 000's daily report over
+/// the hourly candles returns what the seed's query over the ticks does.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn candles_equal_the_raw_query_in_real_time_and_after_late_data() {
+    let world = World::new(2).await;
+    if !timescaledb_installed(
+        &world,
+        "candles_equal_the_raw_query_in_real_time_and_after_late_data",
+    )
+    .await
+    {
+        return;
+    }
+    let mut config = world.config.clone();
+    config.database.timescaledb = TimescaleMode::Required;
+    // The schema first, and TimescaleDB's scheduler kept off the refresh
+    // policies: the test runs them when it says so.
+    let mut client = connect(&config.database.url).await;
+    schema::apply(
+        &mut client,
+        TimescaleMode::Required,
+        &config.catalog().expect("catalog"),
+    )
+    .await
+    .expect("schema");
+    world
+        .db
+        .batch_execute(
+            "SELECT alter_job(job_id, scheduled => false) FROM timescaledb_information.jobs \
+             WHERE proc_name = 'policy_refresh_continuous_aggregate'",
+        )
+        .await
+        .expect("unschedule the refresh policies");
+
+    let topic = world.topic(DataType::Price);
+    let price = |coin: &str,
+                 exchange: Option<&str>,
+                 usd: &str,
+                 at: chrono::DateTime<chrono::Utc>| {
+        let exchange = exchange
+            .map(|e| format!(r#","exchangeId":"{e}""#))
+            .unwrap_or_default();
+        format!(
+            r#"{{"coinId":"{coin}","symbol":"S","usdPrice":"{usd}"{exchange},"lastUpdated":"{}","source":"t"}}"#,
+            at.to_rfc3339_opts(chrono::SecondsFormat::Micros, true)
+        )
+    };
+    let now = chrono::Utc::now();
+    let old = now - chrono::Duration::days(3);
+    // 70 minutes of ticks three days ago: coins a and b on exchanges x and
+    // y, and coin c on the aggregate feed; prices of varied scale.
+    let mut ticks = Vec::new();
+    for i in 0..600i64 {
+        let at = old + chrono::Duration::seconds(7 * i);
+        let (coin, exchange) = match i % 5 {
+            0 => ("a", Some("x")),
+            1 => ("a", Some("y")),
+            2 => ("b", Some("x")),
+            3 => ("b", Some("y")),
+            _ => ("c", None),
+        };
+        let usd = format!(
+            "{}.{:0>width$}",
+            100 + (i * 37) % 91,
+            (i * 7919) % 100_000,
+            width = (i % 6 + 1) as usize
+        );
+        ticks.push((coin.to_owned(), price(coin, exchange, &usd, at)));
+    }
+    send_many(&topic, &ticks).await;
+    let shutdown = CancellationToken::new();
+    let sink = tokio::spawn(pipeline::run(
+        config.clone(),
+        Arc::new(Health::new(config.health.clone())),
+        shutdown.clone(),
+    ));
+    eventually(60, "the old ticks", || async {
+        world.count("crypto_prices").await == 600
+    })
+    .await;
+    run_refresh_policies(&world).await;
+    for (view, candles, raw) in candles_and_raw(&world).await {
+        assert!(!candles.is_empty(), "{view} holds candles");
+        assert_same_rows(view, "materialized", &candles, &raw);
+    }
+
+    // Newer ticks than any materialized bucket: in the candles at once.
+    let recent: Vec<(String, String)> = (0..40i64)
+        .map(|i| {
+            let coin = if i % 2 == 0 { "a" } else { "c" };
+            let exchange = (i % 2 == 0).then_some("x");
+            let at = now - chrono::Duration::seconds(40 - i);
+            (
+                coin.to_owned(),
+                price(coin, exchange, &format!("2{i}.5"), at),
+            )
+        })
+        .collect();
+    send_many(&topic, &recent).await;
+    eventually(60, "the recent ticks", || async {
+        world.count("crypto_prices").await == 640
+    })
+    .await;
+    for (view, candles, raw) in candles_and_raw(&world).await {
+        assert_same_rows(view, "real time", &candles, &raw);
+    }
+
+    // A late tick into a materialized bucket, and a later price for a key
+    // already stored: the candles are stale until the refresh runs.
+    let late = vec![
+        (
+            "a".to_owned(),
+            price(
+                "a",
+                Some("x"),
+                "999.125",
+                old + chrono::Duration::seconds(7 * 10 + 3),
+            ),
+        ),
+        (
+            "a".to_owned(),
+            price(
+                "a",
+                Some("x"),
+                "1.000001",
+                old + chrono::Duration::seconds(7 * 20),
+            ),
+        ),
+    ];
+    send_many(&topic, &late).await;
+    eventually(60, "the late tick and the later price", || async {
+        world.count("crypto_prices").await == 641
+            && world
+                .db
+                .query_one(
+                    "SELECT count(*) FROM crypto_prices WHERE usd_price = 1.000001",
+                    &[],
+                )
+                .await
+                .map(|r| r.get::<_, i64>(0) == 1)
+                .unwrap_or(false)
+    })
+    .await;
+    let stale = candles_and_raw(&world).await;
+    assert!(
+        stale[0].1 != stale[0].2,
+        "the minute candles were materialized before the late data, so they are stale until refreshed"
+    );
+    run_refresh_policies(&world).await;
+    for (view, candles, raw) in candles_and_raw(&world).await {
+        assert_same_rows(view, "after the late data and the refresh", &candles, &raw);
+    }
+
+    // Seed 000's daily report: the README's query over the hourly candles
+    // returns what the seed's query over the ticks does.
+    let day = old.date_naive();
+    let report = text_rows(
+        &world,
+        &format!(
+            "SELECT hour::text, open::text, high::text, low::text, close::text, data_points::text FROM ({}) AS r ORDER BY 1",
+            include_str!("../examples/daily_report.sql").trim_end()
+        ),
+        &[&"c", &day],
+    )
+    .await;
+    let seed = text_rows(
+        &world,
+        "SELECT time_bucket('1 hour', time)::text AS hour, first(usd_price, time)::text, max(usd_price)::text, \
+                min(usd_price)::text, last(usd_price, time)::text, count(*)::text \
+         FROM crypto_prices WHERE coin_id = $1 AND DATE(time) = $2 GROUP BY 1 ORDER BY 1",
+        &[&"c", &day],
+    )
+    .await;
+    assert!(!seed.is_empty());
+    assert_eq!(report, seed, "the daily report over crypto_candles_1h");
+
+    shutdown.cancel();
+    sink.await
+        .expect("sink task")
+        .expect("sink ran without error");
 }

@@ -18,9 +18,11 @@ use std::fmt;
 use crate::decimal::Decimal;
 use crate::time::Timestamp;
 
+pub mod interval;
 pub mod schema;
 pub mod spec;
 pub mod sql;
+pub mod timescale;
 
 pub use spec::TableSpec;
 
@@ -388,7 +390,9 @@ pub struct Table {
     pub bincode: Option<Vec<LayoutField>>,
     pub batch: spec::BatchSpec,
     pub writers: usize,
-    pub timescaledb: spec::TimescaleSpec,
+    pub timescaledb: timescale::Timescale,
+    /// Continuous aggregates over the table (TimescaleDB only).
+    pub aggregates: Vec<timescale::Aggregate>,
 }
 
 impl Table {
@@ -454,6 +458,20 @@ impl Catalog {
         for (i, (name, spec)) in enabled.into_iter().enumerate() {
             let id = TableId(i as u16);
             tables.push(build_table(id, name, spec, dead_letter_suffix)?);
+        }
+        // An aggregate is a relation beside the tables: its name is theirs too.
+        let mut relations: Vec<&str> = tables.iter().map(|t| t.name.as_str()).collect();
+        for t in &tables {
+            for a in &t.aggregates {
+                if relations.contains(&a.name.as_str()) {
+                    return Err(CatalogError {
+                        table: t.name.clone(),
+                        key: format!(".aggregates.{}", a.name),
+                        problem: format!("`{}` already names a table or an aggregate", a.name),
+                    });
+                }
+                relations.push(&a.name);
+            }
         }
         // A topic named by two tables would need one transaction for both.
         for (i, a) in tables.iter().enumerate() {
@@ -751,21 +769,15 @@ fn build_table(
             "a column reads `envelope:` but the table sets no `envelope`".into(),
         ));
     }
-    let ts = &spec.timescaledb;
-    if ts.hypertable && time.is_none() && (ts.compress_after.is_some() || spec.time.is_some()) {
-        return Err(fail(".timescaledb", "a hypertable needs `time`".into()));
-    }
-    for column in &ts.segment_by {
-        find(".timescaledb.segment_by", column)?;
-    }
-    for item in &ts.order_by {
-        let column = item
-            .trim()
-            .strip_suffix(" DESC")
-            .or_else(|| item.trim().strip_suffix(" ASC"))
-            .unwrap_or(item.trim());
-        find(".timescaledb.order_by", column.trim())?;
-    }
+    let timescaledb = timescale::build(&spec.timescaledb, &columns, time)
+        .map_err(|(key, problem)| fail(&key, problem))?;
+    let aggregates = spec
+        .aggregates
+        .iter()
+        .filter(|(_, a)| a.enabled)
+        .map(|(name, a)| timescale::build_aggregate(name, a, &columns, &timescaledb))
+        .collect::<Result<Vec<_>, _>>()
+        .map_err(|(key, problem)| fail(&key, problem))?;
     Ok(Table {
         id,
         name: name.to_owned(),
@@ -782,7 +794,8 @@ fn build_table(
         bincode,
         batch: spec.batch,
         writers: spec.writers,
-        timescaledb: spec.timescaledb.clone(),
+        timescaledb,
+        aggregates,
     })
 }
 
@@ -1248,6 +1261,63 @@ mod tests {
         // Unknown keys are refused by name (serde).
         let e = toml_spec(&format!("{MINIMAL}\nbatchh = 1")).unwrap_err();
         assert!(e.contains("batchh"), "{e}");
+    }
+
+    /// A table with time, for the TimescaleDB keys.
+    const TIMED: &str = r#"
+        topics = ["e"]
+        primary_key = ["id", "time"]
+        time = "time"
+        columns = [{ name = "id", type = "text", from = "/id", required = true },
+                   { name = "time", type = "timestamptz", from = "/t", required = true },
+                   { name = "p", type = "numeric", from = "/p" },
+                   { name = "s", type = "text", from = "/s" }]
+    "#;
+
+    #[test]
+    fn wrong_timescaledb_settings_are_refused_naming_the_key() {
+        for (extra, expected) in [
+            (
+                "timescaledb = { compress_after = \"7 dayz\" }",
+                "tables.t.timescaledb.compress_after`: \"7 dayz\": \"dayz\" is not a unit",
+            ),
+            (
+                "timescaledb = { chunk_interval = \"1\" }",
+                "tables.t.timescaledb.chunk_interval`: \"1\" is not an interval",
+            ),
+            (
+                "[aggregates.c]\nbucket = \"1 minute\"\ncolumns = [{ name = \"x\", fn = \"median\", of = \"p\" }]",
+                "tables.t.aggregates.c.columns[0]`: fn \"median\" is not first, last",
+            ),
+            (
+                "[aggregates.c]\nbucket = \"1 minute\"\ncolumns = [{ name = \"x\", fn = \"sum\", of = \"s\" }]",
+                "fn sum of `s`, a text: it takes a number",
+            ),
+            (
+                "[aggregates.c]\nbucket = \"1 minute\"\ngroup_by = [\"nope\"]\ncolumns = [{ name = \"n\", fn = \"count\" }]",
+                "tables.t.aggregates.c.group_by`: no column `nope` in the table",
+            ),
+            (
+                "[aggregates.c]\nbucket = \"1 minute\"\ncolumns = [{ name = \"n\", fn = \"count\" }]\nrefresh = { start_offset = \"1 minute\" }",
+                "the refresh window from 1 minute to 1 minute ago must span at least two buckets",
+            ),
+            (
+                "timescaledb = { retention = \"30 days\" }\n[aggregates.c]\nbucket = \"1 minute\"\ncolumns = [{ name = \"n\", fn = \"count\" }]",
+                "tables.t.aggregates.c.refresh.start_offset`: the table drops chunks older than 30 days",
+            ),
+            (
+                "[aggregates.t]\nbucket = \"1 minute\"\ncolumns = [{ name = \"n\", fn = \"count\" }]",
+                "`t` already names a table or an aggregate",
+            ),
+        ] {
+            let problem = problem(&format!("{TIMED}\n{extra}"));
+            assert!(
+                problem.contains(expected),
+                "{expected:?} not in {problem:?}"
+            );
+        }
+        let ok = "timescaledb = { retention = \"30 days\" }\n[aggregates.c]\nbucket = \"1 minute\"\ncolumns = [{ name = \"n\", fn = \"count\" }]\nrefresh = { start_offset = \"7 days\" }";
+        assert!(catalog_of(&format!("{TIMED}\n{ok}")).is_ok());
     }
 
     #[test]

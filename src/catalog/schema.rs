@@ -2,9 +2,9 @@
 //! sink's bookkeeping tables from `sql/001_bookkeeping.sql`), and the live
 //! ones compared with what the sink writes.
 
-use tokio_postgres::Client;
+use tokio_postgres::{Client, GenericClient};
 
-use crate::catalog::{Catalog, sql};
+use crate::catalog::{Catalog, Table, sql, timescale};
 use crate::config::TimescaleMode;
 
 const BOOKKEEPING_SQL: &str = include_str!("../../sql/001_bookkeeping.sql");
@@ -12,6 +12,8 @@ const MISSING_TABLES_SQL: &str = include_str!("../../sql/queries/missing_tables.
 const TIMESCALEDB_CREATED_SQL: &str = include_str!("../../sql/queries/timescaledb_created.sql");
 const SCHEMA_LOCK_SQL: &str = include_str!("../../sql/queries/schema_lock.sql");
 const TIMESCALEDB_STATE_SQL: &str = include_str!("../../sql/queries/timescaledb_state.sql");
+const TIMESCALEDB_TABLE_SQL: &str = include_str!("../../sql/queries/timescaledb_table.sql");
+const TIMESCALEDB_AGGREGATE_SQL: &str = include_str!("../../sql/queries/timescaledb_aggregate.sql");
 
 /// The sink's own tables.
 pub const BOOKKEEPING: [&str; 2] = ["timesink_offsets", "timesink_topics"];
@@ -31,13 +33,107 @@ pub fn tables_sql(catalog: &Catalog) -> String {
     catalog.tables().iter().map(sql::create_table).collect()
 }
 
-/// What TimescaleDB makes of the catalog's tables, in one script.
-pub fn timescaledb_sql(catalog: &Catalog) -> String {
-    let mut script = String::from("CREATE EXTENSION IF NOT EXISTS timescaledb;\n");
+/// What the database holds of each table's TimescaleDB settings, and
+/// the changes that would make it hold what the catalog describes.
+pub async fn timescaledb_plans(
+    client: &impl GenericClient,
+    catalog: &Catalog,
+) -> Result<Vec<(String, timescale::LiveTable, timescale::Plan)>, tokio_postgres::Error> {
+    let mut plans = Vec::new();
     for table in catalog.tables() {
-        script.push_str(&sql::timescaledb(table));
+        let live = live_table(client, table).await?;
+        let mut aggregates = Vec::with_capacity(table.aggregates.len());
+        for a in &table.aggregates {
+            aggregates.push(live_aggregate(client, &a.name).await?);
+        }
+        let plan = timescale::plan(table, &live, &aggregates);
+        plans.push((table.name.clone(), live, plan));
     }
-    script
+    Ok(plans)
+}
+
+async fn live_table(
+    client: &impl GenericClient,
+    table: &Table,
+) -> Result<timescale::LiveTable, tokio_postgres::Error> {
+    let (columns, descending): (Vec<&str>, Vec<bool>) = table
+        .timescaledb
+        .compression
+        .iter()
+        .flat_map(|c| c.order_by.iter().map(|(c, d)| (c.as_str(), *d)))
+        .unzip();
+    let row = client
+        .query_one(TIMESCALEDB_TABLE_SQL, &[&table.name, &columns, &descending])
+        .await?;
+    Ok(timescale::LiveTable {
+        hypertable: row.get(0),
+        chunk_interval: row.get(1),
+        compression_enabled: row.get(2),
+        segment_by: row.get(3),
+        order_by: row.get(4),
+        wanted_order_by: row.get(5),
+        compress_after: row.get(6),
+        retention: row.get(7),
+    })
+}
+
+pub async fn live_aggregate(
+    client: &impl GenericClient,
+    name: &str,
+) -> Result<timescale::LiveAggregate, tokio_postgres::Error> {
+    let row = client
+        .query_one(TIMESCALEDB_AGGREGATE_SQL, &[&name])
+        .await?;
+    let policy: bool = row.get(4);
+    Ok(timescale::LiveAggregate {
+        exists: row.get(0),
+        continuous: row.get(1),
+        mark: row.get(2),
+        materialized_only: row.get(3),
+        refresh: policy.then(|| (row.get(5), row.get(6), row.get(7))),
+    })
+}
+
+/// Makes the database hold each table's TimescaleDB settings as the
+/// catalog describes them; returns what changed and what was left alone.
+/// Changes nothing (and needs no privilege) when all is as described.
+async fn apply_timescaledb(
+    client: &impl GenericClient,
+    catalog: &Catalog,
+) -> Result<(Vec<String>, Vec<String>), SchemaError> {
+    let plans = timescaledb_plans(client, catalog)
+        .await
+        .map_err(SchemaError::Timescale)?;
+    let (mut changed, mut left_alone) = (Vec::new(), Vec::new());
+    for (_, _, plan) in plans {
+        for change in plan.changes {
+            client.batch_execute(&change.sql).await.map_err(|source| {
+                SchemaError::TimescaleChange {
+                    what: change.what.clone(),
+                    source,
+                }
+            })?;
+            changed.push(change.what);
+        }
+        left_alone.extend(plan.left_alone);
+    }
+    Ok((changed, left_alone))
+}
+
+/// Where TimescaleDB is not in use, the aggregates the catalog declares
+/// are not made: said once, by name.
+fn aggregates_without_timescaledb(catalog: &Catalog) -> Option<String> {
+    let names: Vec<&str> = catalog
+        .tables()
+        .iter()
+        .flat_map(|t| t.aggregates.iter().map(|a| a.name.as_str()))
+        .collect();
+    (!names.is_empty()).then(|| {
+        format!(
+            "continuous aggregates ({}) need TimescaleDB, which this database does not use: going on without them",
+            names.join(", ")
+        )
+    })
 }
 
 /// What schema setup found.
@@ -47,14 +143,24 @@ pub struct SchemaReport {
     /// Whether DDL ran (some table was missing); when every table exists
     /// the sink changes nothing, so it needs no CREATE and no ownership.
     pub created: bool,
+    /// TimescaleDB settings changed to match the configuration, in words.
+    pub changed: Vec<String>,
+    /// What differs from the configuration and was left as it is, and why.
+    pub left_alone: Vec<String>,
 }
 
 #[derive(Debug, thiserror::Error)]
 pub enum SchemaError {
     #[error("creating the tables: {}", crate::pg_error::describe(.0))]
     Tables(#[source] tokio_postgres::Error),
-    #[error("setting up TimescaleDB hypertables and compression: {}", crate::pg_error::describe(.0))]
+    #[error("reading TimescaleDB's settings of the tables: {}", crate::pg_error::describe(.0))]
     Timescale(#[source] tokio_postgres::Error),
+    #[error("TimescaleDB refused a setting of the configuration ({what}): {}", crate::pg_error::describe(.source))]
+    TimescaleChange {
+        what: String,
+        #[source]
+        source: tokio_postgres::Error,
+    },
     #[error("reading the live tables' columns and keys: {}", crate::pg_error::describe(.0))]
     Catalog(#[source] tokio_postgres::Error),
     #[error("database.timescaledb = \"required\" but the timescaledb extension is not installed")]
@@ -95,10 +201,53 @@ pub async fn prepare(
     if mode == TimescaleMode::Required && !installed {
         return Err(SchemaError::TimescaleMissing);
     }
-    Ok(SchemaReport {
+    let mut report = SchemaReport {
         timescaledb: installed && mode != TimescaleMode::Off,
         created: false,
-    })
+        changed: Vec::new(),
+        left_alone: Vec::new(),
+    };
+    if !report.timescaledb {
+        report
+            .left_alone
+            .extend(aggregates_without_timescaledb(catalog));
+        return Ok(report);
+    }
+    // Policies follow the configuration at every start. A role that may
+    // write but not own the tables (README, "Least privilege") leaves a
+    // difference to `timesink schema` run by the owner, and says so.
+    let tx = client.transaction().await.map_err(SchemaError::Timescale)?;
+    tx.batch_execute(SCHEMA_LOCK_SQL)
+        .await
+        .map_err(SchemaError::Timescale)?;
+    match apply_timescaledb(&tx, catalog).await {
+        Ok((changed, left_alone)) => {
+            tx.commit().await.map_err(SchemaError::Timescale)?;
+            report.changed = changed;
+            report.left_alone = left_alone;
+        }
+        Err(SchemaError::TimescaleChange { what, source })
+            if source.code() == Some(&tokio_postgres::error::SqlState::INSUFFICIENT_PRIVILEGE) =>
+        {
+            drop(tx);
+            let plans = timescaledb_plans(client, catalog)
+                .await
+                .map_err(SchemaError::Timescale)?;
+            for (_, _, plan) in plans {
+                report.left_alone.extend(plan.left_alone);
+                report.left_alone.extend(plan.changes.into_iter().map(|c| {
+                    format!(
+                        "{}: this role may not make the change ({}); run `timesink schema` as the tables' owner",
+                        c.what,
+                        crate::pg_error::describe(&source)
+                    )
+                }));
+            }
+            tracing::debug!(%what, "first change refused");
+        }
+        Err(e) => return Err(e),
+    }
+    Ok(report)
 }
 
 /// Creates the tables (and hypertables where TimescaleDB is loaded).
@@ -157,15 +306,23 @@ pub async fn apply(
         (TimescaleMode::Required, None) => return Err(SchemaError::TimescaleUnknown),
         (TimescaleMode::Required, Some(true)) => true,
     };
-    if use_timescale {
-        tx.batch_execute(&timescaledb_sql(catalog))
+    let (changed, mut left_alone) = if use_timescale {
+        tx.batch_execute("CREATE EXTENSION IF NOT EXISTS timescaledb")
             .await
             .map_err(SchemaError::Timescale)?;
+        apply_timescaledb(&tx, catalog).await?
+    } else {
+        (Vec::new(), Vec::new())
+    };
+    if !use_timescale {
+        left_alone.extend(aggregates_without_timescaledb(catalog));
     }
     tx.commit().await.map_err(SchemaError::Tables)?;
     Ok(SchemaReport {
         timescaledb: use_timescale,
         created: true,
+        changed,
+        left_alone,
     })
 }
 

@@ -65,6 +65,10 @@ pub struct TableSpec {
     /// What the table becomes where TimescaleDB is in use.
     #[serde(default)]
     pub timescaledb: TimescaleSpec,
+    /// Continuous aggregates over the table, by view name (TimescaleDB
+    /// only): kept by the sink, refreshed by TimescaleDB's policies.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub aggregates: BTreeMap<String, AggregateSpec>,
 }
 
 fn yes() -> bool {
@@ -232,6 +236,11 @@ impl Default for BatchSpec {
 pub struct TimescaleSpec {
     /// A hypertable on the time column (needs `time`).
     pub hypertable: bool,
+    /// The time each new chunk spans (a PostgreSQL interval, `1 day`);
+    /// unset: TimescaleDB's default (7 days) when the hypertable is
+    /// created, and whatever the table has after that.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub chunk_interval: Option<String>,
     /// Chunks older than this (a PostgreSQL interval, `7 days`) are
     /// compressed; unset: no compression.
     #[serde(skip_serializing_if = "Option::is_none")]
@@ -243,15 +252,95 @@ pub struct TimescaleSpec {
     /// unset: the time column, descending.
     #[serde(skip_serializing_if = "Vec::is_empty")]
     pub order_by: Vec<String>,
+    /// Chunks older than this are dropped, rows and all; unset: no
+    /// retention (a retention policy the table has is removed).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub retention: Option<String>,
 }
 
 impl Default for TimescaleSpec {
     fn default() -> Self {
         TimescaleSpec {
             hypertable: true,
+            chunk_interval: None,
+            retention: None,
             compress_after: None,
             segment_by: Vec::new(),
             order_by: Vec::new(),
+        }
+    }
+}
+
+/// A continuous aggregate: the table's rows bucketed by time and grouped.
+/// Its columns are `bucket`, the `group_by` columns, then `columns`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct AggregateSpec {
+    /// `false`: the sink neither creates nor changes it.
+    #[serde(default = "yes")]
+    pub enabled: bool,
+    /// The width of a bucket (`1 minute`, `1 day`): `bucket` is
+    /// `time_bucket` of it over the table's time column.
+    pub bucket: String,
+    /// The columns a row is per, besides its bucket.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub group_by: Vec<String>,
+    /// The aggregated columns, in order.
+    pub columns: Vec<AggregateColumnSpec>,
+    /// Real-time aggregation: buckets not yet materialized are computed
+    /// from the table at query time, so the newest bucket is always
+    /// current. `false`: a query sees what the last refresh materialized.
+    #[serde(default = "yes")]
+    pub real_time: bool,
+    /// The refresh policy TimescaleDB runs.
+    #[serde(default)]
+    pub refresh: RefreshSpec,
+}
+
+/// One aggregated column.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct AggregateColumnSpec {
+    /// Its name in the view.
+    pub name: String,
+    /// `first` (the value at the earliest time in the bucket), `last` (at
+    /// the latest), `min`, `max`, `sum`, `avg` or `count` (rows, or with
+    /// `of`, values present).
+    #[serde(rename = "fn")]
+    pub function: String,
+    /// The table's column it aggregates; `count` alone needs none.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub of: Option<String>,
+}
+
+/// When TimescaleDB materializes an aggregate: every `every`, the buckets
+/// between `start_offset` and `end_offset` ago that changed since.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct RefreshSpec {
+    /// `false`: no refresh policy (refresh it yourself).
+    pub enabled: bool,
+    /// How far back a refresh looks; unset: the whole table, so rows
+    /// arriving however late are materialized. Must be set, and shorter
+    /// than the table's retention, where retention drops rows.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub start_offset: Option<String>,
+    /// How recent a bucket a refresh leaves to real-time aggregation;
+    /// unset: one bucket.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub end_offset: Option<String>,
+    /// How often the policy runs; unset: once a bucket.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub every: Option<String>,
+}
+
+impl Default for RefreshSpec {
+    fn default() -> Self {
+        RefreshSpec {
+            enabled: true,
+            start_offset: None,
+            end_offset: None,
+            every: None,
         }
     }
 }

@@ -1,6 +1,8 @@
 //! The SQL of a table, generated from its description: identifiers always
 //! quoted, literals always escaped. Snapshot-tested below for a built-in table.
 
+use super::interval::Interval;
+use super::timescale::{Aggregate, Compression, Function};
 use super::{ColumnType, Table};
 
 /// An identifier as PostgreSQL reads it verbatim: in double quotes, inner
@@ -55,60 +57,136 @@ pub fn create_table(table: &Table) -> String {
     )
 }
 
-/// What TimescaleDB makes of the table (idempotent): a hypertable on the
-/// time column, and compression after an age, segmented and ordered as
-/// described. Empty when the description asks for none.
-pub fn timescaledb(table: &Table) -> String {
-    let ts = &table.timescaledb;
-    let Some(time) = table.time.filter(|_| ts.hypertable) else {
-        return String::new();
-    };
-    let name = literal(&ident(&table.name));
-    let mut sql = format!(
-        "SELECT create_hypertable({name}, {}, if_not_exists => TRUE, migrate_data => TRUE);\n",
-        literal(&table.columns[time].name)
-    );
-    if let Some(after) = &ts.compress_after {
-        let segment_by = ts
-            .segment_by
-            .iter()
-            .map(|c| ident(c))
-            .collect::<Vec<_>>()
-            .join(", ");
-        let order_by = if ts.order_by.is_empty() {
-            format!("{} DESC", ident(&table.columns[time].name))
-        } else {
-            ts.order_by
-                .iter()
-                .map(|item| {
-                    let item = item.trim();
-                    match item.rsplit_once(' ') {
-                        Some((c, dir)) if dir == "DESC" || dir == "ASC" => {
-                            format!("{} {dir}", ident(c.trim()))
-                        }
-                        _ => ident(item),
-                    }
-                })
-                .collect::<Vec<_>>()
-                .join(", ")
-        };
-        // Compression settings are set once: a table compressed already
-        // keeps what it has (changing them needs its chunks decompressed).
+/// `'"<table>"'`: a relation's name as TimescaleDB's functions take it.
+fn regclass(name: &str) -> String {
+    literal(&ident(name))
+}
+
+/// Makes the table a hypertable on its time column (migrating rows it
+/// holds), its chunks `interval` wide when given.
+pub fn create_hypertable(table: &Table, time: &str, interval: Option<&Interval>) -> String {
+    let chunk = interval
+        .map(|i| format!(", chunk_time_interval => {}", i.sql()))
+        .unwrap_or_default();
+    format!(
+        "SELECT create_hypertable({}, {}{chunk}, if_not_exists => TRUE, migrate_data => TRUE)",
+        regclass(&table.name),
+        literal(time)
+    )
+}
+
+/// New chunks span `interval` (chunks already made keep theirs).
+pub fn set_chunk_interval(table: &Table, interval: &Interval) -> String {
+    format!(
+        "SELECT set_chunk_time_interval({}, {})",
+        regclass(&table.name),
+        interval.sql()
+    )
+}
+
+/// Compression on, segmented and ordered as described (chunks compressed
+/// already keep what they were compressed with).
+pub fn compression_settings(table: &Table, c: &Compression) -> String {
+    let segment_by = c
+        .segment_by
+        .iter()
+        .map(|c| ident(c))
+        .collect::<Vec<_>>()
+        .join(", ");
+    let order_by = c
+        .order_by
+        .iter()
+        .map(|(c, desc)| format!("{}{}", ident(c), if *desc { " DESC" } else { "" }))
+        .collect::<Vec<_>>()
+        .join(", ");
+    format!(
+        "ALTER TABLE {} SET (timescaledb.compress, timescaledb.compress_segmentby = {}, timescaledb.compress_orderby = {})",
+        ident(&table.name),
+        literal(&segment_by),
+        literal(&order_by)
+    )
+}
+
+/// Replaces the table's policy of `kind` (`compression`, `retention`) by
+/// one acting on chunks older than `after`, or removes it (None).
+pub fn policy(table: &Table, kind: &str, after: Option<&Interval>) -> String {
+    let name = regclass(&table.name);
+    let mut sql = format!("SELECT remove_{kind}_policy({name}, if_exists => TRUE)");
+    if let Some(after) = after {
         sql.push_str(&format!(
-            "DO $timesink$ BEGIN
-    IF NOT EXISTS (SELECT 1 FROM timescaledb_information.hypertables h
-                   WHERE h.hypertable_name = {table_name} AND h.hypertable_schema = current_schema()
-                     AND h.compression_enabled) THEN
-        ALTER TABLE {ident} SET (timescaledb.compress, timescaledb.compress_segmentby = {segment_by}, timescaledb.compress_orderby = {order_by});
-    END IF;
-END $timesink$;
-SELECT add_compression_policy({name}::regclass, INTERVAL {after}, if_not_exists => TRUE);
-",
-            table_name = literal(&table.name),
-            ident = ident(&table.name),
-            segment_by = literal(&segment_by),
-            order_by = literal(&order_by),
-            after = literal(after),
+            ";\nSELECT add_{kind}_policy({name}, {})",
+            after.sql()
+        ));
+    }
+    sql
+}
+
+/// The query of an aggregate: its rows, bucketed and grouped.
+pub fn aggregate_query(table: &Table, time: &str, a: &Aggregate) -> String {
+    let mut select = vec![format!(
+        "time_bucket({}, {}) AS \"bucket\"",
+        a.bucket.sql(),
+        ident(time)
+    )];
+    select.extend(a.group_by.iter().map(|g| ident(g)));
+    for c in &a.columns {
+        let call = match (c.function, &c.of) {
+            (Function::First | Function::Last, Some(of)) => {
+                format!("{}({}, {})", c.function.name(), ident(of), ident(time))
+            }
+            (f, Some(of)) => format!("{}({})", f.name(), ident(of)),
+            (f, None) => format!("{}(*)", f.name()),
+        };
+        select.push(format!("{call} AS {}", ident(&c.name)));
+    }
+    let group: Vec<String> = (1..=1 + a.group_by.len()).map(|i| i.to_string()).collect();
+    format!(
+        "SELECT {} FROM {} GROUP BY {}",
+        select.join(", "),
+        ident(&table.name),
+        group.join(", ")
+    )
+}
+
+/// What the sink writes on an aggregate it made, to know it by.
+pub fn aggregate_mark(query: &str) -> String {
+    format!("timesink: {query}")
+}
+
+/// Creates the aggregate, empty (the refresh policy fills it: creating
+/// it does not read the table), marked with its query.
+pub fn create_aggregate(table: &Table, time: &str, a: &Aggregate) -> String {
+    let query = aggregate_query(table, time, a);
+    format!(
+        "CREATE MATERIALIZED VIEW {name} WITH (timescaledb.continuous, timescaledb.materialized_only = {}) AS {query} WITH NO DATA;\nCOMMENT ON VIEW {name} IS {}",
+        !a.real_time,
+        literal(&aggregate_mark(&query)),
+        name = ident(&a.name),
+    )
+}
+
+/// Real-time aggregation on or off.
+pub fn real_time(a: &Aggregate) -> String {
+    format!(
+        "ALTER MATERIALIZED VIEW {} SET (timescaledb.materialized_only = {})",
+        ident(&a.name),
+        !a.real_time
+    )
+}
+
+/// Replaces the aggregate's refresh policy by the described one, or
+/// removes it.
+pub fn refresh_policy(a: &Aggregate) -> String {
+    let name = regclass(&a.name);
+    let mut sql = format!("SELECT remove_continuous_aggregate_policy({name}, if_exists => TRUE)");
+    if let Some(r) = &a.refresh {
+        sql.push_str(&format!(
+            ";\nSELECT add_continuous_aggregate_policy({name}, start_offset => {}, end_offset => {}, schedule_interval => {})",
+            r.start_offset
+                .as_ref()
+                .map_or("NULL".to_owned(), Interval::sql),
+            r.end_offset.sql(),
+            r.every.sql()
         ));
     }
     sql
@@ -208,18 +286,52 @@ mod tests {
                 r#"INSERT INTO "level1_quotes" ({cols}) SELECT {cols} FROM "timesink_stage_level1_quotes" ON CONFLICT ("exchange_id", "symbol", "time", "sequence") DO UPDATE SET "best_bid" = EXCLUDED."best_bid", "best_ask" = EXCLUDED."best_ask", "bid_size" = EXCLUDED."bid_size", "ask_size" = EXCLUDED."ask_size", "source" = EXCLUDED."source""#
             )
         );
+    }
+
+    /// The TimescaleDB SQL generated for the built-in price table and its
+    /// one-minute candles, as PostgreSQL receives it.
+    #[test]
+    fn the_timescaledb_sql_of_a_table_is_generated_from_its_description() {
+        let catalog = crate::catalog::Catalog::build(&crate::catalog::built_in(), ".dlq").unwrap();
+        let prices = catalog.by_name("crypto_prices").unwrap();
+        let ts = &prices.timescaledb;
         assert_eq!(
-            timescaledb(&table),
-            r#"SELECT create_hypertable('"level1_quotes"', 'time', if_not_exists => TRUE, migrate_data => TRUE);
-DO $timesink$ BEGIN
-    IF NOT EXISTS (SELECT 1 FROM timescaledb_information.hypertables h
-                   WHERE h.hypertable_name = 'level1_quotes' AND h.hypertable_schema = current_schema()
-                     AND h.compression_enabled) THEN
-        ALTER TABLE "level1_quotes" SET (timescaledb.compress, timescaledb.compress_segmentby = '"exchange_id", "symbol"', timescaledb.compress_orderby = '"time" DESC, "sequence"');
-    END IF;
-END $timesink$;
-SELECT add_compression_policy('"level1_quotes"'::regclass, INTERVAL '1 day', if_not_exists => TRUE);
-"#
+            create_hypertable(prices, "time", Some(&Interval::parse("1 day").unwrap())),
+            r#"SELECT create_hypertable('"crypto_prices"', 'time', chunk_time_interval => INTERVAL '1 day', if_not_exists => TRUE, migrate_data => TRUE)"#
+        );
+        assert_eq!(
+            compression_settings(prices, ts.compression.as_ref().unwrap()),
+            r#"ALTER TABLE "crypto_prices" SET (timescaledb.compress, timescaledb.compress_segmentby = '"coin_id", "exchange_id"', timescaledb.compress_orderby = '"time" DESC')"#
+        );
+        assert_eq!(
+            policy(
+                prices,
+                "compression",
+                Some(&ts.compression.as_ref().unwrap().after)
+            ),
+            "SELECT remove_compression_policy('\"crypto_prices\"', if_exists => TRUE);\nSELECT add_compression_policy('\"crypto_prices\"', INTERVAL '7 days')"
+        );
+        assert_eq!(
+            policy(prices, "retention", None),
+            r#"SELECT remove_retention_policy('"crypto_prices"', if_exists => TRUE)"#
+        );
+        let candles = prices
+            .aggregates
+            .iter()
+            .find(|a| a.name == "crypto_candles_1m")
+            .unwrap();
+        let query = r#"SELECT time_bucket(INTERVAL '1 minute', "time") AS "bucket", "coin_id", "exchange_id", first("usd_price", "time") AS "open", max("usd_price") AS "high", min("usd_price") AS "low", last("usd_price", "time") AS "close", count(*) AS "ticks" FROM "crypto_prices" GROUP BY 1, 2, 3"#;
+        assert_eq!(aggregate_query(prices, "time", candles), query);
+        assert_eq!(
+            create_aggregate(prices, "time", candles),
+            format!(
+                "CREATE MATERIALIZED VIEW \"crypto_candles_1m\" WITH (timescaledb.continuous, timescaledb.materialized_only = false) AS {query} WITH NO DATA;\nCOMMENT ON VIEW \"crypto_candles_1m\" IS 'timesink: {}'",
+                query.replace('\'', "''")
+            )
+        );
+        assert_eq!(
+            refresh_policy(candles),
+            "SELECT remove_continuous_aggregate_policy('\"crypto_candles_1m\"', if_exists => TRUE);\nSELECT add_continuous_aggregate_policy('\"crypto_candles_1m\"', start_offset => NULL, end_offset => INTERVAL '1 minute', schedule_interval => INTERVAL '1 minute')"
         );
     }
 }

@@ -19,6 +19,7 @@ const CHECK_SERVER_SQL: &str = include_str!("../../sql/queries/check_server.sql"
 const HYPERTABLES_SQL: &str = include_str!("../../sql/queries/hypertables.sql");
 const OFFSETS_EXIST_SQL: &str = include_str!("../../sql/queries/offsets_exist.sql");
 const GROUP_OFFSETS_SQL: &str = include_str!("../../sql/queries/group_offsets.sql");
+const TIMESCALEDB_STATS_SQL: &str = include_str!("../../sql/queries/timescaledb_stats.sql");
 
 /// How long each endpoint may take to answer.
 const TIMEOUT: Duration = Duration::from_secs(10);
@@ -206,6 +207,9 @@ async fn database(config: &Config, catalog: &Catalog, out: &mut String) -> Resul
     if !mismatched.is_empty() {
         return Err(CheckError::Tables(mismatched.join("; ")));
     }
+    if installed.is_some() && config.database.timescaledb != TimescaleMode::Off {
+        timescaledb(&client, catalog, out).await.map_err(query)?;
+    }
 
     let offsets = client
         .query_one(OFFSETS_EXIST_SQL, &[])
@@ -237,4 +241,97 @@ async fn database(config: &Config, catalog: &Catalog, out: &mut String) -> Resul
         let _ = writeln!(out, "  table timesink_offsets: missing (created at start)");
     }
     Ok(())
+}
+
+/// What TimescaleDB holds of each table, and what the next start would
+/// change to match the configuration.
+async fn timescaledb(
+    client: &tokio_postgres::Client,
+    catalog: &Catalog,
+    out: &mut String,
+) -> Result<(), tokio_postgres::Error> {
+    let plans = crate::catalog::schema::timescaledb_plans(client, catalog).await?;
+    for (table, live, plan) in plans {
+        if live.hypertable {
+            let row = client.query_one(TIMESCALEDB_STATS_SQL, &[&table]).await?;
+            let (chunks, compressed, before, after): (i64, i64, Option<i64>, Option<i64>) =
+                (row.get(0), row.get(1), row.get(2), row.get(3));
+            let ratio = match (before, after) {
+                (Some(b), Some(a)) if b > 0 => format!(
+                    " ({} → {}, {:.0} % saved)",
+                    bytes(b),
+                    bytes(a),
+                    100.0 * (1.0 - a as f64 / b as f64)
+                ),
+                _ => String::new(),
+            };
+            let _ = writeln!(
+                out,
+                "  hypertable {table}: {chunks} chunks, {compressed} compressed{ratio}; chunks of {}; compression {}; retention {}",
+                micros(live.chunk_interval),
+                match (live.compression_enabled, live.compress_after) {
+                    (false, _) => "off".to_owned(),
+                    (true, after) => format!(
+                        "segmented by ({}), ordered by ({}), policy after {}",
+                        live.segment_by.as_deref().unwrap_or(""),
+                        live.order_by.as_deref().unwrap_or(""),
+                        micros(after)
+                    ),
+                },
+                micros(live.retention),
+            );
+        }
+        if let Some(t) = catalog.by_name(&table) {
+            for a in &t.aggregates {
+                let found = crate::catalog::schema::live_aggregate(client, &a.name).await?;
+                let state = if !found.exists {
+                    "missing (created at start)".to_owned()
+                } else {
+                    format!(
+                        "{}, {}",
+                        if found.materialized_only {
+                            "materialized only"
+                        } else {
+                            "real time"
+                        },
+                        match found.refresh {
+                            None => "no refresh policy".to_owned(),
+                            Some((start, end, every)) => format!(
+                                "refreshed every {} from {} to {} ago",
+                                micros(Some(every)),
+                                start.map_or("the beginning".to_owned(), |s| micros(Some(s))),
+                                micros(end)
+                            ),
+                        }
+                    )
+                };
+                let _ = writeln!(out, "  aggregate {} over {table}: {state}", a.name);
+            }
+        }
+        for change in &plan.changes {
+            let _ = writeln!(
+                out,
+                "  differs from the configuration (changed at start): {}",
+                change.what
+            );
+        }
+        for left in &plan.left_alone {
+            let _ = writeln!(out, "  differs from the configuration, left alone: {left}");
+        }
+    }
+    Ok(())
+}
+
+/// An interval in microseconds, in words.
+fn micros(us: Option<i64>) -> String {
+    crate::catalog::timescale::shown(us)
+}
+
+fn bytes(n: i64) -> String {
+    const MIB: f64 = 1024.0 * 1024.0;
+    if n as f64 >= MIB {
+        format!("{:.1} MiB", n as f64 / MIB)
+    } else {
+        format!("{:.1} KiB", n as f64 / 1024.0)
+    }
 }

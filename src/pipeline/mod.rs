@@ -175,7 +175,9 @@ impl RunError {
         let db = match self {
             RunError::Database(e) => e,
             RunError::Schema(
-                schema::SchemaError::Tables(e) | schema::SchemaError::Timescale(e),
+                schema::SchemaError::Tables(e)
+                | schema::SchemaError::Timescale(e)
+                | schema::SchemaError::TimescaleChange { source: e, .. },
             ) => e,
             _ => return false,
         };
@@ -202,6 +204,12 @@ pub async fn run(
     else {
         return Ok(()); // shut down while waiting for the database
     };
+    for change in &report.changed {
+        tracing::info!(%change, "TimescaleDB setting changed to match the configuration");
+    }
+    for difference in &report.left_alone {
+        tracing::warn!(%difference, "TimescaleDB setting not as configured");
+    }
     tracing::info!(
         timescaledb = report.timescaledb,
         created = report.created,

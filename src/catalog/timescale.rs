@@ -1,0 +1,512 @@
+//! What a table becomes under TimescaleDB, as checked from its description:
+//! the hypertable and its chunk width, compression, retention, and the
+//! continuous aggregates over it. [`super::schema`] makes the database
+//! hold it; [`super::sql`] writes the SQL.
+
+use super::interval::Interval;
+use super::spec::{AggregateSpec, TimescaleSpec};
+use super::{Column, ColumnType};
+
+/// A table's TimescaleDB settings.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Timescale {
+    /// Whether the table is a hypertable on its time column.
+    pub hypertable: bool,
+    pub chunk_interval: Option<Interval>,
+    pub compression: Option<Compression>,
+    pub retention: Option<Interval>,
+}
+
+/// Chunks older than `after` are compressed, segmented and ordered so.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Compression {
+    pub after: Interval,
+    pub segment_by: Vec<String>,
+    /// Columns and whether descending.
+    pub order_by: Vec<(String, bool)>,
+}
+
+/// A continuous aggregate over a table.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Aggregate {
+    pub name: String,
+    pub bucket: Interval,
+    pub group_by: Vec<String>,
+    pub columns: Vec<AggregateColumn>,
+    pub real_time: bool,
+    pub refresh: Option<Refresh>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct AggregateColumn {
+    pub name: String,
+    pub function: Function,
+    pub of: Option<String>,
+}
+
+/// The aggregate functions a column may take.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Function {
+    First,
+    Last,
+    Min,
+    Max,
+    Sum,
+    Avg,
+    Count,
+}
+
+impl Function {
+    fn parse(name: &str) -> Option<Function> {
+        Some(match name {
+            "first" => Function::First,
+            "last" => Function::Last,
+            "min" => Function::Min,
+            "max" => Function::Max,
+            "sum" => Function::Sum,
+            "avg" => Function::Avg,
+            "count" => Function::Count,
+            _ => return None,
+        })
+    }
+
+    pub fn name(self) -> &'static str {
+        match self {
+            Function::First => "first",
+            Function::Last => "last",
+            Function::Min => "min",
+            Function::Max => "max",
+            Function::Sum => "sum",
+            Function::Avg => "avg",
+            Function::Count => "count",
+        }
+    }
+}
+
+/// A refresh policy: every `every`, the changed buckets between
+/// `start_offset` (None: the table's beginning) and `end_offset` ago.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Refresh {
+    pub start_offset: Option<Interval>,
+    pub end_offset: Interval,
+    pub every: Interval,
+}
+
+/// A problem with a key under the table (`.timescaledb.retention`), and what.
+pub type Problem = (String, String);
+
+fn interval(key: &str, text: &str) -> Result<Interval, Problem> {
+    Interval::parse(text).map_err(|e| (key.to_owned(), e))
+}
+
+/// Checks the table's TimescaleDB settings against its columns.
+pub fn build(
+    spec: &TimescaleSpec,
+    columns: &[Column],
+    time: Option<usize>,
+) -> Result<Timescale, Problem> {
+    let has = |key: &str, name: &str| {
+        if columns.iter().any(|c| c.name == name) {
+            Ok(())
+        } else {
+            Err((key.to_owned(), format!("no column `{name}`")))
+        }
+    };
+    let hypertable = spec.hypertable && time.is_some();
+    if spec.hypertable
+        && time.is_none()
+        && (spec.compress_after.is_some()
+            || spec.chunk_interval.is_some()
+            || spec.retention.is_some())
+    {
+        return Err((".timescaledb".into(), "a hypertable needs `time`".into()));
+    }
+    for column in &spec.segment_by {
+        has(".timescaledb.segment_by", column)?;
+    }
+    let mut order_by = Vec::new();
+    for item in &spec.order_by {
+        let item = item.trim();
+        let (column, desc) = match item.rsplit_once(' ') {
+            Some((c, "DESC")) => (c.trim(), true),
+            Some((c, "ASC")) => (c.trim(), false),
+            _ => (item, false),
+        };
+        has(".timescaledb.order_by", column)?;
+        order_by.push((column.to_owned(), desc));
+    }
+    if order_by.is_empty()
+        && let Some(t) = time
+    {
+        order_by.push((columns[t].name.clone(), true));
+    }
+    let compression = match &spec.compress_after {
+        None => None,
+        Some(after) => Some(Compression {
+            after: interval(".timescaledb.compress_after", after)?,
+            segment_by: spec.segment_by.clone(),
+            order_by,
+        }),
+    };
+    Ok(Timescale {
+        hypertable,
+        chunk_interval: spec
+            .chunk_interval
+            .as_deref()
+            .map(|t| interval(".timescaledb.chunk_interval", t))
+            .transpose()?,
+        compression,
+        retention: spec
+            .retention
+            .as_deref()
+            .map(|t| interval(".timescaledb.retention", t))
+            .transpose()?,
+    })
+}
+
+/// Checks an aggregate declared over a table (`key`: `.aggregates.<name>`).
+pub fn build_aggregate(
+    name: &str,
+    spec: &AggregateSpec,
+    columns: &[Column],
+    timescale: &Timescale,
+) -> Result<Aggregate, Problem> {
+    let key = |k: &str| format!(".aggregates.{name}{k}");
+    if name.is_empty() || name.len() > 63 || name.contains('$') {
+        return Err((
+            key(""),
+            "an aggregate's name has 1 to 63 characters, without `$`".into(),
+        ));
+    }
+    if !timescale.hypertable {
+        return Err((
+            key(""),
+            "a continuous aggregate needs the table to be a hypertable (`time`)".into(),
+        ));
+    }
+    let bucket = interval(&key(".bucket"), &spec.bucket)?;
+    let column = |k: &str, c: &str| {
+        columns
+            .iter()
+            .find(|x| x.name == c)
+            .ok_or_else(|| (key(k), format!("no column `{c}` in the table")))
+    };
+    let mut names: Vec<&str> = vec!["bucket"];
+    for g in &spec.group_by {
+        column(".group_by", g)?;
+        names.push(g);
+    }
+    if spec.columns.is_empty() {
+        return Err((key(".columns"), "an aggregate needs a column".into()));
+    }
+    let mut built = Vec::new();
+    for (i, c) in spec.columns.iter().enumerate() {
+        let k = format!(".columns[{i}]");
+        let function = Function::parse(&c.function).ok_or_else(|| {
+            (
+                key(&k),
+                format!(
+                    "fn {:?} is not first, last, min, max, sum, avg or count",
+                    c.function
+                ),
+            )
+        })?;
+        match (&c.of, function) {
+            (None, Function::Count) => {}
+            (None, _) => {
+                return Err((key(&k), format!("fn {} needs `of`", function.name())));
+            }
+            (Some(of), _) => {
+                let source = column(&k, of)?;
+                let numeric = matches!(
+                    source.column_type,
+                    ColumnType::Numeric
+                        | ColumnType::BigInt
+                        | ColumnType::Integer
+                        | ColumnType::Double
+                );
+                if matches!(function, Function::Sum | Function::Avg) && !numeric {
+                    return Err((
+                        key(&k),
+                        format!(
+                            "fn {} of `{of}`, a {}: it takes a number",
+                            function.name(),
+                            source.column_type.name()
+                        ),
+                    ));
+                }
+                if source.column_type == ColumnType::Jsonb && function != Function::Count {
+                    return Err((key(&k), format!("`{of}` is jsonb, which has no order")));
+                }
+            }
+        }
+        if names.contains(&c.name.as_str()) {
+            return Err((key(&k), format!("column `{}` twice", c.name)));
+        }
+        names.push(&c.name);
+        built.push(super::timescale::AggregateColumn {
+            name: c.name.clone(),
+            function,
+            of: c.of.clone(),
+        });
+    }
+    let refresh = if spec.refresh.enabled {
+        let r = &spec.refresh;
+        let start_offset = r
+            .start_offset
+            .as_deref()
+            .map(|t| interval(&key(".refresh.start_offset"), t))
+            .transpose()?;
+        let end_offset = match &r.end_offset {
+            Some(t) => interval(&key(".refresh.end_offset"), t)?,
+            None => bucket.clone(),
+        };
+        let every = match &r.every {
+            Some(t) => interval(&key(".refresh.every"), t)?,
+            None => bucket.clone(),
+        };
+        // TimescaleDB refuses a refresh window of less than two buckets.
+        if let Some(start) = &start_offset
+            && start.micros() - end_offset.micros() < 2 * bucket.micros()
+        {
+            return Err((
+                key(".refresh.start_offset"),
+                format!(
+                    "the refresh window from {start} to {end_offset} ago must span at least two buckets of {bucket}"
+                ),
+            ));
+        }
+        // A refresh over chunks that retention dropped empties their
+        // buckets: the window must stay within what is kept.
+        if let Some(retention) = &timescale.retention {
+            match &start_offset {
+                Some(start) if start.micros() < retention.micros() => {}
+                _ => {
+                    return Err((
+                        key(".refresh.start_offset"),
+                        format!(
+                            "the table drops chunks older than {retention} (timescaledb.retention): set a start_offset shorter than that, so that a refresh never empties the buckets of dropped rows"
+                        ),
+                    ));
+                }
+            }
+        }
+        Some(Refresh {
+            start_offset,
+            end_offset,
+            every,
+        })
+    } else {
+        None
+    };
+    Ok(Aggregate {
+        name: name.to_owned(),
+        bucket,
+        group_by: spec.group_by.clone(),
+        columns: built,
+        real_time: spec.real_time,
+        refresh,
+    })
+}
+
+/// What the database holds of a table's TimescaleDB settings.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct LiveTable {
+    pub hypertable: bool,
+    /// The width of new chunks, in microseconds.
+    pub chunk_interval: Option<i64>,
+    pub compression_enabled: bool,
+    /// As `timescaledb_information.hypertable_compression_settings` shows
+    /// them: segment-by columns joined by `,`, order-by items likewise.
+    pub segment_by: Option<String>,
+    pub order_by: Option<String>,
+    /// The described order-by items as TimescaleDB shows them (it quotes
+    /// what PostgreSQL would).
+    pub wanted_order_by: Option<String>,
+    /// The policies' ages, in microseconds.
+    pub compress_after: Option<i64>,
+    pub retention: Option<i64>,
+}
+
+/// What the database holds of an aggregate.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct LiveAggregate {
+    /// A relation of that name exists.
+    pub exists: bool,
+    /// It is a continuous aggregate.
+    pub continuous: bool,
+    /// The mark the sink left on it (its query), if any.
+    pub mark: Option<String>,
+    pub materialized_only: bool,
+    /// Its refresh policy: start offset (None: unbounded), end offset and
+    /// schedule, in microseconds.
+    pub refresh: Option<(Option<i64>, Option<i64>, i64)>,
+}
+
+/// One change that makes the database hold what the description says.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Change {
+    /// In words, for the log and `timesink check`.
+    pub what: String,
+    pub sql: String,
+}
+
+/// What differs between a table's description and the database, as the
+/// changes that fix it, and what the sink leaves alone (an aggregate of
+/// another definition: dropping it would lose what it holds).
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Plan {
+    pub changes: Vec<Change>,
+    pub left_alone: Vec<String>,
+}
+
+/// An interval in microseconds, in the largest whole unit.
+pub fn shown(micros: Option<i64>) -> String {
+    let Some(us) = micros else {
+        return "none".to_owned();
+    };
+    for (unit, size) in [
+        ("day", 86_400_000_000),
+        ("hour", 3_600_000_000),
+        ("minute", 60_000_000),
+        ("second", 1_000_000),
+    ] {
+        if us != 0 && us % size == 0 {
+            let n = us / size;
+            return format!("{n} {unit}{}", if n == 1 { "" } else { "s" });
+        }
+    }
+    format!("{} seconds", us as f64 / 1e6)
+}
+
+/// The changes that bring `live` to what `table` describes. Pure: the
+/// caller reads the live state and runs the changes.
+pub fn plan(table: &super::Table, live: &LiveTable, aggregates: &[LiveAggregate]) -> Plan {
+    use super::sql;
+    let mut plan = Plan::default();
+    let ts = &table.timescaledb;
+    let Some(time) = table.time.filter(|_| ts.hypertable) else {
+        return plan;
+    };
+    let time = &table.columns[time].name;
+    let mut change = |what: String, sql: String| plan.changes.push(Change { what, sql });
+    let name = &table.name;
+    if !live.hypertable {
+        change(
+            format!("{name}: a hypertable on {time}"),
+            sql::create_hypertable(table, time, ts.chunk_interval.as_ref()),
+        );
+    } else if let Some(interval) = &ts.chunk_interval
+        && live.chunk_interval != Some(interval.micros())
+    {
+        change(
+            format!(
+                "{name}: new chunks span {interval} (database: {})",
+                shown(live.chunk_interval)
+            ),
+            sql::set_chunk_interval(table, interval),
+        );
+    }
+    if let Some(c) = &ts.compression {
+        let settings_match = live.compression_enabled
+            && live.segment_by.as_deref() == Some(c.segment_by.join(",").as_str())
+            && live.wanted_order_by.is_some()
+            && live.order_by == live.wanted_order_by;
+        if !settings_match {
+            change(
+                format!(
+                    "{name}: compression segmented by ({}), ordered by ({}) (database: {})",
+                    c.segment_by.join(", "),
+                    c.order_by
+                        .iter()
+                        .map(|(c, d)| format!("{c}{}", if *d { " DESC" } else { "" }))
+                        .collect::<Vec<_>>()
+                        .join(", "),
+                    if live.compression_enabled {
+                        format!(
+                            "segmented by ({}), ordered by ({})",
+                            live.segment_by.as_deref().unwrap_or(""),
+                            live.order_by.as_deref().unwrap_or("")
+                        )
+                    } else {
+                        "off".to_owned()
+                    }
+                ),
+                sql::compression_settings(table, c),
+            );
+        }
+    }
+    let after = ts.compression.as_ref().map(|c| &c.after);
+    if live.compress_after != after.map(Interval::micros) {
+        change(
+            format!(
+                "{name}: compression policy after {} (database: {})",
+                after.map_or("none".to_owned(), ToString::to_string),
+                shown(live.compress_after)
+            ),
+            sql::policy(table, "compression", after),
+        );
+    }
+    let retention = ts.retention.as_ref();
+    if live.retention != retention.map(Interval::micros) {
+        change(
+            format!(
+                "{name}: retention {} (database: {})",
+                retention.map_or("none".to_owned(), ToString::to_string),
+                shown(live.retention)
+            ),
+            sql::policy(table, "retention", retention),
+        );
+    }
+    for (a, found) in table.aggregates.iter().zip(aggregates) {
+        let mark = sql::aggregate_mark(&sql::aggregate_query(table, time, a));
+        if !found.exists {
+            change(
+                format!("{}: a continuous aggregate over {name}", a.name),
+                sql::create_aggregate(table, time, a),
+            );
+        } else if !found.continuous || found.mark.as_deref() != Some(mark.as_str()) {
+            plan.left_alone.push(format!(
+                "{}: {} exists but is not the declared one (drop it to have the sink create it: DROP MATERIALIZED VIEW {} — its materialized buckets are computed again from {name})",
+                a.name,
+                if found.continuous { "a continuous aggregate" } else { "a relation" },
+                sql::ident(&a.name)
+            ));
+            continue;
+        } else if found.materialized_only == a.real_time {
+            change(
+                format!(
+                    "{}: real-time aggregation {}",
+                    a.name,
+                    if a.real_time { "on" } else { "off" }
+                ),
+                sql::real_time(a),
+            );
+        }
+        let wanted = a.refresh.as_ref().map(|r| {
+            (
+                r.start_offset.as_ref().map(Interval::micros),
+                Some(r.end_offset.micros()),
+                r.every.micros(),
+            )
+        });
+        if (found.exists && found.refresh != wanted) || (!found.exists && wanted.is_some()) {
+            change(
+                match &a.refresh {
+                    Some(r) => format!(
+                        "{}: refreshed every {} from {} to {} ago",
+                        a.name,
+                        r.every,
+                        r.start_offset
+                            .as_ref()
+                            .map_or("the beginning".to_owned(), |s| format!("{s}")),
+                        r.end_offset
+                    ),
+                    None => format!("{}: no refresh policy", a.name),
+                },
+                sql::refresh_policy(a),
+            );
+        }
+    }
+    plan
+}
