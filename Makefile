@@ -5,7 +5,7 @@
 CARGO ?= cargo
 SERVICES := scripts/services.sh
 
-.PHONY: demo test test-faults fuzz fuzz-build bench lint services stop build up down
+.PHONY: demo test test-faults fuzz fuzz-build bench bench-timescaledb lint services stop build up down
 
 ## Start PostgreSQL and the broker, create the topics, produce load in every
 ## encoding, run the sink with live progress, and print a count per table.
@@ -56,6 +56,11 @@ fuzz: fuzz-build
 bench: services
 	@command -v gnuplot >/dev/null || (apt-get update -qq && apt-get install -y -qq gnuplot-nox >/dev/null)
 	python3 scripts/bench.py
+	python3 scripts/bench_timescaledb.py
+
+## What TimescaleDB's features cost (late data into compressed chunks), alone.
+bench-timescaledb: services
+	python3 scripts/bench_timescaledb.py
 
 ## Formatting and lints, as CI runs them.
 lint:

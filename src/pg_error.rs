@@ -23,6 +23,11 @@ pub enum Class {
     /// `statement_timeout`, a statement too complex): write the batch in
     /// halves.
     TooBig,
+    /// Rows for chunks TimescaleDB has compressed made it decompress more
+    /// tuples than `timescaledb.max_tuples_decompressed_per_dml_transaction`
+    /// allows (SQLSTATE 53400): written again with the limit lifted for
+    /// the transaction.
+    Decompression,
     /// Only the operator can cure it (privileges, a missing or changed table
     /// or column, a read-only server, authentication): the table is reported
     /// blocked and re-checked on a capped backoff until it heals.
@@ -37,6 +42,7 @@ impl Class {
             Class::Row => "row",
             Class::Transient => "transient",
             Class::TooBig => "too big",
+            Class::Decompression => "decompression limit",
             Class::Blocked => "blocked",
         }
     }
@@ -68,6 +74,10 @@ pub fn classify_sqlstate(code: &str) -> Class {
         // 57014 a statement cancelled (statement_timeout), 54001 a
         // statement too complex: a smaller batch gets through.
         (_, "57014" | "54001") => Class::TooBig,
+        // 53400 a configuration limit: TimescaleDB's on tuples decompressed
+        // by one transaction (PostgreSQL's own uses of it are limits a
+        // retry meets again, and then it is retried as transient).
+        (_, "53400") => Class::Decompression,
         // 08 connection exception, 40001/40P01/40003 serialization failure,
         // deadlock, completion unknown, 53 insufficient resources (disk
         // full, out of memory, too many connections), 55P03 lock not
@@ -170,6 +180,11 @@ mod tests {
         for code in ["57014", "54001"] {
             assert_eq!(classify_sqlstate(code), Class::TooBig, "{code}");
         }
+    }
+
+    #[test]
+    fn timescaledbs_decompression_limit_is_its_own_class() {
+        assert_eq!(classify_sqlstate("53400"), Class::Decompression);
     }
 
     #[test]

@@ -688,3 +688,135 @@ async fn candles_equal_the_raw_query_in_real_time_and_after_late_data() {
         .expect("sink task")
         .expect("sink ran without error");
 }
+
+/// Late data into compressed chunks: new keys and later records of stored
+/// keys land in chunks already compressed, the later record wins, exactly
+/// once — with one batch decompressing more tuples than TimescaleDB's
+/// `max_tuples_decompressed_per_dml_transaction` (100,000) allows.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn late_rows_and_repeated_keys_land_in_compressed_chunks_past_the_decompression_limit() {
+    let world = World::new(2).await;
+    if !timescaledb_installed(
+        &world,
+        "late_rows_and_repeated_keys_land_in_compressed_chunks_past_the_decompression_limit",
+    )
+    .await
+    {
+        return;
+    }
+    let mut config = world.config.clone();
+    config.database.timescaledb = TimescaleMode::Required;
+    let mut client = connect(&config.database.url).await;
+    schema::apply(
+        &mut client,
+        TimescaleMode::Required,
+        &config.catalog().expect("catalog"),
+    )
+    .await
+    .expect("schema");
+    // History: 200,000 prices of one coin on one exchange, a second apart,
+    // three days ago — one segment, compressed in batches of 1,000.
+    let base = (chrono::Utc::now() - chrono::Duration::days(3))
+        .date_naive()
+        .and_hms_opt(0, 0, 0)
+        .expect("midnight")
+        .and_utc();
+    world
+        .db
+        .execute(
+            "INSERT INTO crypto_prices (time, coin_id, symbol, exchange_id, usd_price, source) \
+             SELECT $1::timestamptz + i * interval '1 second', 'a', 'A', 'x', 100 + (i % 1000) / 100.0, 'history' \
+               FROM generate_series(0, 199999) AS i",
+            &[&base],
+        )
+        .await
+        .expect("history");
+    let compressed: i64 = world
+        .db
+        .query_one(
+            "SELECT count(compress_chunk(c)) FROM show_chunks('crypto_prices') AS c",
+            &[],
+        )
+        .await
+        .expect("compress")
+        .get(0);
+    assert!(compressed >= 1);
+    let uncompressed: i64 = world
+        .db
+        .query_one("SELECT count(*) FROM ONLY crypto_prices", &[])
+        .await
+        .unwrap()
+        .get(0);
+    assert_eq!(uncompressed, 0);
+
+    // Into each of the 200 compressed batches: a later record of a stored
+    // key, and a row between two stored ones.
+    let topic = world.topic(DataType::Price);
+    let price = |usd: &str, at: chrono::DateTime<chrono::Utc>| {
+        format!(
+            r#"{{"coinId":"a","symbol":"A","usdPrice":"{usd}","exchangeId":"x","lastUpdated":"{}","source":"late"}}"#,
+            at.to_rfc3339_opts(chrono::SecondsFormat::Micros, true)
+        )
+    };
+    let mut late = Vec::new();
+    for k in 0..200i64 {
+        let stored = base + chrono::Duration::seconds(1000 * k + 500);
+        late.push(("a".to_owned(), price(&format!("7.{k:03}"), stored)));
+        let between = base + chrono::Duration::milliseconds(1_000_000 * k + 250_500);
+        late.push(("a".to_owned(), price(&format!("8.{k:03}"), between)));
+    }
+    send_many(&topic, &late).await;
+    let shutdown = CancellationToken::new();
+    let sink = tokio::spawn(pipeline::run(
+        config.clone(),
+        Arc::new(Health::new(config.health.clone())),
+        shutdown.clone(),
+    ));
+    drained(&world, &topic, 120).await;
+    shutdown.cancel();
+    sink.await
+        .expect("sink task")
+        .expect("sink ran without error");
+
+    assert_eq!(world.count("crypto_prices").await, 200_200);
+    let row = world
+        .db
+        .query_one(
+            "SELECT count(*), count(DISTINCT time), \
+                    count(*) FILTER (WHERE usd_price::text LIKE '7.%'), \
+                    count(*) FILTER (WHERE usd_price::text LIKE '8.%') \
+               FROM crypto_prices WHERE source = 'late'",
+            &[],
+        )
+        .await
+        .unwrap();
+    let (late_rows, distinct, replaced, between): (i64, i64, i64, i64) =
+        (row.get(0), row.get(1), row.get(2), row.get(3));
+    assert_eq!(
+        (late_rows, distinct, replaced, between),
+        (400, 400, 200, 200),
+        "each late record once, the later record of a stored key in its place"
+    );
+    let stored = world.stored_offsets().await;
+    for (p, end) in end_offsets(&topic) {
+        let at = stored.get(&(topic.clone(), p)).copied().unwrap_or(0);
+        assert_eq!(at, end, "partition {p}: stored offset = end offset");
+    }
+    // The late rows took more than the default limit out of compression:
+    // the chunks' uncompressed parts hold the decompressed batches.
+    let decompressed: i64 = world
+        .db
+        .query_one(
+            "SELECT sum((xpath('/row/c/text()', query_to_xml(format('SELECT count(*) AS c FROM ONLY %s', c), false, true, '')))[1]::text::bigint)::bigint \
+               FROM show_chunks('crypto_prices') AS c",
+            &[],
+        )
+        .await
+        .unwrap()
+        .get(0);
+    eprintln!("late data: {decompressed} tuples decompressed by the late batch");
+    assert!(
+        decompressed > 100_000,
+        "{decompressed} tuples decompressed: the test must pass the default limit"
+    );
+}

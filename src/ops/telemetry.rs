@@ -141,6 +141,12 @@ pub const METRICS: &[Metric] = &[
         "Transactions PostgreSQL found too big for one statement (statement_timeout, 57014; 54001), written again in halves.",
     ),
     metric(
+        "timesink_decompression_limit_lifted_total",
+        Kind::Counter,
+        &["table"],
+        "Transactions into compressed chunks that needed more tuples decompressed than TimescaleDB's max_tuples_decompressed_per_dml_transaction allows (53400), written again with the limit lifted (for them and the table's next 16).",
+    ),
+    metric(
         "timesink_offset_resets_total",
         Kind::Counter,
         &["reason"],

@@ -250,6 +250,8 @@ pub async fn run(
         // Exported from the start, so that dashboards show 0, not "no data".
         metrics::counter!("timesink_write_retries_total", "table" => name.clone()).absolute(0);
         metrics::counter!("timesink_batch_splits_total", "table" => name.clone()).absolute(0);
+        metrics::counter!("timesink_decompression_limit_lifted_total", "table" => name.clone())
+            .absolute(0);
         // A table found changed at start is already reported blocked.
         let blocked = if health.is_blocked(&name) { 1.0 } else { 0.0 };
         metrics::gauge!("timesink_table_blocked", "table" => name.clone()).set(blocked);

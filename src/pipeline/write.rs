@@ -249,6 +249,10 @@ pub struct Writer {
     /// COPY met keys already stored (a re-read after a crash, producers
     /// repeating keys), so such batches do not pay a failed COPY each.
     merge_next: u32,
+    /// Transactions left to run with TimescaleDB's decompression limit
+    /// lifted: set when a batch into compressed chunks met it (late data
+    /// comes in runs, so the next batches would meet it too).
+    lift_next: u32,
     /// The table as the sink writes it (its catalog DDL), to compare
     /// the live one with; None when unknown.
     expected: Option<Shape>,
@@ -271,6 +275,22 @@ struct Connection {
 /// before a plain COPY is tried again.
 const MERGE_STREAK: u32 = 16;
 
+/// How many transactions run with the decompression limit lifted after a
+/// batch met it.
+const LIFT_STREAK: u32 = 16;
+
+/// A transaction's start when rows for compressed chunks may decompress
+/// more tuples than TimescaleDB allows one transaction by default. The
+/// limit guards ad-hoc statements against decompressing a table by
+/// mistake; the sink's rows must land whatever they decompress. Splitting
+/// the batch would not bound it (what a row decompresses depends on the
+/// compressed batches it falls in, not on how many rows go together) and
+/// would cost a transaction per part: lifting it for the transaction lands
+/// the batch at once. The decompressed rows stay uncompressed in their
+/// chunk until the compression policy compresses it again.
+const BEGIN_LIFTED: &str =
+    "BEGIN; SET LOCAL timescaledb.max_tuples_decompressed_per_dml_transaction = 0";
+
 impl Writer {
     pub fn new(
         table: &Table,
@@ -290,6 +310,7 @@ impl Writer {
             health,
             client: None,
             merge_next: 0,
+            lift_next: 0,
             expected,
             verified: false,
         }
@@ -384,6 +405,7 @@ impl Writer {
                     }
                     failed = false;
                     backoff = Backoff::new();
+                    self.lift_next = self.lift_next.saturating_sub(1);
                     report.committed(&part, rows, rejected);
                     // Recording each message's latency and freeing the batch
                     // take a tenth of a write: both happen off the writer's path.
@@ -424,6 +446,18 @@ impl Writer {
                             .increment(1);
                         parts.push_front(second);
                         parts.push_front(first);
+                        continue;
+                    }
+                    if class == Class::Decompression && self.lift_next == 0 {
+                        tracing::info!(
+                            table = %self.table, error = %e, rows = part.batch.rows,
+                            "rows for compressed chunks need more tuples decompressed than TimescaleDB allows a transaction; \
+                             writing them again with the limit lifted for this and the next {LIFT_STREAK} transactions"
+                        );
+                        metrics::counter!("timesink_decompression_limit_lifted_total", "table" => self.table.to_string())
+                            .increment(1);
+                        self.lift_next = LIFT_STREAK + 1;
+                        parts.push_front(part);
                         continue;
                     }
                     parts.push_front(part);
@@ -569,8 +603,13 @@ impl Writer {
     ) -> Result<(Option<Vec<i32>>, T), tokio_postgres::Error> {
         let Connection { client, fence, .. } =
             self.client.as_ref().expect("connected during an attempt");
+        let begin = if self.lift_next > 0 {
+            BEGIN_LIFTED
+        } else {
+            "BEGIN"
+        };
         let (_, fenced, then) = tokio::try_join!(
-            client.batch_execute("BEGIN"),
+            client.batch_execute(begin),
             advance_offsets(
                 client,
                 fence,
