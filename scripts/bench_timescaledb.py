@@ -125,8 +125,8 @@ def main():
     model = next((l.split(":", 1)[1].strip() for l in open("/proc/cpuinfo")
                   if l.startswith("model name")), "")
     version = bench.psql(env["DATABASE_URL"],
-                         "SELECT extversion FROM pg_available_extension_versions "
-                         "WHERE name = 'timescaledb' ORDER BY 1 DESC LIMIT 1")
+                         "SELECT default_version FROM pg_available_extensions "
+                         "WHERE name = 'timescaledb'")
     col = lambda key: [r[key]["rows_s"] for r in runs]  # noqa: E731
     fresh = statistics.median(col("fresh"))
     lines = [
