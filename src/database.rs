@@ -134,29 +134,65 @@ impl Database {
     /// Connects; the connection runs on a task of its own until the client
     /// is dropped or the server goes away.
     pub async fn connect(&self) -> Result<Client, tokio_postgres::Error> {
-        fn run<F>(connection: F)
-        where
-            F: std::future::Future<Output = Result<(), tokio_postgres::Error>> + Send + 'static,
-        {
-            tokio::spawn(async move {
-                if let Err(e) = connection.await {
-                    tracing::debug!(error = %e, "database connection closed");
-                }
-            });
-        }
         match &self.tls {
             None => {
                 let (client, connection) = self.config.connect(NoTls).await?;
-                run(connection);
+                drive(connection);
                 Ok(client)
             }
             Some(tls) => {
                 let (client, connection) = self.config.connect(tls.clone()).await?;
-                run(connection);
+                drive(connection);
                 Ok(client)
             }
         }
     }
+}
+
+/// Runs a connection until it closes, passing on what the server says
+/// besides answers: a warning is logged once per connection and text (a
+/// feature TimescaleDB turns off says so only this way), the rest at
+/// debug level.
+fn drive<S, T>(mut connection: tokio_postgres::Connection<S, T>)
+where
+    S: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send + 'static,
+    T: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send + 'static,
+{
+    use futures::StreamExt;
+    tokio::spawn(async move {
+        let mut warned = std::collections::HashSet::new();
+        let mut messages = futures::stream::poll_fn(move |cx| connection.poll_message(cx));
+        while let Some(message) = messages.next().await {
+            match message {
+                Ok(tokio_postgres::AsyncMessage::Notice(notice)) => {
+                    // 25P01: a ROLLBACK after the server ended the
+                    // transaction itself, which the writer's paths expect.
+                    let warning = notice.severity() == "WARNING"
+                        && notice.code()
+                            != &tokio_postgres::error::SqlState::NO_ACTIVE_SQL_TRANSACTION;
+                    if warning && warned.insert(notice.message().to_owned()) {
+                        tracing::warn!(
+                            sqlstate = notice.code().code(),
+                            message = notice.message(),
+                            hint = notice.hint().unwrap_or(""),
+                            "PostgreSQL warns"
+                        );
+                    } else {
+                        tracing::debug!(
+                            severity = notice.severity(),
+                            message = notice.message(),
+                            "PostgreSQL notice"
+                        );
+                    }
+                }
+                Ok(_) => {}
+                Err(e) => {
+                    tracing::debug!(error = %e, "database connection closed");
+                    return;
+                }
+            }
+        }
+    });
 }
 
 fn connector(

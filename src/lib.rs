@@ -6,9 +6,14 @@
 //!   described once (topics, columns and where their values come from, key,
 //!   rules, batch, writer and TimescaleDB settings): the four of the
 //!   contract in `src/catalog/tables/*.toml`, a user's in the configuration
-//!   (`catalog::spec` is the declared form). `catalog::sql` generates each
-//!   table's SQL from its description; `catalog::schema` creates the tables
-//!   and compares the live ones with their descriptions.
+//!   (`catalog::spec` is the declared form). `catalog::timescale` is what a
+//!   table becomes under TimescaleDB (chunk width, compression, retention,
+//!   direct compress, continuous aggregates) and what differs in the
+//!   database, `catalog::interval` the intervals those name.
+//!   `catalog::sql` generates each table's SQL from its description;
+//!   `catalog::schema` creates the tables, brings TimescaleDB's settings to
+//!   the description at every start, and compares the live tables with
+//!   their descriptions.
 //! - [`pipeline`]: **the running sink.** Data flows one way, one module per
 //!   stage, wired together in `pipeline/mod.rs`:
 //!

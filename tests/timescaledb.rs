@@ -888,3 +888,132 @@ async fn a_day_of_ticks_compresses_per_table() {
     }
     eprintln!("a day of ticks, compressed:\n  {}", report.join("\n  "));
 }
+
+/// Rows in the uncompressed part of a hypertable's chunks.
+async fn uncompressed_rows(world: &World, table: &str) -> i64 {
+    world
+        .db
+        .query_one(
+            &format!(
+                "SELECT coalesce(sum((xpath('/row/c/text()', query_to_xml(format('SELECT count(*) AS c FROM ONLY %s', c), false, true, '')))[1]::text::bigint), 0)::bigint \
+                   FROM show_chunks('{table}') AS c"
+            ),
+            &[],
+        )
+        .await
+        .expect("uncompressed rows")
+        .get(0)
+}
+
+/// Direct compress: the append-only archive of `examples/quotes_archive.toml`
+/// is written compressed by the COPY itself, every message once (a quote
+/// sent twice is two rows: the table has no key), while the same table
+/// without the option holds the same rows uncompressed.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_append_only_table_is_written_compressed_by_direct_compress() {
+    let world = World::new(2).await;
+    if !timescaledb_installed(
+        &world,
+        "an_append_only_table_is_written_compressed_by_direct_compress",
+    )
+    .await
+    {
+        return;
+    }
+    let example = concat!(env!("CARGO_MANIFEST_DIR"), "/examples/quotes_archive.toml");
+    let loaded = Config::load_from(Some(std::path::Path::new(example)), Vec::new())
+        .expect("the example loads");
+    let archive = loaded.tables["quotes_archive"].clone();
+    let (direct, plain) = (
+        world.topic(DataType::Level1) + "-archive",
+        world.topic(DataType::Level1) + "-plain",
+    );
+    create_topics(&[direct.clone(), plain.clone()], 2).await;
+    let mut config = world.config.clone();
+    config.database.timescaledb = TimescaleMode::Required;
+    let mut with = archive.clone();
+    with.topics = vec![direct.clone()];
+    let mut without = archive;
+    without.topics = vec![plain.clone()];
+    without.timescaledb.direct_compress = false;
+    config.tables.insert("quotes_archive".into(), with);
+    config.tables.insert("quotes_plain".into(), without);
+
+    // Quotes over two days (two chunks), each sent twice to each topic.
+    let base = chrono::DateTime::parse_from_rfc3339("2026-11-02T00:00:00Z").expect("time");
+    let quotes: Vec<(String, String)> = (0..2000i64)
+        .flat_map(|i| {
+            let at = base + chrono::Duration::seconds(i * 86);
+            let symbol = ["BTC-USD", "ETH-USD", "SOL-USD"][(i % 3) as usize];
+            let quote = format!(
+                r#"{{"symbol":"{symbol}","exchangeId":"x","bestBid":"{}.25","bestAsk":"{}.5","bidSize":"0.{i:04}","timestamp":"{}","sequence":{i},"source":"t"}}"#,
+                1000 + i,
+                1000 + i,
+                at.to_rfc3339()
+            );
+            [(symbol.to_owned(), quote.clone()), (symbol.to_owned(), quote)]
+        })
+        .collect();
+    send_many(&direct, &quotes).await;
+    send_many(&plain, &quotes).await;
+    let shutdown = CancellationToken::new();
+    let sink = tokio::spawn(pipeline::run(
+        config.clone(),
+        Arc::new(Health::new(config.health.clone())),
+        shutdown.clone(),
+    ));
+    drained(&world, &direct, 120).await;
+    drained(&world, &plain, 120).await;
+    shutdown.cancel();
+    sink.await
+        .expect("sink task")
+        .expect("sink ran without error");
+
+    for table in ["quotes_archive", "quotes_plain"] {
+        assert_eq!(
+            world.count(table).await,
+            4000,
+            "{table}: every message once"
+        );
+        let distinct: i64 = world
+            .db
+            .query_one(
+                &format!("SELECT count(DISTINCT (time, symbol, sequence, best_bid, bid_size)) FROM {table}"),
+                &[],
+            )
+            .await
+            .unwrap()
+            .get(0);
+        assert_eq!(distinct, 2000, "{table}: each quote as sent, twice");
+    }
+    assert_eq!(
+        uncompressed_rows(&world, "quotes_archive").await,
+        0,
+        "direct compress wrote every row compressed"
+    );
+    let compressed: i64 = world
+        .db
+        .query_one(
+            "SELECT count(*) FROM timescaledb_information.chunks WHERE hypertable_name = 'quotes_archive' AND is_compressed",
+            &[],
+        )
+        .await
+        .unwrap()
+        .get(0);
+    assert!(compressed >= 2, "{compressed} compressed chunks");
+    assert_eq!(uncompressed_rows(&world, "quotes_plain").await, 4000);
+    let same: bool = world
+        .db
+        .query_one(
+            "SELECT NOT EXISTS (SELECT time, symbol, best_bid, best_ask, bid_size, sequence FROM quotes_archive \
+                                EXCEPT ALL SELECT time, symbol, best_bid, best_ask, bid_size, sequence FROM quotes_plain)",
+            &[],
+        )
+        .await
+        .unwrap()
+        .get(0);
+    assert!(
+        same,
+        "the compressed archive holds the same rows, value for value"
+    );
+}

@@ -1,7 +1,9 @@
 -- What the database holds of a table's TimescaleDB settings ($1: its name
 -- in the current schema; $2, $3: the described order-by columns and
 -- whether each is descending, to be formatted as TimescaleDB shows them).
--- Intervals in microseconds, as extract(epoch) counts them.
+-- Intervals in microseconds, as extract(epoch) counts them. Last, the
+-- table's unique indexes and own triggers: either turns TimescaleDB's
+-- direct compress off.
 WITH t AS (SELECT current_schema() AS sch, $1::text AS name)
 SELECT h.hypertable_name IS NOT NULL,
        (SELECT (extract(epoch FROM d.time_interval) * 1000000)::bigint
@@ -22,7 +24,11 @@ SELECT h.hypertable_name IS NOT NULL,
           FROM timescaledb_information.jobs j
          WHERE j.proc_name = 'policy_retention'
            AND j.hypertable_schema = t.sch AND j.hypertable_name = t.name
-         LIMIT 1)
+         LIMIT 1),
+       (SELECT count(*) FROM pg_index i
+         WHERE i.indrelid = to_regclass(format('%I.%I', t.sch, t.name)) AND i.indisunique),
+       (SELECT count(*) FROM pg_trigger g
+         WHERE g.tgrelid = to_regclass(format('%I.%I', t.sch, t.name)) AND NOT g.tgisinternal)
   FROM t
   LEFT JOIN timescaledb_information.hypertables h
          ON h.hypertable_schema = t.sch AND h.hypertable_name = t.name

@@ -6,7 +6,9 @@
 //! (name, PostgreSQL type, nullability, where each value comes from, the
 //! rules it keeps), its primary key and time column, the checks between
 //! columns, a bincode layout, batch and writer settings and what it becomes
-//! under TimescaleDB. The four tables of the contract are such descriptions
+//! under TimescaleDB ([`timescale`]: the hypertable, compression,
+//! retention and continuous aggregates, with the intervals of
+//! [`interval`]). The four tables of the contract are such descriptions
 //! too, written in `src/catalog/tables/*.toml` in the form a user writes under
 //! `[tables.<name>]`. The SQL that creates and writes a table is generated
 //! from its description ([`sql`]); the decode and validate stages read
@@ -382,7 +384,8 @@ pub struct Table {
     /// Whether a JSON array of records is taken.
     pub arrays: bool,
     pub columns: Vec<Column>,
-    /// The primary key's columns, in key order.
+    /// The primary key's columns, in key order; empty for an append-only
+    /// table.
     pub key: Vec<usize>,
     pub time: Option<usize>,
     pub checks: Vec<Check>,
@@ -651,12 +654,6 @@ fn build_table(
             .position(|c| c.name == column)
             .ok_or_else(|| fail(key, format!("no column `{column}`")))
     };
-    if spec.primary_key.is_empty() {
-        return Err(fail(
-            ".primary_key",
-            "a table needs a primary key: a repeated record must replace, not add, a row".into(),
-        ));
-    }
     let mut key = Vec::new();
     for k in &spec.primary_key {
         let i = find(".primary_key", k)?;
@@ -769,7 +766,7 @@ fn build_table(
             "a column reads `envelope:` but the table sets no `envelope`".into(),
         ));
     }
-    let timescaledb = timescale::build(&spec.timescaledb, &columns, time)
+    let timescaledb = timescale::build(&spec.timescaledb, &columns, time, !key.is_empty())
         .map_err(|(key, problem)| fail(&key, problem))?;
     let aggregates = spec
         .aggregates
@@ -1308,6 +1305,10 @@ mod tests {
             (
                 "[aggregates.t]\nbucket = \"1 minute\"\ncolumns = [{ name = \"n\", fn = \"count\" }]",
                 "`t` already names a table or an aggregate",
+            ),
+            (
+                "timescaledb = { compress_after = \"1 day\", direct_compress = true }",
+                "tables.t.timescaledb.direct_compress`: needs a table without a primary key",
             ),
         ] {
             let problem = problem(&format!("{TIMED}\n{extra}"));

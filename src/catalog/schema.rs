@@ -74,6 +74,8 @@ async fn live_table(
         wanted_order_by: row.get(5),
         compress_after: row.get(6),
         retention: row.get(7),
+        unique_indexes: row.get(8),
+        triggers: row.get(9),
     })
 }
 

@@ -40,7 +40,9 @@ pub struct TableSpec {
     /// The columns, in the table's order.
     pub columns: Vec<ColumnSpec>,
     /// The primary key's columns; a record with the key of one already
-    /// stored replaces it (the later one wins).
+    /// stored replaces it (the later one wins). `[]`: no key, an
+    /// append-only table (a record sent twice is stored twice; each Kafka
+    /// message is still stored once).
     pub primary_key: Vec<String>,
     /// The time column: TimescaleDB partitions the table on it.
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -256,6 +258,11 @@ pub struct TimescaleSpec {
     /// retention (a retention policy the table has is removed).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub retention: Option<String>,
+    /// COPY writes compressed batches straight into the chunks
+    /// (TimescaleDB's `enable_direct_compress_copy`): for an append-only
+    /// table (`primary_key = []`) with compression (`compress_after`).
+    #[serde(skip_serializing_if = "is_false")]
+    pub direct_compress: bool,
 }
 
 impl Default for TimescaleSpec {
@@ -264,6 +271,7 @@ impl Default for TimescaleSpec {
             hypertable: true,
             chunk_interval: None,
             retention: None,
+            direct_compress: false,
             compress_after: None,
             segment_by: Vec::new(),
             order_by: Vec::new(),

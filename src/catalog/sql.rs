@@ -49,7 +49,9 @@ pub fn create_table(table: &Table) -> String {
             format!("    {} {ty}{null}", ident(&c.name))
         })
         .collect();
-    lines.push(format!("    PRIMARY KEY ({})", key_list(table)));
+    if !table.key.is_empty() {
+        lines.push(format!("    PRIMARY KEY ({})", key_list(table)));
+    }
     format!(
         "CREATE TABLE IF NOT EXISTS {} (\n{}\n);\n",
         ident(&table.name),
@@ -220,10 +222,18 @@ pub fn statements(table: &Table) -> Statements {
         .filter(|(i, _)| !table.key.contains(i))
         .map(|(_, c)| format!("{0} = EXCLUDED.{0}", ident(&c.name)))
         .collect();
-    let on_conflict = if updates.is_empty() {
-        "DO NOTHING".to_owned()
+    // Without a key no row conflicts: the merge path is a plain insert
+    // (and is never taken: only a key already stored leads to it).
+    let on_conflict = if table.key.is_empty() {
+        String::new()
+    } else if updates.is_empty() {
+        format!(" ON CONFLICT ({}) DO NOTHING", key_list(table))
     } else {
-        format!("DO UPDATE SET {}", updates.join(", "))
+        format!(
+            " ON CONFLICT ({}) DO UPDATE SET {}",
+            key_list(table),
+            updates.join(", ")
+        )
     };
     Statements {
         copy: format!("COPY {name} ({cols}) FROM STDIN (FORMAT binary)"),
@@ -231,10 +241,7 @@ pub fn statements(table: &Table) -> Statements {
             "CREATE TEMP TABLE IF NOT EXISTS {stage} (LIKE {name} INCLUDING DEFAULTS) ON COMMIT DELETE ROWS"
         ),
         copy_stage: format!("COPY {stage} ({cols}) FROM STDIN (FORMAT binary)"),
-        merge: format!(
-            "INSERT INTO {name} ({cols}) SELECT {cols} FROM {stage} ON CONFLICT ({}) {on_conflict}",
-            key_list(table)
-        ),
+        merge: format!("INSERT INTO {name} ({cols}) SELECT {cols} FROM {stage}{on_conflict}"),
         clear_stage: format!("TRUNCATE {stage}"),
     }
 }

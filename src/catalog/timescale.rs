@@ -15,6 +15,8 @@ pub struct Timescale {
     pub chunk_interval: Option<Interval>,
     pub compression: Option<Compression>,
     pub retention: Option<Interval>,
+    /// COPY writes compressed batches (an append-only table).
+    pub direct_compress: bool,
 }
 
 /// Chunks older than `after` are compressed, segmented and ordered so.
@@ -104,6 +106,7 @@ pub fn build(
     spec: &TimescaleSpec,
     columns: &[Column],
     time: Option<usize>,
+    has_key: bool,
 ) -> Result<Timescale, Problem> {
     let has = |key: &str, name: &str| {
         if columns.iter().any(|c| c.name == name) {
@@ -148,8 +151,25 @@ pub fn build(
             order_by,
         }),
     };
+    if spec.direct_compress {
+        // TimescaleDB turns it off, silently but for a warning, on a table
+        // with a unique index, and has nothing to do without compression.
+        let problem = if has_key {
+            Some(
+                "needs a table without a primary key (`primary_key = []`): TimescaleDB turns it off on a table with a unique index",
+            )
+        } else if spec.compress_after.is_none() || !hypertable {
+            Some("needs compression (`compress_after`) on a hypertable")
+        } else {
+            None
+        };
+        if let Some(problem) = problem {
+            return Err((".timescaledb.direct_compress".into(), problem.into()));
+        }
+    }
     Ok(Timescale {
         hypertable,
+        direct_compress: spec.direct_compress,
         chunk_interval: spec
             .chunk_interval
             .as_deref()
@@ -326,6 +346,9 @@ pub struct LiveTable {
     /// The policies' ages, in microseconds.
     pub compress_after: Option<i64>,
     pub retention: Option<i64>,
+    /// Unique indexes and the table's own triggers.
+    pub unique_indexes: i64,
+    pub triggers: i64,
 }
 
 /// What the database holds of an aggregate.
@@ -447,6 +470,12 @@ pub fn plan(table: &super::Table, live: &LiveTable, aggregates: &[LiveAggregate]
             sql::policy(table, "compression", after),
         );
     }
+    if ts.direct_compress && (live.unique_indexes > 0 || live.triggers > 0) {
+        plan.left_alone.push(format!(
+            "{name}: direct compress is configured, but TimescaleDB turns it off for this table: it has {} unique index(es) and {} trigger(s) (rows are written, uncompressed)",
+            live.unique_indexes, live.triggers
+        ));
+    }
     let retention = ts.retention.as_ref();
     if live.retention != retention.map(Interval::micros) {
         change(
@@ -509,4 +538,131 @@ pub fn plan(table: &super::Table, live: &LiveTable, aggregates: &[LiveAggregate]
         }
     }
     plan
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::catalog::{Catalog, built_in, toml_spec};
+
+    fn prices() -> crate::catalog::Table {
+        let catalog = Catalog::build(&built_in(), ".dlq").unwrap();
+        catalog.by_name("crypto_prices").unwrap().clone()
+    }
+
+    /// What the database holds when it holds what `table` describes.
+    fn as_described(table: &crate::catalog::Table) -> (LiveTable, Vec<LiveAggregate>) {
+        let ts = &table.timescaledb;
+        let c = ts.compression.as_ref().unwrap();
+        let order = Some(
+            c.order_by
+                .iter()
+                .map(|(c, d)| format!("\"{c}\"{}", if *d { " DESC" } else { "" }))
+                .collect::<Vec<_>>()
+                .join(","),
+        );
+        let live = LiveTable {
+            hypertable: true,
+            chunk_interval: Some(7 * 86_400_000_000),
+            compression_enabled: true,
+            segment_by: Some(c.segment_by.join(",")),
+            order_by: order.clone(),
+            wanted_order_by: order,
+            compress_after: Some(c.after.micros()),
+            ..LiveTable::default()
+        };
+        let aggregates = table
+            .aggregates
+            .iter()
+            .map(|a| LiveAggregate {
+                exists: true,
+                continuous: true,
+                mark: Some(crate::catalog::sql::aggregate_mark(
+                    &crate::catalog::sql::aggregate_query(table, "time", a),
+                )),
+                materialized_only: !a.real_time,
+                refresh: a.refresh.as_ref().map(|r| {
+                    (
+                        r.start_offset.as_ref().map(Interval::micros),
+                        Some(r.end_offset.micros()),
+                        r.every.micros(),
+                    )
+                }),
+            })
+            .collect();
+        (live, aggregates)
+    }
+
+    #[test]
+    fn nothing_changes_when_the_database_holds_the_description() {
+        let table = prices();
+        let (live, aggregates) = as_described(&table);
+        assert_eq!(plan(&table, &live, &aggregates), Plan::default());
+    }
+
+    #[test]
+    fn an_empty_database_gets_everything_in_order() {
+        let table = prices();
+        let missing = vec![LiveAggregate::default(); table.aggregates.len()];
+        let what: Vec<String> = plan(&table, &LiveTable::default(), &missing)
+            .changes
+            .into_iter()
+            .map(|c| c.what)
+            .collect();
+        assert_eq!(
+            what,
+            [
+                "crypto_prices: a hypertable on time",
+                "crypto_prices: compression segmented by (coin_id, exchange_id), ordered by (time DESC) (database: off)",
+                "crypto_prices: compression policy after 7 days (database: none)",
+                "crypto_candles_1d: a continuous aggregate over crypto_prices",
+                "crypto_candles_1d: refreshed every 1 hour from the beginning to 1 day ago",
+                "crypto_candles_1h: a continuous aggregate over crypto_prices",
+                "crypto_candles_1h: refreshed every 10 minutes from the beginning to 1 hour ago",
+                "crypto_candles_1m: a continuous aggregate over crypto_prices",
+                "crypto_candles_1m: refreshed every 1 minute from the beginning to 1 minute ago",
+            ]
+        );
+    }
+
+    #[test]
+    fn an_aggregate_of_another_definition_is_left_alone() {
+        let table = prices();
+        let (live, mut aggregates) = as_described(&table);
+        aggregates[0].mark = Some("timesink: SELECT something else".into());
+        let plan = plan(&table, &live, &aggregates);
+        assert!(plan.changes.is_empty());
+        assert!(
+            plan.left_alone[0].starts_with(
+                "crypto_candles_1d: a continuous aggregate exists but is not the declared one"
+            ),
+            "{:?}",
+            plan.left_alone
+        );
+    }
+
+    #[test]
+    fn direct_compress_on_a_table_with_a_unique_index_is_said_to_be_off() {
+        let spec = toml_spec(
+            r#"
+            topics = ["q"]
+            primary_key = []
+            time = "time"
+            timescaledb = { compress_after = "1 day", direct_compress = true }
+            columns = [{ name = "time", type = "timestamptz", from = "/t", required = true }]
+        "#,
+        )
+        .unwrap();
+        let catalog = Catalog::build(&[("q".to_owned(), spec)].into(), ".dlq").unwrap();
+        let table = catalog.by_name("q").unwrap();
+        let (mut live, _) = as_described(table);
+        live.unique_indexes = 1;
+        let plan = plan(table, &live, &[]);
+        assert_eq!(
+            plan.left_alone,
+            [
+                "q: direct compress is configured, but TimescaleDB turns it off for this table: it has 1 unique index(es) and 0 trigger(s) (rows are written, uncompressed)"
+            ]
+        );
+    }
 }

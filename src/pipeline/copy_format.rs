@@ -163,6 +163,10 @@ pub fn stream_all(parts: &[EncodedRows]) -> Vec<Bytes> {
 /// [`crate::catalog::Table::key_in_column_order`]). Returns indexes into
 /// `rows`, in order.
 pub fn latest_per_key(key: &[usize], rows: &[&[u8]]) -> Vec<usize> {
+    // An append-only table: every row is its own.
+    if key.is_empty() {
+        return (0..rows.len()).collect();
+    }
     // Each row's key: its key columns' bytes, `key.len()` slices in a row
     // of this one vector (no allocation per row).
     let width = key.len().max(1);
@@ -317,6 +321,10 @@ mod tests {
         let other_time = encode(&[test_quote(1, 1, "a"), quote(1, "a")]);
         let refs: Vec<&[u8]> = other_time.rows().collect();
         assert_eq!(latest_per_key(&TEST_QUOTE_KEY, &refs), [0, 1]);
+        // Without a key (an append-only table), the same row twice is two.
+        let rows = encode(&[quote(1, "a"), quote(1, "a")]);
+        let refs: Vec<&[u8]> = rows.rows().collect();
+        assert_eq!(latest_per_key(&[], &refs), [0, 1]);
     }
 
     #[test]

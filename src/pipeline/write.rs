@@ -256,6 +256,8 @@ pub struct Writer {
     /// The table as the sink writes it (its catalog DDL), to compare
     /// the live one with; None when unknown.
     expected: Option<Shape>,
+    /// COPY writes compressed batches (`timescaledb.direct_compress`).
+    direct_compress: bool,
     /// Whether the live table was compared and found writable since the
     /// last error that only the operator can cure.
     verified: bool,
@@ -274,6 +276,11 @@ struct Connection {
 /// How many batches go by the merge path after a COPY met an existing key,
 /// before a plain COPY is tried again.
 const MERGE_STREAK: u32 = 16;
+
+/// A session whose COPY writes compressed batches straight into the
+/// chunks. TimescaleDB keeps the rows a COPY sends in memory to sort them
+/// into batches, up to its `direct_compress_copy_tuple_sort_limit`.
+const DIRECT_COMPRESS: &str = "SET timescaledb.enable_direct_compress_copy = on";
 
 /// How many transactions run with the decompression limit lifted after a
 /// batch met it.
@@ -312,6 +319,7 @@ impl Writer {
             merge_next: 0,
             lift_next: 0,
             expected,
+            direct_compress: table.timescaledb.direct_compress,
             verified: false,
         }
     }
@@ -522,6 +530,9 @@ impl Writer {
             // The staging table is created outside any transaction, so no
             // rollback can undo it while this connection lives.
             client.batch_execute(&self.statements.create_stage).await?;
+            if self.direct_compress {
+                client.batch_execute(DIRECT_COMPRESS).await?;
+            }
             let (fence, copy) = tokio::try_join!(
                 client.prepare(FENCE_SQL),
                 client.prepare(&self.statements.copy)
