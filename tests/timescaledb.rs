@@ -172,6 +172,22 @@ async fn the_sink_writes_into_hypertables_and_merges_duplicates() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn with_timescaledb_off_the_sink_writes_plain_tables() {
     let world = World::new(1).await;
+    // The candles need TimescaleDB: said plainly, and the rest goes on.
+    let mut client = connect(&world.config.database.url).await;
+    let report = schema::apply(
+        &mut client,
+        TimescaleMode::Off,
+        &world.config.catalog().expect("catalog"),
+    )
+    .await
+    .expect("plain tables");
+    assert!(!report.timescaledb);
+    assert_eq!(
+        report.left_alone,
+        [
+            "continuous aggregates (crypto_candles_1d, crypto_candles_1h, crypto_candles_1m) need TimescaleDB, which this database does not use: going on without them"
+        ]
+    );
     writes_and_merges(&world, TimescaleMode::Off).await;
     let extension: i64 = world
         .db

@@ -311,7 +311,10 @@ pub async fn apply(
     let (changed, mut left_alone) = if use_timescale {
         tx.batch_execute("CREATE EXTENSION IF NOT EXISTS timescaledb")
             .await
-            .map_err(SchemaError::Timescale)?;
+            .map_err(|source| SchemaError::TimescaleChange {
+                what: "CREATE EXTENSION timescaledb".into(),
+                source,
+            })?;
         apply_timescaledb(&tx, catalog).await?
     } else {
         (Vec::new(), Vec::new())
