@@ -533,6 +533,18 @@ def say(text):
     print(text, flush=True)
 
 
+def save(table, name):
+    """Prints a results table and writes it to bench/results/`name`."""
+    print()
+    print(table)
+    out_dir = os.path.join(ROOT, "bench", "results")
+    os.makedirs(out_dir, exist_ok=True)
+    out = os.path.join(out_dir, name)
+    with open(out, "w") as f:
+        f.write(table + "\n")
+    print(f"\nwritten to {os.path.relpath(out, ROOT)}")
+
+
 def main():
     os.makedirs(STATE, exist_ok=True)
     os.chmod(STATE, 0o1777)  # the server (user postgres) writes the COPY files here
@@ -676,15 +688,7 @@ def main():
         f"| ±{stall['plus_minus']:.1%} | {stall['spread']:.1%} "
         f"| {'yes' if stall['paused'] else 'no'} |",
     ]
-    table = "\n".join(lines)
-    print()
-    print(table)
-    out_dir = os.path.join(ROOT, "bench", "results")
-    os.makedirs(out_dir, exist_ok=True)
-    out = os.path.join(out_dir, f"{stamp:%Y%m%d-%H%M%S}.md")
-    with open(out, "w") as f:
-        f.write(table + "\n")
-    print(f"\nwritten to {os.path.relpath(out, ROOT)}")
+    save("\n".join(lines), f"{stamp:%Y%m%d-%H%M%S}.md")
     if sweep and latency["adaptive"] and results.get("mix"):
         adaptive = latency["adaptive"]
         if chart(png, sweep, statistics.median(col(results["mix"], "drain_rows_s")),

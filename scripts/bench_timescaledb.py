@@ -236,15 +236,7 @@ def main():
         f"| {bench.cell(dcol('plain', 'mib'), '{:.1f}')} "
         f"| {bench.cell(dcol('plain', 'compressed_mib'), '{:.1f}')} |",
     ]
-    table = "\n".join(lines)
-    print()
-    print(table)
-    out_dir = os.path.join(ROOT, "bench", "results")
-    os.makedirs(out_dir, exist_ok=True)
-    out = os.path.join(out_dir, f"{stamp:%Y%m%d-%H%M%S}-timescaledb.md")
-    with open(out, "w") as f:
-        f.write(table + "\n")
-    print(f"\nwritten to {os.path.relpath(out, ROOT)}")
+    bench.save("\n".join(lines), f"{stamp:%Y%m%d-%H%M%S}-timescaledb.md")
 
 
 if __name__ == "__main__":

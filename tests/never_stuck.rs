@@ -535,7 +535,7 @@ async fn a_role_with_only_the_documented_grants_runs_the_sink() {
     if report.timescaledb {
         assert!(
             log.contains("TimescaleDB setting not as configured")
-                && log.contains("level1_quotes: retention 30 days (database: none): this role may not make the change"),
+                && log.contains("level1_quotes: retention policy after 30 days (database: none): this role may not make the change"),
             "{log}"
         );
     }

@@ -50,6 +50,53 @@ async fn timescaledb_installed(world: &World, test: &str) -> bool {
     available && preloaded
 }
 
+/// A world whose database has the sink's tables on TimescaleDB, and its
+/// configuration requiring TimescaleDB; None (SKIPPED printed) without it.
+async fn timescaledb_world(partitions: i32, test: &str) -> Option<(World, Config)> {
+    let world = World::new(partitions).await;
+    if !timescaledb_installed(&world, test).await {
+        return None;
+    }
+    let mut config = world.config.clone();
+    config.database.timescaledb = TimescaleMode::Required;
+    let mut client = connect(&config.database.url).await;
+    schema::apply(
+        &mut client,
+        TimescaleMode::Required,
+        &config.catalog().expect("catalog"),
+    )
+    .await
+    .expect("schema");
+    Some((world, config))
+}
+
+/// The sink, running in the test's process.
+struct Sink {
+    shutdown: CancellationToken,
+    task: tokio::task::JoinHandle<Result<(), pipeline::RunError>>,
+}
+
+impl Sink {
+    fn start(config: &Config) -> Sink {
+        let shutdown = CancellationToken::new();
+        let task = tokio::spawn(pipeline::run(
+            config.clone(),
+            Arc::new(Health::new(config.health.clone())),
+            shutdown.clone(),
+        ));
+        Sink { shutdown, task }
+    }
+
+    /// Stops it; it must have run without error.
+    async fn stop(self) {
+        self.shutdown.cancel();
+        self.task
+            .await
+            .expect("sink task")
+            .expect("sink ran without error");
+    }
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn hypertables_with_compression_are_created_idempotently() {
     let world = World::new(1).await;
@@ -227,12 +274,7 @@ async fn writes_and_merges(world: &World, mode: TimescaleMode) {
         )
         .await;
     }
-    let shutdown = CancellationToken::new();
-    let sink = tokio::spawn(pipeline::run(
-        config.clone(),
-        Arc::new(Health::new(config.health.clone())),
-        shutdown.clone(),
-    ));
+    let sink = Sink::start(&config);
     eventually(60, "first rows", || async {
         world.count("crypto_prices").await == 20
     })
@@ -259,10 +301,7 @@ async fn writes_and_merges(world: &World, mode: TimescaleMode) {
             .unwrap_or(false)
     })
     .await;
-    shutdown.cancel();
-    sink.await
-        .expect("sink task")
-        .expect("sink ran without error");
+    sink.stop().await;
     assert_eq!(world.count("crypto_prices").await, 20);
     assert_eq!(
         world.stored_offsets().await.get(&(topic.clone(), 0)),
@@ -399,7 +438,7 @@ async fn policies_follow_the_configuration_at_every_start() {
         "  hypertable crypto_prices: 0 chunks, 0 compressed; chunks of 1 day; compression segmented by (coin_id), ordered by (\"time\" DESC), policy after 3 days; retention 90 days\n",
         "  aggregate crypto_candles_1m over crypto_prices: materialized only, refreshed every 1 minute from 30 days to 1 minute ago\n",
         "  aggregate crypto_candles_1h over crypto_prices: real time, refreshed every 10 minutes from 30 days to 1 hour ago\n",
-        "  differs from the configuration (changed at start): crypto_prices: retention none (database: 90 days)\n",
+        "  differs from the configuration (changed at start): crypto_prices: no retention policy (database: after 90 days)\n",
         "  differs from the configuration (changed at start): crypto_candles_1m: real-time aggregation on\n",
         "  differs from the configuration (changed at start): level1_quotes: compression policy after 1 day (database: none)\n",
     ] {
@@ -527,27 +566,16 @@ async fn run_refresh_policies(world: &World) {
 /// the hourly candles returns what the seed's query over the ticks does.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn candles_equal_the_raw_query_in_real_time_and_after_late_data() {
-    let world = World::new(2).await;
-    if !timescaledb_installed(
-        &world,
+    // The schema first, and TimescaleDB's scheduler kept off the refresh
+    // policies: the test runs them when it says so.
+    let Some((world, config)) = timescaledb_world(
+        2,
         "candles_equal_the_raw_query_in_real_time_and_after_late_data",
     )
     .await
-    {
+    else {
         return;
-    }
-    let mut config = world.config.clone();
-    config.database.timescaledb = TimescaleMode::Required;
-    // The schema first, and TimescaleDB's scheduler kept off the refresh
-    // policies: the test runs them when it says so.
-    let mut client = connect(&config.database.url).await;
-    schema::apply(
-        &mut client,
-        TimescaleMode::Required,
-        &config.catalog().expect("catalog"),
-    )
-    .await
-    .expect("schema");
+    };
     world
         .db
         .batch_execute(
@@ -593,12 +621,7 @@ async fn candles_equal_the_raw_query_in_real_time_and_after_late_data() {
         ticks.push((coin.to_owned(), price(coin, exchange, &usd, at)));
     }
     send_many(&topic, &ticks).await;
-    let shutdown = CancellationToken::new();
-    let sink = tokio::spawn(pipeline::run(
-        config.clone(),
-        Arc::new(Health::new(config.health.clone())),
-        shutdown.clone(),
-    ));
+    let sink = Sink::start(&config);
     eventually(60, "the old ticks", || async {
         world.count("crypto_prices").await == 600
     })
@@ -699,10 +722,7 @@ async fn candles_equal_the_raw_query_in_real_time_and_after_late_data() {
     assert!(!seed.is_empty());
     assert_eq!(report, seed, "the daily report over crypto_candles_1h");
 
-    shutdown.cancel();
-    sink.await
-        .expect("sink task")
-        .expect("sink ran without error");
+    sink.stop().await;
 }
 
 /// Late data into compressed chunks: new keys and later records of stored
@@ -711,25 +731,14 @@ async fn candles_equal_the_raw_query_in_real_time_and_after_late_data() {
 /// `max_tuples_decompressed_per_dml_transaction` (100,000) allows.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn late_rows_and_repeated_keys_land_in_compressed_chunks_past_the_decompression_limit() {
-    let world = World::new(2).await;
-    if !timescaledb_installed(
-        &world,
+    let Some((world, config)) = timescaledb_world(
+        2,
         "late_rows_and_repeated_keys_land_in_compressed_chunks_past_the_decompression_limit",
     )
     .await
-    {
+    else {
         return;
-    }
-    let mut config = world.config.clone();
-    config.database.timescaledb = TimescaleMode::Required;
-    let mut client = connect(&config.database.url).await;
-    schema::apply(
-        &mut client,
-        TimescaleMode::Required,
-        &config.catalog().expect("catalog"),
-    )
-    .await
-    .expect("schema");
+    };
     // History: 200,000 prices of one coin on one exchange, a second apart,
     // three days ago — one segment, compressed in batches of 1,000.
     let base = (chrono::Utc::now() - chrono::Duration::days(3))
@@ -782,17 +791,9 @@ async fn late_rows_and_repeated_keys_land_in_compressed_chunks_past_the_decompre
         late.push(("a".to_owned(), price(&format!("8.{k:03}"), between)));
     }
     send_many(&topic, &late).await;
-    let shutdown = CancellationToken::new();
-    let sink = tokio::spawn(pipeline::run(
-        config.clone(),
-        Arc::new(Health::new(config.health.clone())),
-        shutdown.clone(),
-    ));
+    let sink = Sink::start(&config);
     drained(&world, &topic, 120).await;
-    shutdown.cancel();
-    sink.await
-        .expect("sink task")
-        .expect("sink ran without error");
+    sink.stop().await;
 
     assert_eq!(world.count("crypto_prices").await, 200_200);
     let row = world
@@ -844,18 +845,9 @@ async fn late_rows_and_repeated_keys_land_in_compressed_chunks_past_the_decompre
 /// beside the seeds' 90 %.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_day_of_ticks_compresses_per_table() {
-    let world = World::new(1).await;
-    if !timescaledb_installed(&world, "a_day_of_ticks_compresses_per_table").await {
+    let Some((world, _)) = timescaledb_world(1, "a_day_of_ticks_compresses_per_table").await else {
         return;
-    }
-    let mut client = connect(&world.config.database.url).await;
-    schema::apply(
-        &mut client,
-        TimescaleMode::Required,
-        &world.config.catalog().expect("catalog"),
-    )
-    .await
-    .expect("schema");
+    };
     world
         .db
         .batch_execute(include_str!("sql/day_of_ticks.sql"))
@@ -927,15 +919,14 @@ async fn uncompressed_rows(world: &World, table: &str) -> i64 {
 /// without the option holds the same rows uncompressed.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_append_only_table_is_written_compressed_by_direct_compress() {
-    let world = World::new(2).await;
-    if !timescaledb_installed(
-        &world,
+    let Some((world, mut config)) = timescaledb_world(
+        2,
         "an_append_only_table_is_written_compressed_by_direct_compress",
     )
     .await
-    {
+    else {
         return;
-    }
+    };
     let example = concat!(env!("CARGO_MANIFEST_DIR"), "/examples/quotes_archive.toml");
     let loaded = Config::load_from(Some(std::path::Path::new(example)), Vec::new())
         .expect("the example loads");
@@ -945,8 +936,6 @@ async fn an_append_only_table_is_written_compressed_by_direct_compress() {
         world.topic(DataType::Level1) + "-plain",
     );
     create_topics(&[direct.clone(), plain.clone()], 2).await;
-    let mut config = world.config.clone();
-    config.database.timescaledb = TimescaleMode::Required;
     let mut with = archive.clone();
     with.topics = vec![direct.clone()];
     let mut without = archive;
@@ -972,18 +961,10 @@ async fn an_append_only_table_is_written_compressed_by_direct_compress() {
         .collect();
     send_many(&direct, &quotes).await;
     send_many(&plain, &quotes).await;
-    let shutdown = CancellationToken::new();
-    let sink = tokio::spawn(pipeline::run(
-        config.clone(),
-        Arc::new(Health::new(config.health.clone())),
-        shutdown.clone(),
-    ));
+    let sink = Sink::start(&config);
     drained(&world, &direct, 120).await;
     drained(&world, &plain, 120).await;
-    shutdown.cancel();
-    sink.await
-        .expect("sink task")
-        .expect("sink ran without error");
+    sink.stop().await;
 
     for table in ["quotes_archive", "quotes_plain"] {
         assert_eq!(

@@ -402,6 +402,35 @@ pub fn shown(micros: Option<i64>) -> String {
     format!("{} seconds", us as f64 / 1e6)
 }
 
+/// The change that makes the table's policy of `kind` (`compression`,
+/// `retention`) act on chunks older than `wanted` (None: no policy), where
+/// the database's acts after `live`; None when they agree.
+fn policy_change(
+    table: &super::Table,
+    kind: &str,
+    wanted: Option<&Interval>,
+    live: Option<i64>,
+) -> Option<Change> {
+    if live == wanted.map(Interval::micros) {
+        return None;
+    }
+    let database = match live {
+        None => "none".to_owned(),
+        Some(_) => format!("after {}", shown(live)),
+    };
+    let what = match wanted {
+        Some(after) => format!(
+            "{}: {kind} policy after {after} (database: {database})",
+            table.name
+        ),
+        None => format!("{}: no {kind} policy (database: {database})", table.name),
+    };
+    Some(Change {
+        what,
+        sql: super::sql::policy(table, kind, wanted),
+    })
+}
+
 /// The changes that bring `live` to what `table` describes. Pure: the
 /// caller reads the live state and runs the changes.
 pub fn plan(table: &super::Table, live: &LiveTable, aggregates: &[LiveAggregate]) -> Plan {
@@ -460,32 +489,22 @@ pub fn plan(table: &super::Table, live: &LiveTable, aggregates: &[LiveAggregate]
         }
     }
     let after = ts.compression.as_ref().map(|c| &c.after);
-    if live.compress_after != after.map(Interval::micros) {
-        change(
-            format!(
-                "{name}: compression policy after {} (database: {})",
-                after.map_or("none".to_owned(), ToString::to_string),
-                shown(live.compress_after)
-            ),
-            sql::policy(table, "compression", after),
-        );
+    for c in policy_change(table, "compression", after, live.compress_after)
+        .into_iter()
+        .chain(policy_change(
+            table,
+            "retention",
+            ts.retention.as_ref(),
+            live.retention,
+        ))
+    {
+        change(c.what, c.sql);
     }
     if ts.direct_compress && (live.unique_indexes > 0 || live.triggers > 0) {
         plan.left_alone.push(format!(
             "{name}: direct compress is configured, but TimescaleDB turns it off for this table: it has {} unique index(es) and {} trigger(s) (rows are written, uncompressed)",
             live.unique_indexes, live.triggers
         ));
-    }
-    let retention = ts.retention.as_ref();
-    if live.retention != retention.map(Interval::micros) {
-        change(
-            format!(
-                "{name}: retention {} (database: {})",
-                retention.map_or("none".to_owned(), ToString::to_string),
-                shown(live.retention)
-            ),
-            sql::policy(table, "retention", retention),
-        );
     }
     for (a, found) in table.aggregates.iter().zip(aggregates) {
         let mark = sql::aggregate_mark(&sql::aggregate_query(table, time, a));
