@@ -69,5 +69,11 @@ else
     UNION ALL SELECT 'ohlcv_data', count(*) FROM ohlcv_data
     UNION ALL SELECT 'market_analytics', count(*) FROM market_analytics
     UNION ALL SELECT 'level1_quotes', count(*) FROM level1_quotes"
+  # With TimescaleDB, the candles are current at once (real-time aggregation).
+  if [ "$(psql "$DATABASE_URL" -qtAc "SELECT to_regclass('crypto_candles_1m') IS NOT NULL")" = t ]; then
+    echo "== the newest one-minute candles"
+    psql "$DATABASE_URL" -c "SELECT bucket, coin_id, exchange_id, open, high, low, close, ticks
+      FROM crypto_candles_1m ORDER BY bucket DESC, ticks DESC LIMIT 5"
+  fi
 fi
 echo "Services keep running; 'make stop' stops them."
