@@ -33,23 +33,43 @@ pub fn tables_sql(catalog: &Catalog) -> String {
     catalog.tables().iter().map(sql::create_table).collect()
 }
 
-/// What the database holds of each table's TimescaleDB settings, and
-/// the changes that would make it hold what the catalog describes.
+/// What the database holds of one table's TimescaleDB settings and
+/// aggregates, and the changes that would make it hold the description.
+pub struct TimescaleState {
+    pub table: String,
+    pub live: timescale::LiveTable,
+    /// The table's aggregates, by name, in the catalog's order.
+    pub aggregates: Vec<(String, timescale::LiveAggregate)>,
+    pub plan: timescale::Plan,
+}
+
+/// [`TimescaleState`] of each table of the catalog.
 pub async fn timescaledb_plans(
     client: &impl GenericClient,
     catalog: &Catalog,
-) -> Result<Vec<(String, timescale::LiveTable, timescale::Plan)>, tokio_postgres::Error> {
-    let mut plans = Vec::new();
+) -> Result<Vec<TimescaleState>, tokio_postgres::Error> {
+    let mut states = Vec::new();
     for table in catalog.tables() {
         let live = live_table(client, table).await?;
-        let mut aggregates = Vec::with_capacity(table.aggregates.len());
+        let mut found = Vec::with_capacity(table.aggregates.len());
         for a in &table.aggregates {
-            aggregates.push(live_aggregate(client, &a.name).await?);
+            found.push(live_aggregate(client, &a.name).await?);
         }
-        let plan = timescale::plan(table, &live, &aggregates);
-        plans.push((table.name.clone(), live, plan));
+        let plan = timescale::plan(table, &live, &found);
+        let aggregates = table
+            .aggregates
+            .iter()
+            .map(|a| a.name.clone())
+            .zip(found)
+            .collect();
+        states.push(TimescaleState {
+            table: table.name.clone(),
+            live,
+            aggregates,
+            plan,
+        });
     }
-    Ok(plans)
+    Ok(states)
 }
 
 async fn live_table(
@@ -79,7 +99,7 @@ async fn live_table(
     })
 }
 
-pub async fn live_aggregate(
+async fn live_aggregate(
     client: &impl GenericClient,
     name: &str,
 ) -> Result<timescale::LiveAggregate, tokio_postgres::Error> {
@@ -107,7 +127,8 @@ async fn apply_timescaledb(
         .await
         .map_err(SchemaError::Timescale)?;
     let (mut changed, mut left_alone) = (Vec::new(), Vec::new());
-    for (_, _, plan) in plans {
+    for state in plans {
+        let plan = state.plan;
         for change in plan.changes {
             client.batch_execute(&change.sql).await.map_err(|source| {
                 SchemaError::TimescaleChange {
@@ -235,7 +256,7 @@ pub async fn prepare(
             let plans = timescaledb_plans(client, catalog)
                 .await
                 .map_err(SchemaError::Timescale)?;
-            for (_, _, plan) in plans {
+            for plan in plans.into_iter().map(|s| s.plan) {
                 report.left_alone.extend(plan.left_alone);
                 report.left_alone.extend(plan.changes.into_iter().map(|c| {
                     format!(

@@ -13,6 +13,7 @@ use rdkafka::consumer::{BaseConsumer, Consumer};
 
 use crate::catalog::Catalog;
 use crate::catalog::schema::SchemaError;
+use crate::catalog::timescale::shown;
 use crate::config::{Config, TimescaleMode};
 
 const CHECK_SERVER_SQL: &str = include_str!("../../sql/queries/check_server.sql");
@@ -251,9 +252,10 @@ async fn timescaledb(
     out: &mut String,
 ) -> Result<(), tokio_postgres::Error> {
     let plans = crate::catalog::schema::timescaledb_plans(client, catalog).await?;
-    for (table, live, plan) in plans {
+    for state in plans {
+        let (table, live, plan) = (&state.table, &state.live, &state.plan);
         if live.hypertable {
-            let row = client.query_one(TIMESCALEDB_STATS_SQL, &[&table]).await?;
+            let row = client.query_one(TIMESCALEDB_STATS_SQL, &[table]).await?;
             let (chunks, compressed, before, after): (i64, i64, Option<i64>, Option<i64>) =
                 (row.get(0), row.get(1), row.get(2), row.get(3));
             let ratio = match (before, after) {
@@ -268,45 +270,42 @@ async fn timescaledb(
             let _ = writeln!(
                 out,
                 "  hypertable {table}: {chunks} chunks, {compressed} compressed{ratio}; chunks of {}; compression {}; retention {}",
-                micros(live.chunk_interval),
+                shown(live.chunk_interval),
                 match (live.compression_enabled, live.compress_after) {
                     (false, _) => "off".to_owned(),
                     (true, after) => format!(
                         "segmented by ({}), ordered by ({}), policy after {}",
                         live.segment_by.as_deref().unwrap_or(""),
                         live.order_by.as_deref().unwrap_or(""),
-                        micros(after)
+                        shown(after)
                     ),
                 },
-                micros(live.retention),
+                shown(live.retention),
             );
         }
-        if let Some(t) = catalog.by_name(&table) {
-            for a in &t.aggregates {
-                let found = crate::catalog::schema::live_aggregate(client, &a.name).await?;
-                let state = if !found.exists {
-                    "missing (created at start)".to_owned()
-                } else {
-                    format!(
-                        "{}, {}",
-                        if found.materialized_only {
-                            "materialized only"
-                        } else {
-                            "real time"
-                        },
-                        match found.refresh {
-                            None => "no refresh policy".to_owned(),
-                            Some((start, end, every)) => format!(
-                                "refreshed every {} from {} to {} ago",
-                                micros(Some(every)),
-                                start.map_or("the beginning".to_owned(), |s| micros(Some(s))),
-                                micros(end)
-                            ),
-                        }
-                    )
-                };
-                let _ = writeln!(out, "  aggregate {} over {table}: {state}", a.name);
-            }
+        for (name, found) in &state.aggregates {
+            let state = if !found.exists {
+                "missing (created at start)".to_owned()
+            } else {
+                format!(
+                    "{}, {}",
+                    if found.materialized_only {
+                        "materialized only"
+                    } else {
+                        "real time"
+                    },
+                    match found.refresh {
+                        None => "no refresh policy".to_owned(),
+                        Some((start, end, every)) => format!(
+                            "refreshed every {} from {} to {} ago",
+                            shown(Some(every)),
+                            start.map_or("the beginning".to_owned(), |s| shown(Some(s))),
+                            shown(end)
+                        ),
+                    }
+                )
+            };
+            let _ = writeln!(out, "  aggregate {name} over {table}: {state}");
         }
         for change in &plan.changes {
             let _ = writeln!(
@@ -320,11 +319,6 @@ async fn timescaledb(
         }
     }
     Ok(())
-}
-
-/// An interval in microseconds, in words.
-fn micros(us: Option<i64>) -> String {
-    crate::catalog::timescale::shown(us)
 }
 
 fn bytes(n: i64) -> String {
