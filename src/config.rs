@@ -238,8 +238,9 @@ pub struct BatchConfig {
     pub max_transaction_bytes: usize,
     /// The most rows each table may hold between batching and commit
     /// (waiting, queued, being written): the bound on the sink's memory
-    /// under a backlog. A table out of room pauses its own partitions; the
-    /// other tables flow on.
+    /// under a backlog. A table out of room holds reading up until a commit
+    /// frees room; one that frees none for 0.5 s has its own partitions
+    /// paused, and the other tables flow on.
     pub max_rows_in_flight: usize,
     /// Flush rules for single topics, by exact topic name, in place of
     /// their table's.

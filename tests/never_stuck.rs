@@ -174,6 +174,59 @@ async fn a_revoked_table_is_blocked_loudly_while_the_others_flow_and_heals_on_gr
     eprintln!("blocked reported after {reported:?}; 5,000 prices beside it in {took:?}");
 }
 
+/// A series of the scrape text, 0 when it is not there.
+fn series(metrics: &str, name: &str) -> f64 {
+    metrics
+        .lines()
+        .find_map(|l| l.strip_prefix(name)?.strip_prefix(' '))
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(0.0)
+}
+
+/// A table that commits, only slower than its input arrives, is ordinary
+/// backpressure: reading waits for its room, again and again, and its
+/// partitions are never paused (a pause drops librdkafka's prefetch and
+/// starves the writer until it is fetched again: paused at every fill, a
+/// drain lost two thirds of its speed).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_table_behind_its_input_holds_reading_up_and_pauses_nothing() {
+    let world = World::new(1).await;
+    let topic = world.topic(DataType::Price);
+    send_many(&topic, &prices(0..20_000)).await;
+    let port = free_port();
+    let mut sink = SinkProcess::start(
+        &world,
+        &[
+            ("TIMESINK_HTTP__LISTEN", format!("127.0.0.1:{port}")),
+            // Ten budgets' worth behind it: room runs out again and again.
+            ("TIMESINK_BATCH__MAX_ROWS_IN_FLIGHT", "2000".into()),
+        ],
+    );
+    drained(&world, &topic, 60).await;
+    let (_, metrics) = try_get(port, "/metrics").expect("/metrics");
+    sink.terminate(Duration::from_secs(20));
+    let waits = series(
+        &metrics,
+        "timesink_backpressure_seconds_count{table=\"crypto_prices\"}",
+    );
+    let pauses = series(
+        &metrics,
+        "timesink_table_pauses_total{table=\"crypto_prices\"}",
+    );
+    assert!(waits >= 5.0, "reading never waited for room:\n{metrics}");
+    // A commit that takes longer than the grace on a loaded machine may
+    // pause once; a pause at every fill would be ten and more.
+    assert!(
+        pauses <= 1.0,
+        "{pauses} pauses for {waits} waits for room:\n{metrics}"
+    );
+    let sent = Sent {
+        total: 20_000,
+        ..Sent::default()
+    };
+    assert_exactly_once(&world, &topic, &sent).await;
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_statement_timeout_shorter_than_a_flush_splits_it_until_it_fits() {
     let world = World::new(1).await;
@@ -210,11 +263,10 @@ async fn a_statement_timeout_shorter_than_a_flush_splits_it_until_it_fits() {
     let (_, metrics) = try_get(port, "/metrics").expect("/metrics");
     let log = sink.log_text();
     sink.terminate(Duration::from_secs(20));
-    let splits: f64 = metrics
-        .lines()
-        .find_map(|l| l.strip_prefix("timesink_batch_splits_total{table=\"level1_quotes\"} "))
-        .and_then(|v| v.parse().ok())
-        .unwrap_or(0.0);
+    let splits = series(
+        &metrics,
+        "timesink_batch_splits_total{table=\"level1_quotes\"}",
+    );
     assert!(splits >= 1.0, "no split counted:\n{metrics}");
     assert!(
         log.contains("57014"),

@@ -168,7 +168,19 @@ pub const METRICS: &[Metric] = &[
         "timesink_table_paused",
         Kind::Gauge,
         &["table"],
-        "1 while the table's rows between batching and commit fill its budget (batch.max_rows_in_flight) and its partitions are paused; the other tables flow on.",
+        "1 while the table's partitions are paused: its budget (batch.max_rows_in_flight) stayed full for 0.5 s with batches waiting (the table is refused, locked or much slower than its input); the other tables flow on.",
+    ),
+    metric(
+        "timesink_table_pauses_total",
+        Kind::Counter,
+        &["table"],
+        "Times the table's partitions were paused for want of room (each pause drops librdkafka's prefetch for them; a healthy drain pauses none).",
+    ),
+    metric(
+        "timesink_backpressure_seconds",
+        Kind::Summary,
+        &["table"],
+        "One wait of reading for room in the table's budget: backpressure, the sink waiting for PostgreSQL to commit. The rate of its _sum is the share of time the database holds the sink back.",
     ),
     metric(
         "timesink_consumer_paused",

@@ -1,15 +1,31 @@
 //! The row budget of one table: how many rows may be between batching and
 //! commit (`batch.max_rows_in_flight`), and the batches waiting for room.
 //!
-//! Each table has its own, so a table PostgreSQL is slow to take, or
-//! refuses, fills only its own: its batches wait here, its partitions are
-//! paused (the router asks the consumer), and every other table flows on.
-//! The router never waits for room; memory stays bounded by the budgets
-//! plus what was already read when a table's partitions paused.
+//! Each table has its own, so that memory stays bounded per table. A table
+//! out of room first *holds up* the router: it stops reading until a
+//! commit of that table frees room, which is ordinary backpressure and
+//! costs nothing, since librdkafka's prefetch stays where it is. Only a
+//! table that frees no room within [`PAUSE_AFTER`] (refused, locked, or much
+//! slower than its input) has its partitions paused, so that the router
+//! reads on and every other table flows; they resume once nothing waits
+//! and half the budget is free. A pause is kept for that case because it
+//! has a price: librdkafka drops the partitions' prefetched messages and
+//! fetches them again on resume, and the table's writers run dry
+//! meanwhile. Paused at every fill instead, a drain lost two thirds of its
+//! speed.
 
 use std::collections::VecDeque;
+use std::time::{Duration, Instant};
 
-/// A table's budget and its queue of batches (`T`) waiting for room, in order.
+/// How long a table out of room may hold up the router before its
+/// partitions are paused. Longer than a transaction of a healthy drain
+/// takes (the room a commit frees comes sooner), shorter than the consumer
+/// thread's own wait for room before it pauses every partition
+/// (`consume::PAUSE_AFTER`, 1 s), so that a stuck table is set aside
+/// before it stops the others.
+pub const PAUSE_AFTER: Duration = Duration::from_millis(500);
+
+/// A table's budget and its queue of batches (`T`) waiting for room.
 #[derive(Debug)]
 pub struct TableBudget<T> {
     limit: usize,
@@ -17,6 +33,8 @@ pub struct TableBudget<T> {
     /// Batches not yet handed to a writer, in the order they must be
     /// written, each with its rows.
     waiting: VecDeque<(usize, T)>,
+    /// Since when batches have been waiting, while not paused.
+    full_since: Option<Instant>,
     /// Whether the table's partitions are paused.
     paused: bool,
 }
@@ -34,6 +52,7 @@ impl<T> TableBudget<T> {
             limit: limit.max(1),
             used: 0,
             waiting: VecDeque::new(),
+            full_since: None,
             paused: false,
         }
     }
@@ -68,19 +87,38 @@ impl<T> TableBudget<T> {
         self.used -= rows.min(self.used);
     }
 
-    /// Whether the table's partitions should change: paused while batches
-    /// wait; resumed once none waits and half the budget is free, so that
-    /// fetching does not flap (each pause drops librdkafka's prefetch).
-    pub fn fetching(&mut self) -> Option<Fetching> {
-        if !self.paused && !self.waiting.is_empty() {
-            self.paused = true;
-            return Some(Fetching::Pause);
+    /// Whether the table's partitions should change at `now`: paused once
+    /// batches have waited [`PAUSE_AFTER`]; resumed once none waits and
+    /// half the budget is free, so that fetching does not flap.
+    pub fn fetching(&mut self, now: Instant) -> Option<Fetching> {
+        if self.waiting.is_empty() {
+            self.full_since = None;
+        } else if !self.paused {
+            let since = *self.full_since.get_or_insert(now);
+            if now.duration_since(since) >= PAUSE_AFTER {
+                self.paused = true;
+                self.full_since = None;
+                return Some(Fetching::Pause);
+            }
         }
         if self.paused && self.waiting.is_empty() && self.used * 2 <= self.limit {
             self.paused = false;
             return Some(Fetching::Resume);
         }
         None
+    }
+
+    /// Whether the router must wait for this table's room before it reads
+    /// on: batches wait and its partitions still fetch.
+    pub fn holds_up(&self) -> bool {
+        !self.paused && !self.waiting.is_empty()
+    }
+
+    /// When the table's partitions are due to pause if no room comes.
+    pub fn pause_due(&self) -> Option<Instant> {
+        self.full_since
+            .filter(|_| self.holds_up())
+            .map(|since| since + PAUSE_AFTER)
     }
 
     pub fn is_paused(&self) -> bool {
@@ -108,26 +146,73 @@ mod tests {
     use super::*;
 
     #[test]
-    fn batches_wait_in_order_for_room_and_pause_fetching_meanwhile() {
+    fn batches_wait_in_order_for_room_holding_up_the_router_not_pausing() {
+        let t0 = Instant::now();
         let mut b = TableBudget::new(100);
         b.push(60, "a");
         assert_eq!(b.admit(), Some((60, "a")));
-        assert_eq!(b.fetching(), None);
+        assert_eq!(b.fetching(t0), None);
+        assert!(!b.holds_up());
         b.push(60, "b");
         b.push(10, "c");
-        // "b" does not fit, and "c" may not overtake it.
+        // "b" does not fit, and "c" may not overtake it: the router waits.
         assert_eq!(b.admit(), None);
-        assert_eq!(b.fetching(), Some(Fetching::Pause));
-        assert_eq!(b.fetching(), None, "said once");
+        assert_eq!(b.fetching(t0), None, "a commit is due sooner than a pause");
+        assert!(b.holds_up());
+        assert_eq!(b.pause_due(), Some(t0 + PAUSE_AFTER));
+        // The commit comes within the grace: room, and nothing was paused.
         b.release(60);
         assert_eq!(b.admit(), Some((60, "b")));
         assert_eq!(b.admit(), Some((10, "c")));
-        // 70 of 100 in flight: nothing waits, but resume waits for half free.
-        assert_eq!(b.fetching(), None);
-        b.release(60);
-        assert_eq!(b.fetching(), Some(Fetching::Resume));
-        b.release(10);
+        assert_eq!(b.fetching(t0 + PAUSE_AFTER / 2), None);
+        assert!(!b.holds_up());
+        assert_eq!(b.pause_due(), None);
+        // Waiting again later starts a new grace.
+        b.push(60, "d");
+        assert_eq!(b.admit(), None);
+        let t1 = t0 + PAUSE_AFTER * 3;
+        assert_eq!(b.fetching(t1), None);
+        assert_eq!(b.pause_due(), Some(t1 + PAUSE_AFTER));
+        assert!(!b.is_paused());
+    }
+
+    #[test]
+    fn a_table_without_room_for_the_grace_pauses_and_resumes_at_half_free() {
+        let t0 = Instant::now();
+        let mut b = TableBudget::new(100);
+        b.push(80, "a");
+        assert_eq!(b.admit(), Some((80, "a")));
+        b.push(30, "b");
+        assert_eq!(b.admit(), None);
+        assert_eq!(b.fetching(t0), None);
+        assert_eq!(b.fetching(t0 + PAUSE_AFTER), Some(Fetching::Pause));
+        assert_eq!(b.fetching(t0 + PAUSE_AFTER), None, "said once");
+        // Paused, it no longer holds up the router: the others read on.
+        assert!(!b.holds_up());
+        assert_eq!(b.pause_due(), None);
+        b.release(80);
+        assert_eq!(b.admit(), Some((30, "b")));
+        // 30 of 100 in flight, nothing waits: half is free.
+        assert_eq!(b.fetching(t0 + PAUSE_AFTER * 2), Some(Fetching::Resume));
+        b.release(30);
         assert!(b.is_idle());
+    }
+
+    #[test]
+    fn resume_waits_for_half_the_budget() {
+        let t0 = Instant::now();
+        let mut b = TableBudget::new(100);
+        b.push(90, 1);
+        assert!(b.admit().is_some());
+        b.push(20, 2);
+        assert_eq!(b.admit(), None);
+        assert_eq!(b.fetching(t0 + PAUSE_AFTER), Some(Fetching::Pause));
+        b.release(40);
+        assert_eq!(b.admit(), Some((20, 2)));
+        // 70 in flight: nothing waits, but resume waits for half free.
+        assert_eq!(b.fetching(t0 + PAUSE_AFTER), None);
+        b.release(20);
+        assert_eq!(b.fetching(t0 + PAUSE_AFTER), Some(Fetching::Resume));
     }
 
     #[test]

@@ -256,6 +256,9 @@ pub async fn run(
         let blocked = if health.is_blocked(&name) { 1.0 } else { 0.0 };
         metrics::gauge!("timesink_table_blocked", "table" => name.clone()).set(blocked);
         metrics::gauge!("timesink_table_paused", "table" => name.clone()).set(0.0);
+        metrics::counter!("timesink_table_pauses_total", "table" => name.clone()).absolute(0);
+        // Registered, so that the summary is there before the first wait.
+        let _ = metrics::histogram!("timesink_backpressure_seconds", "table" => name.clone());
         let expected = shapes
             .iter()
             .find(|(n, _)| *n == name)
@@ -314,6 +317,7 @@ pub async fn run(
             .iter()
             .map(|t| (t.id, TableBudget::new(config.batch.max_rows_in_flight)))
             .collect(),
+        held_since: None,
         health: health.clone(),
         rows: RowBuffer::default(),
     };
@@ -324,8 +328,11 @@ pub async fn run(
     let mut deadline: Option<Instant> = None;
     loop {
         let due = router.batcher.next_deadline();
+        // A table out of room holds reading up until a commit frees room,
+        // or until its partitions pause (see budget.rs).
+        let held_up = router.held_up();
         tokio::select! {
-            event = events.recv() => match event {
+            event = events.recv(), if !held_up => match event {
                 Some(Event::Stopped) | None => break,
                 Some(event) => router.handle(event),
             },
@@ -335,6 +342,7 @@ pub async fn run(
                     router.ship(batch);
                 }
             }
+            _ = sleep_until(router.pause_due()), if held_up => router.pause_overdue(),
             _ = shutdown.cancelled(), if deadline.is_none() => {
                 tracing::info!(timeout = ?timeout, "shutting down: fetching stops, batched rows are written and committed");
                 consumer.stop.store(true, std::sync::atomic::Ordering::Relaxed);
@@ -531,6 +539,8 @@ struct Router<'c> {
     /// waiting for room (with their writer): a table out of room pauses
     /// its own partitions, never the router.
     budgets: HashMap<TableId, TableBudget<(usize, Flush)>>,
+    /// Since when reading has been held up, and by which table first.
+    held_since: Option<(TableId, Instant)>,
     health: Arc<Health>,
     /// The rows of the message at hand, encoded, on their way into its
     /// batch: one buffer for every message, so none allocates its own.
@@ -722,11 +732,16 @@ impl Router<'_> {
             }
         }
         // Only a change is exported: this runs for every batch shipped.
-        let Some(change) = budget.fetching() else {
+        let Some(change) = budget.fetching(Instant::now()) else {
             return;
         };
-        let paused = if change == Fetching::Pause { 1.0 } else { 0.0 };
         let name = self.catalog.table(table).name.clone();
+        let paused = if change == Fetching::Pause {
+            metrics::counter!("timesink_table_pauses_total", "table" => name.clone()).increment(1);
+            1.0
+        } else {
+            0.0
+        };
         metrics::gauge!("timesink_table_paused", "table" => name.clone()).set(paused);
         let partitions = self.partitions_of(table);
         let what = match change {
@@ -742,6 +757,50 @@ impl Router<'_> {
             Fetching::Pause => Command::Pause(partitions),
             Fetching::Resume => Command::Resume(partitions),
         });
+    }
+
+    /// Whether a table out of room (and not paused) holds reading up.
+    /// The time it does is counted against the table that held it up
+    /// first: backpressure, the sink waiting for PostgreSQL.
+    fn held_up(&mut self) -> bool {
+        let holding = self
+            .budgets
+            .iter()
+            .find_map(|(table, budget)| budget.holds_up().then_some(*table));
+        match (holding, self.held_since) {
+            (Some(table), None) => self.held_since = Some((table, Instant::now())),
+            (None, Some((table, since))) => {
+                self.held_since = None;
+                let name = self.catalog.table(table).name.clone();
+                metrics::histogram!("timesink_backpressure_seconds", "table" => name)
+                    .record(since.elapsed().as_secs_f64());
+            }
+            _ => {}
+        }
+        holding.is_some()
+    }
+
+    /// The earliest moment a table holding reading up is due to pause.
+    fn pause_due(&self) -> Option<Instant> {
+        self.budgets
+            .values()
+            .filter_map(TableBudget::pause_due)
+            .min()
+    }
+
+    /// Pauses the partitions of the tables that held reading up for
+    /// [`budget::PAUSE_AFTER`] without room, so that the router reads on.
+    fn pause_overdue(&mut self) {
+        let now = Instant::now();
+        let overdue: Vec<TableId> = self
+            .budgets
+            .iter()
+            .filter(|(_, b)| b.pause_due().is_some_and(|due| due <= now))
+            .map(|(table, _)| *table)
+            .collect();
+        for table in overdue {
+            self.admit(table);
+        }
     }
 
     /// The assigned partitions whose topic feeds `table`.
