@@ -5,7 +5,7 @@
 CARGO ?= cargo
 SERVICES := scripts/services.sh
 
-.PHONY: demo test test-faults fuzz fuzz-build bench bench-timescaledb lint services stop build up down
+.PHONY: demo test test-faults fuzz fuzz-build bench bench-guard bench-timescaledb lint services stop build up down
 
 ## Start PostgreSQL and the broker, create the topics, produce load in every
 ## encoding, run the sink with live progress, and print a count per table.
@@ -53,10 +53,21 @@ fuzz: fuzz-build
 ## timesink against PostgreSQL's own COPY of the same rows, in the same run
 ## (scripts/bench.py; BENCH_N, BENCH_R, BENCH_MIXES, ...). Writes a table and
 ## a chart (gnuplot, installed when missing) to bench/results/.
+## With BENCH_BASE=<rev>: the drains of this tree and of <rev> instead, each
+## against COPY, built aside and alternating on this host (scripts/bench_ab.py).
 bench: services
+ifdef BENCH_BASE
+	python3 scripts/bench_ab.py
+else
 	@command -v gnuplot >/dev/null || (apt-get update -qq && apt-get install -y -qq gnuplot-nox >/dev/null)
 	python3 scripts/bench.py
 	python3 scripts/bench_timescaledb.py
+endif
+
+## CI's guard against a lost drain speed: 3 drains of 200,000 prices whose
+## median ratio to PostgreSQL's own COPY must reach 0.5 (scripts/bench_guard.py).
+bench-guard: services
+	python3 scripts/bench_guard.py
 
 ## What TimescaleDB's features cost (late data into compressed chunks), alone.
 bench-timescaledb: services

@@ -34,6 +34,7 @@ BENCH_STALL_SECONDS (30) while the sink drains it; the sink's RSS sampled
 through the stall must stay flat, its fetching paused.
 
 Environment: BENCH_N (1000000), BENCH_R (3), BENCH_MIXES (prices,mix),
+BENCH_ENCODINGS (json,bincode,lz4-json: what the load generator sends),
 BENCH_LATENCY_RATE (10000 msg/s), BENCH_LATENCY_SECONDS (60), BENCH_SWEEP,
 BENCH_STALL_SECONDS.
 """
@@ -75,7 +76,7 @@ SWEEP = [int(b) for b in SWEEP_TEXT.split(",") if b]
 STALL_SECONDS = env_int("BENCH_STALL_SECONDS", "30")
 if not set(MIXES) <= {"prices", "mix"}:
     sys.exit(f"BENCH_MIXES takes prices and/or mix, not {','.join(MIXES)!r}")
-ENCODINGS = "json,bincode,lz4-json"
+ENCODINGS = os.environ.get("BENCH_ENCODINGS", "json,bincode,lz4-json")
 TABLES = ["crypto_prices", "ohlcv_data", "market_analytics", "level1_quotes"]
 TICK = os.sysconf("SC_CLK_TCK")
 # The environment prefix of each table's settings.
@@ -371,6 +372,14 @@ def drain_run(env, name, mix, sink_env):
         "pg_s_per_m": pg_cpu / total_rows * 1e6,
         "limit_pg_s_per_m": limit_pg_cpu / total_rows * 1e6,
     }
+
+
+def steady(r):
+    """A drain's rows per second after the sink's first commit: without the
+    process start, the group join and the first fetch, which weigh more the
+    shorter the drain. From the keys every revision's drain_run returns."""
+    drain_s = r["rows"] / r["drain_rows_s"]
+    return r["rows"] / max(1e-9, drain_s - r["first_commit_s"])
 
 
 def free_port():

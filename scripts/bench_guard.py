@@ -1,0 +1,85 @@
+#!/usr/bin/env python3
+"""make bench-guard (CI): short drains that fail when the sink falls far
+below PostgreSQL's own COPY of the same rows, measured in the same run.
+
+BENCH_GUARD_R (3) drains of BENCH_GUARD_N (200,000) prices on the defaults,
+and as many with a table budget of 3,000 rows (`batch.max_rows_in_flight`),
+each as `make bench` runs it: preloaded into fresh topics on a freshly
+started broker, drained into an empty database, then PostgreSQL's own
+binary COPY of exactly those rows into the same tables. The figure is the
+drain's rate after the sink's first commit over COPY's: the start (process,
+group join, first fetch) is a large part of so short a drain and says
+nothing of the pipeline. The median of each setting's runs must reach
+BENCH_GUARD_FLOOR.
+
+The small budget makes room run out every few batches, so that the way the
+sink waits for room is what is measured, on any host: a build that paused
+a table's partitions at every fill of its budget drained at 0.3–0.4 of COPY
+on one host and at 0.9 on another with the default budget, while with
+3,000 rows it fell to 0.3 on both.
+
+The floor, 0.6: healthy builds measure 0.77–0.89 here in either setting,
+so it leaves room for the noise of shared cores, and a build that lost half
+its speed cannot reach it from a healthy ratio of up to 1.2. A ratio rather
+than a rate, because hosts differ by 4× and more while the two sides of one
+run share the host.
+"""
+
+import os
+import statistics
+import subprocess
+import sys
+
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+import bench  # noqa: E402
+
+
+# The settings each drain runs with: (label, the sink's environment).
+SETTINGS = [
+    ("the defaults", None),
+    ("a budget of 3,000 rows", {"TIMESINK_BATCH__MAX_ROWS_IN_FLIGHT": "3000"}),
+]
+
+
+def env_float(name, default):
+    value = os.environ.get(name, default)
+    try:
+        return float(value)
+    except ValueError:
+        sys.exit(f"{name} must be a number, not {value!r}")
+
+
+def main():
+    # bench's drains read its module-level N.
+    bench.N = bench.env_int("BENCH_GUARD_N", "200000")
+    runs = bench.env_int("BENCH_GUARD_R", "3")
+    floor = env_float("BENCH_GUARD_FLOOR", "0.6")
+    os.makedirs(bench.STATE, exist_ok=True)
+    os.chmod(bench.STATE, 0o1777)  # the server (user postgres) writes the COPY files here
+    subprocess.run([os.path.join(bench.ROOT, "scripts", "services.sh"), "start"], check=True)
+    subprocess.run(["cargo", "build", "--release", "--quiet"], cwd=bench.ROOT, check=True)
+    env = bench.services_env()
+    env["RUST_LOG"] = "warn"
+    failed = []
+    for setting, (label, extra) in enumerate(SETTINGS):
+        ratios = []
+        for run in range(1, runs + 1):
+            r = bench.one_run(env, "prices", run, f"guard{setting}", extra)
+            rate = bench.steady(r)
+            ratios.append(rate / r["limit_rows_s"])
+            bench.say(f"bench guard, {label}, run {run}/{runs}: {r['rows']:,} prices, after the "
+                      f"first commit {rate:,.0f} rows/s, PostgreSQL's own COPY "
+                      f"{r['limit_rows_s']:,.0f} rows/s, ratio {ratios[-1]:.2f} "
+                      f"(from spawn {r['drain_rows_s']:,.0f} rows/s)")
+        median = statistics.median(ratios)
+        verdict = "passed" if median >= floor else "FAILED"
+        bench.say(f"bench guard {verdict}, {label}: median ratio to COPY {median:.2f}, floor "
+                  f"{floor:.2f} (runs {', '.join(f'{x:.2f}' for x in ratios)})")
+        if median < floor:
+            failed.append(label)
+    if failed:
+        sys.exit(f"bench guard: below the floor with {' and '.join(failed)}")
+
+
+if __name__ == "__main__":
+    main()
