@@ -13,16 +13,16 @@ nothing of the pipeline. The median of each setting's runs must reach
 BENCH_GUARD_FLOOR.
 
 The small budget makes room run out every few batches, so that the way the
-sink waits for room is what is measured, on any host: a build that paused
+sink waits for room is what is measured, on any host: the build that paused
 a table's partitions at every fill of its budget drained at 0.3–0.4 of COPY
-on one host and at 0.9 on another with the default budget, while with
-3,000 rows it fell to 0.3 on both.
+with the default budget on the host where it was found, but at 0.75–0.79
+on another, where with 3,000 rows it fell to 0.36–0.39.
 
-The floor, 0.6: healthy builds measure 0.77–0.89 here in either setting,
-so it leaves room for the noise of shared cores, and a build that lost half
-its speed cannot reach it from a healthy ratio of up to 1.2. A ratio rather
-than a rate, because hosts differ by 4× and more while the two sides of one
-run share the host.
+The floor, 0.6: healthy builds measured 0.80–0.89 per run here in either
+setting, so it leaves room for the noise of shared cores, and a build that
+lost half its speed cannot reach it from a healthy ratio of up to 1.2. A
+ratio rather than a rate, because hosts differ by 4× and more while the two
+sides of one run share the host.
 """
 
 import os

@@ -178,9 +178,9 @@ pub const METRICS: &[Metric] = &[
     ),
     metric(
         "timesink_backpressure_seconds",
-        Kind::Summary,
+        Kind::Gauge,
         &["table"],
-        "One wait of reading for room in the table's budget: backpressure, the sink waiting for PostgreSQL to commit. The rate of its _sum is the share of time the database holds the sink back.",
+        "Seconds reading has waited for room in the table's budget since the start: backpressure, the sink waiting for PostgreSQL to commit. It only grows (a gauge because it counts fractions of a second): its rate() is the share of time the database holds the sink back.",
     ),
     metric(
         "timesink_consumer_paused",

@@ -206,6 +206,7 @@ mod tests {
         assert!(b.admit().is_some());
         b.push(20, 2);
         assert_eq!(b.admit(), None);
+        assert_eq!(b.fetching(t0), None);
         assert_eq!(b.fetching(t0 + PAUSE_AFTER), Some(Fetching::Pause));
         b.release(40);
         assert_eq!(b.admit(), Some((20, 2)));

@@ -257,8 +257,7 @@ pub async fn run(
         metrics::gauge!("timesink_table_blocked", "table" => name.clone()).set(blocked);
         metrics::gauge!("timesink_table_paused", "table" => name.clone()).set(0.0);
         metrics::counter!("timesink_table_pauses_total", "table" => name.clone()).absolute(0);
-        // Registered, so that the summary is there before the first wait.
-        let _ = metrics::histogram!("timesink_backpressure_seconds", "table" => name.clone());
+        metrics::gauge!("timesink_backpressure_seconds", "table" => name.clone()).set(0.0);
         let expected = shapes
             .iter()
             .find(|(n, _)| *n == name)
@@ -772,8 +771,8 @@ impl Router<'_> {
             (None, Some((table, since))) => {
                 self.held_since = None;
                 let name = self.catalog.table(table).name.clone();
-                metrics::histogram!("timesink_backpressure_seconds", "table" => name)
-                    .record(since.elapsed().as_secs_f64());
+                metrics::gauge!("timesink_backpressure_seconds", "table" => name)
+                    .increment(since.elapsed().as_secs_f64());
             }
             _ => {}
         }
