@@ -535,8 +535,9 @@ struct Router<'c> {
     writers: HashMap<(TableId, usize), mpsc::Sender<Flush>>,
     commands: std_mpsc::Sender<Command>,
     /// Per table, the rows between batching and commit and the batches
-    /// waiting for room (with their writer): a table out of room pauses
-    /// its own partitions, never the router.
+    /// waiting for room (with their writer): a table out of room holds
+    /// reading up until a commit frees room, at most 0.5 s, then pauses
+    /// its own partitions.
     budgets: HashMap<TableId, TableBudget<(usize, Flush)>>,
     /// Since when reading has been held up, and by which table first.
     held_since: Option<(TableId, Instant)>,
@@ -744,7 +745,7 @@ impl Router<'_> {
         metrics::gauge!("timesink_table_paused", "table" => name.clone()).set(paused);
         let partitions = self.partitions_of(table);
         let what = match change {
-            Fetching::Pause => "table out of room: its partitions paused",
+            Fetching::Pause => "table freed no room for 0.5 s: its partitions paused",
             Fetching::Resume => "table has room again: its partitions resumed",
         };
         tracing::debug!(
