@@ -186,8 +186,7 @@ fn series(metrics: &str, name: &str) -> f64 {
 /// A table that commits, only slower than its input arrives, is ordinary
 /// backpressure: reading waits for its room, again and again, and its
 /// partitions are never paused (a pause drops librdkafka's prefetch and
-/// starves the writer until it is fetched again: paused at every fill, a
-/// drain lost two thirds of its speed).
+/// starves the writer until it is fetched again, at every fill).
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_table_behind_its_input_holds_reading_up_and_pauses_nothing() {
     let world = World::new(1).await;

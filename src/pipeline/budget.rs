@@ -11,8 +11,8 @@
 //! and half the budget is free. A pause is kept for that case because it
 //! has a price: librdkafka drops the partitions' prefetched messages and
 //! fetches them again on resume, and the table's writers run dry
-//! meanwhile. Paused at every fill instead, a drain lost two thirds of its
-//! speed.
+//! meanwhile, so a pause at every fill would leave them idle at every one
+//! (the README's Benchmark section has what that costs a drain).
 
 use std::collections::VecDeque;
 use std::time::{Duration, Instant};
