@@ -73,6 +73,8 @@ pub struct Health {
     /// Tables that cannot go on until something outside the sink changes,
     /// with the reason.
     blocked: Mutex<BTreeMap<String, String>>,
+    /// Assigned partitions that do not fetch now, with the reason.
+    held_back: Mutex<Vec<HeldBack>>,
     topics: Mutex<BTreeMap<Arc<str>, Arc<TopicCounters>>>,
     /// Assigned partitions and their lag.
     partitions: Mutex<BTreeMap<(Arc<str>, i32), PartitionLag>>,
@@ -133,7 +135,33 @@ pub struct Status {
     pub uptime_seconds: u64,
     /// Tables that cannot go on until the operator acts, with the reason.
     pub blocked: BTreeMap<String, String>,
+    /// Assigned partitions that do not fetch now, and why.
+    pub held_back: Vec<HeldBack>,
     pub topics: BTreeMap<String, TopicStatus>,
+}
+
+/// An assigned partition that does not fetch now.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct HeldBack {
+    pub topic: String,
+    pub partition: i32,
+    /// Why, one of [`HeldBack::REASONS`].
+    pub reason: &'static str,
+}
+
+impl HeldBack {
+    /// Its table has no room for more rows (a slow or refused table).
+    pub const TABLE_OUT_OF_ROOM: &'static str = "table_out_of_room";
+    /// The pipeline's queue stayed full: every partition waits.
+    pub const PIPELINE_FULL: &'static str = "pipeline_full";
+    /// Where to start is not known yet (the stored offsets or the topic's
+    /// id could not be read): it waits until they are.
+    pub const START_UNKNOWN: &'static str = "start_unknown";
+    pub const REASONS: [&'static str; 3] = [
+        Self::TABLE_OUT_OF_ROOM,
+        Self::PIPELINE_FULL,
+        Self::START_UNKNOWN,
+    ];
 }
 
 /// One topic in `/status`.
@@ -156,6 +184,7 @@ impl Health {
             database_up: AtomicBool::new(false),
             database_probed: AtomicBool::new(false),
             blocked: Mutex::new(BTreeMap::new()),
+            held_back: Mutex::new(Vec::new()),
             topics: Mutex::new(BTreeMap::new()),
             partitions: Mutex::new(BTreeMap::new()),
             lag_reference: Mutex::new(BTreeMap::new()),
@@ -292,6 +321,16 @@ impl Health {
         changed
     }
 
+    /// The assigned partitions that do not fetch now, replacing the last
+    /// report; the gauge counts them by reason.
+    pub fn set_held_back(&self, held_back: Vec<HeldBack>) {
+        for reason in HeldBack::REASONS {
+            let n = held_back.iter().filter(|h| h.reason == reason).count();
+            metrics::gauge!("timesink_partitions_held_back", "reason" => reason).set(n as f64);
+        }
+        *lock(&self.held_back) = held_back;
+    }
+
     /// Whether `table` is reported blocked.
     pub fn is_blocked(&self, table: &str) -> bool {
         lock(&self.blocked).contains_key(table)
@@ -359,6 +398,7 @@ impl Health {
         Status {
             state,
             blocked,
+            held_back: lock(&self.held_back).clone(),
             ready: not_ready.is_empty(),
             not_ready,
             lag_messages,

@@ -183,6 +183,12 @@ pub const METRICS: &[Metric] = &[
         "Seconds reading has waited for room in the table's budget since the start: backpressure, the sink waiting for PostgreSQL to commit. It only grows (a gauge because it counts fractions of a second): its rate() is the share of time the database holds the sink back.",
     ),
     metric(
+        "timesink_partitions_held_back",
+        Kind::Gauge,
+        &["reason"],
+        "Assigned partitions that do not fetch now, by reason: table_out_of_room (their table's budget stayed full), pipeline_full (every partition waits for the pipeline's queue), start_unknown (their stored offsets or topic id could not be read yet). /status lists them.",
+    ),
+    metric(
         "timesink_consumer_paused",
         Kind::Gauge,
         &[],

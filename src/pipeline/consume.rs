@@ -36,7 +36,7 @@ use crate::config::Config;
 use crate::database::Database;
 use crate::kafka_log::Link;
 use crate::message::SourceMessage;
-use crate::ops::health::{Health, Offsets};
+use crate::ops::health::{Health, HeldBack, Offsets};
 use crate::pg_error::Backoff;
 use crate::pipeline::native_headers::NativeHeaders;
 
@@ -252,6 +252,9 @@ pub struct SinkContext {
     pending: Mutex<HashSet<(Arc<str>, i32)>>,
     /// Whether reading stored offsets last failed (said once per change).
     store_down: AtomicBool,
+    /// Set when which partitions wait, or why, may have changed: the
+    /// consumer loop then reports them to `/status`.
+    held_back_changed: AtomicBool,
 }
 
 fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
@@ -289,6 +292,62 @@ impl SinkContext {
         for key in partitions {
             pending.remove(key);
         }
+        self.held_back_changed.store(true, Ordering::Relaxed);
+    }
+
+    /// Whether a partition is this instance's now: started, or waiting for
+    /// its start.
+    fn is_assigned(&self, partition: &(Arc<str>, i32)) -> bool {
+        lock(&self.epochs).contains_key(partition) || lock(&self.pending).contains(partition)
+    }
+
+    /// Why an assigned partition waits instead of fetching, if it does.
+    fn hold_reason(&self, partition: &(Arc<str>, i32)) -> Option<&'static str> {
+        if lock(&self.pending).contains(partition) {
+            return Some(HeldBack::START_UNKNOWN);
+        }
+        lock(&self.pauses).reason(partition)
+    }
+
+    /// Makes each of `partitions`, just assigned or started, fetch or wait
+    /// as the sink tracks it. librdkafka keeps an application's pause on a
+    /// partition across unassign and assign (librdkafka #1849): a partition
+    /// paused under an earlier assignment would otherwise never fetch again.
+    fn settle(&self, consumer: &BaseConsumer<Self>, partitions: &[(Arc<str>, i32)]) {
+        let (wait, fetch): (Vec<_>, Vec<_>) = partitions
+            .iter()
+            .cloned()
+            .partition(|p| self.hold_reason(p).is_some());
+        if !fetch.is_empty() {
+            let _ = consumer.resume(&partition_list(&fetch));
+        }
+        if !wait.is_empty() {
+            let _ = consumer.pause(&partition_list(&wait));
+        }
+        self.held_back_changed.store(true, Ordering::Relaxed);
+    }
+
+    /// Reports the partitions that wait, and why, to `/status` when that
+    /// may have changed.
+    fn report_held_back(&self) {
+        if !self.held_back_changed.swap(false, Ordering::Relaxed) {
+            return;
+        }
+        let mut assigned: Vec<(Arc<str>, i32)> = lock(&self.epochs).keys().cloned().collect();
+        assigned.extend(lock(&self.pending).iter().cloned());
+        assigned.sort();
+        assigned.dedup();
+        let held_back = assigned
+            .into_iter()
+            .filter_map(|p| {
+                self.hold_reason(&p).map(|reason| HeldBack {
+                    topic: p.0.to_string(),
+                    partition: p.1,
+                    reason,
+                })
+            })
+            .collect();
+        self.health.set_held_back(held_back);
     }
 
     /// Reads stored offsets within `wait`; a failure is logged once per
@@ -727,18 +786,14 @@ impl ConsumerContext for SinkContext {
                 if let Err(e) = result {
                     tracing::error!(error = %e, "partition assignment failed");
                 }
-                // Those whose stored offsets could not be read wait paused.
-                let waiting: Vec<(Arc<str>, i32)> = {
-                    let pending = lock(&self.pending);
-                    tpl.elements()
-                        .iter()
-                        .map(|e| (self.topic(e.topic()), e.partition()))
-                        .filter(|p| pending.contains(p))
-                        .collect()
-                };
-                if !waiting.is_empty() {
-                    let _ = consumer.pause(&partition_list(&waiting));
-                }
+                // Those whose start is not known yet wait; the others fetch,
+                // whatever an earlier assignment left.
+                let partitions: Vec<(Arc<str>, i32)> = tpl
+                    .elements()
+                    .iter()
+                    .map(|e| (self.topic(e.topic()), e.partition()))
+                    .collect();
+                self.settle(consumer, &partitions);
                 tracing::info!(
                     partitions = assigned.len(),
                     protocol = if cooperative { "cooperative" } else { "eager" },
@@ -855,6 +910,7 @@ pub fn start(
         link: Link::new(&config.kafka.brokers, "consumer"),
         pending: Mutex::new(HashSet::new()),
         store_down: AtomicBool::new(false),
+        held_back_changed: AtomicBool::new(true),
     };
     let consumer: BaseConsumer<SinkContext> = client
         .create_with_context(context)
@@ -985,9 +1041,15 @@ impl Pauses {
         if self.all { Vec::new() } else { released }
     }
 
-    /// Whether a partition may fetch now.
-    fn may_fetch(&self, partition: &(Arc<str>, i32)) -> bool {
-        !self.all && !self.held_back.contains(partition)
+    /// Why a partition may not fetch now, if it may not.
+    fn reason(&self, partition: &(Arc<str>, i32)) -> Option<&'static str> {
+        if self.held_back.contains(partition) {
+            Some(HeldBack::TABLE_OUT_OF_ROOM)
+        } else if self.all {
+            Some(HeldBack::PIPELINE_FULL)
+        } else {
+            None
+        }
     }
 
     /// Partitions no longer assigned: a later assignment starts unpaused.
@@ -1058,17 +1120,22 @@ fn run(
                     }
                 }
                 Ok(Command::Resync { topic, partition }) => resyncs.push((topic, partition)),
-                Ok(Command::Pause(partitions)) => {
+                Ok(Command::Pause(mut partitions)) => {
+                    // One revoked since the pipeline sent this is not held
+                    // back: its next assignment starts fetching.
+                    partitions.retain(|p| context.is_assigned(p));
                     let now = lock(&context.pauses).hold_back(partitions);
                     if !now.is_empty() {
                         let _ = consumer.pause(&partition_list(&now));
                     }
+                    context.held_back_changed.store(true, Ordering::Relaxed);
                 }
                 Ok(Command::Resume(partitions)) => {
                     let now = lock(&context.pauses).release(partitions);
                     if !now.is_empty() {
                         let _ = consumer.resume(&partition_list(&now));
                     }
+                    context.held_back_changed.store(true, Ordering::Relaxed);
                 }
                 Ok(Command::Close) | Err(TryRecvError::Disconnected) => {
                     close = true;
@@ -1090,6 +1157,7 @@ fn run(
         if close {
             break;
         }
+        context.report_held_back();
         if !stopped
             && Instant::now() >= subscription.next_check
             && let Err(e) = subscription.refresh(&consumer, SUBSCRIBE_TIMEOUT)
@@ -1178,6 +1246,7 @@ fn run(
                     let _ = consumer.pause(&assignment);
                 }
                 paused = true;
+                context.held_back_changed.store(true, Ordering::Relaxed);
                 tracing::debug!("pipeline full for a while: fetching paused, polling goes on");
                 metrics::gauge!("timesink_consumer_paused").set(1.0);
             }
@@ -1194,6 +1263,7 @@ fn run(
                     let _ = consumer.resume(&partition_list(&resume));
                 }
                 paused = false;
+                context.held_back_changed.store(true, Ordering::Relaxed);
                 tracing::debug!("pipeline has room: fetching resumed");
                 metrics::gauge!("timesink_consumer_paused").set(0.0);
             }
@@ -1312,9 +1382,7 @@ fn start_again(
         let epoch = context.new_epoch(&topic, partition);
         if waiting {
             lock(&context.pending).remove(&key);
-            if lock(&context.pauses).may_fetch(&key) {
-                let _ = consumer.resume(&partition_list(std::slice::from_ref(&key)));
-            }
+            context.settle(consumer, std::slice::from_ref(&key));
             tracing::info!(%topic, partition, offset = ?seek, "stored offset read: the partition starts");
         } else {
             tracing::info!(%topic, partition, offset = ?seek, "re-read the stored offset and moved there");
@@ -1499,10 +1567,17 @@ mod tests {
             parts(&[("a", 0), ("a", 1)])
         );
         assert_eq!(p.hold_back(parts(&[("a", 0)])), parts(&[]));
+        assert_eq!(
+            p.reason(&(Arc::from("a"), 0)),
+            Some(HeldBack::TABLE_OUT_OF_ROOM)
+        );
         // The queue fills: everything pauses; when it drains, only "b" resumes.
         assert!(p.pause_all());
         assert!(!p.pause_all());
-        assert!(!p.may_fetch(&(Arc::from("b"), 0)));
+        assert_eq!(
+            p.reason(&(Arc::from("b"), 0)),
+            Some(HeldBack::PIPELINE_FULL)
+        );
         // Released while all are paused: nothing to resume yet...
         assert_eq!(p.release(parts(&[("a", 1)])), parts(&[]));
         // ...resume_all takes it along, but not "a" 0, still held back.
@@ -1512,7 +1587,7 @@ mod tests {
         );
         assert_eq!(p.resume_all(all), None, "not paused");
         assert_eq!(p.release(parts(&[("a", 0)])), parts(&[("a", 0)]));
-        assert!(p.may_fetch(&(Arc::from("a"), 0)));
+        assert_eq!(p.reason(&(Arc::from("a"), 0)), None);
     }
 
     #[test]
@@ -1520,7 +1595,7 @@ mod tests {
         let mut p = Pauses::default();
         p.hold_back(parts(&[("a", 0)]));
         p.forget(&parts(&[("a", 0)]));
-        assert!(p.may_fetch(&(Arc::from("a"), 0)));
+        assert_eq!(p.reason(&(Arc::from("a"), 0)), None);
         assert!(p.pause_all());
         assert_eq!(p.resume_all(parts(&[("a", 0)])), Some(parts(&[("a", 0)])));
     }
