@@ -25,7 +25,8 @@ pub enum TopicIdError {
 
 /// The id of each of `topics` the broker describes (base64, as Kafka's tools
 /// print it). A topic the broker does not know, or describes without an id
-/// (a broker before KIP-516 answers zeros), is missing from the answer.
+/// (a broker before KIP-516 answers zeros; an empty id is none either), is
+/// missing from the answer.
 pub fn describe<C: ClientContext>(
     client: &Client<C>,
     topics: &[&str],
@@ -86,7 +87,13 @@ unsafe fn read_result(
     // SAFETY: the caller's promise; the descriptions, names and ids belong
     // to the event and are copied out before it is destroyed.
     unsafe {
-        if rd::rd_kafka_event_error(event) != rd::rd_kafka_resp_err_t::RD_KAFKA_RESP_ERR_NO_ERROR {
+        let code = rd::rd_kafka_event_error(event);
+        // A broker that cannot describe topics gives no ids: not a failure
+        // to wait out.
+        if code == rd::rd_kafka_resp_err_t::RD_KAFKA_RESP_ERR__UNSUPPORTED_FEATURE {
+            return Ok(HashMap::new());
+        }
+        if code != rd::rd_kafka_resp_err_t::RD_KAFKA_RESP_ERR_NO_ERROR {
             return Err(TopicIdError::Kafka(text(rd::rd_kafka_event_error_string(
                 event,
             ))));
@@ -113,10 +120,11 @@ unsafe fn read_result(
             {
                 continue;
             }
-            ids.insert(
-                text(rd::rd_kafka_TopicDescription_name(description)),
-                text(rd::rd_kafka_Uuid_base64str(id)),
-            );
+            let id = text(rd::rd_kafka_Uuid_base64str(id));
+            if id.is_empty() {
+                continue;
+            }
+            ids.insert(text(rd::rd_kafka_TopicDescription_name(description)), id);
         }
         Ok(ids)
     }

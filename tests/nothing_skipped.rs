@@ -207,6 +207,195 @@ async fn a_stored_offset_past_the_end_is_not_used_silently() {
     );
 }
 
+/// A mapped table that keeps every message (`primary_key = []`) from a
+/// topic of its own, `{prefix}ticks`: a message read twice is a row twice.
+/// Returns the topic and the sink's environment.
+async fn append_only_ticks(world: &World) -> (String, Vec<(&'static str, String)>) {
+    let prefix = world
+        .topics
+        .prices
+        .trim_end_matches("crypto-prices")
+        .to_owned();
+    let topic = format!("{prefix}ticks");
+    create_topics(std::slice::from_ref(&topic), 1).await;
+    let config = format!(
+        r#"
+[tables.ticks]
+topics = ["{topic}"]
+primary_key = []
+columns = [
+  {{ name = "id", type = "text", from = "key", required = true }},
+  {{ name = "n", type = "bigint", from = "/n", required = true }},
+]
+"#
+    );
+    let file = std::env::temp_dir().join(format!("{prefix}ticks.toml"));
+    std::fs::write(&file, config).expect("write config");
+    (
+        topic,
+        vec![("TIMESINK_CONFIG_FILE", file.display().to_string())],
+    )
+}
+
+fn ticks(range: std::ops::Range<u64>) -> Vec<(String, String)> {
+    range
+        .map(|i| (format!("t{i}"), format!(r#"{{"n":{i}}}"#)))
+        .collect()
+}
+
+/// Rows of `ticks` and distinct ids among them.
+async fn tick_rows(world: &World) -> (i64, i64) {
+    let row = world
+        .db
+        .query_one("SELECT count(*), count(DISTINCT id) FROM ticks", &[])
+        .await
+        .expect("count ticks");
+    (row.get(0), row.get(1))
+}
+
+/// An empty id recorded for a topic is no id: it is replaced by the
+/// broker's and resets nothing.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_empty_recorded_topic_id_is_no_id() {
+    let world = World::new(1).await;
+    let topic = world.topic(DataType::Price);
+    send_many(&topic, &prices(0..6)).await;
+    let schema = sink_command(&world, "schema")
+        .output()
+        .expect("timesink schema");
+    assert!(schema.status.success(), "{schema:?}");
+    let group = &world.config.kafka.group_id;
+    world
+        .db
+        .batch_execute(&format!(
+            "INSERT INTO timesink_offsets (consumer_group, topic, partition, next_offset) \
+             VALUES ('{group}', '{topic}', 0, 3); \
+             INSERT INTO timesink_topics (consumer_group, topic, topic_id) \
+             VALUES ('{group}', '{topic}', '')"
+        ))
+        .await
+        .expect("bookkeeping");
+    let mut sink = SinkProcess::start(&world, &[]);
+    drained(&world, &topic, 60).await;
+    sink.terminate(Duration::from_secs(20));
+    assert_eq!(stored_coins(&world).await, coins(3..6), "read on from 3");
+    let id: String = world
+        .db
+        .query_one(
+            "SELECT topic_id FROM timesink_topics WHERE topic = $1",
+            &[&topic],
+        )
+        .await
+        .expect("recorded id")
+        .get(0);
+    assert!(!id.is_empty(), "the broker's id is recorded");
+}
+
+/// A stored offset past the end of a log whose topic id is unchanged: the
+/// log was truncated (an unclean leader election), and everything below its
+/// end was read. Reading starts at the end; the log's start would store
+/// every message of the retention again in an append-only table.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn past_the_end_of_the_same_topic_reads_on_from_its_end() {
+    let world = World::new(1).await;
+    let (topic, mut env) = append_only_ticks(&world).await;
+    let port = free_port();
+    env.push(("TIMESINK_HTTP__LISTEN", format!("127.0.0.1:{port}")));
+    send_many(&topic, &ticks(0..100)).await;
+    let mut sink = SinkProcess::start(&world, &env);
+    drained(&world, &topic, 60).await;
+    sink.terminate(Duration::from_secs(20));
+    assert_eq!(tick_rows(&world).await, (100, 100));
+
+    world
+        .db
+        .execute(
+            "UPDATE timesink_offsets SET next_offset = next_offset + 1000 WHERE topic = $1",
+            &[&topic],
+        )
+        .await
+        .expect("move the stored offset past the end");
+    let mut sink = SinkProcess::start(&world, &env);
+    eventually(60, "the start checked against the log", || async {
+        sink.log_text().contains("outside the partition's log")
+    })
+    .await;
+    // Messages after the truncation are read; the retention is not again.
+    send_many(&topic, &ticks(100..110)).await;
+    drained(&world, &topic, 60).await;
+    let metrics = http_get(port, "/metrics");
+    let log = sink.log_text();
+    sink.terminate(Duration::from_secs(20));
+
+    assert_eq!(
+        tick_rows(&world).await,
+        (110, 110),
+        "rows == messages, each once"
+    );
+    assert_eq!(world.stored_offsets().await[&(topic.clone(), 0)], 110);
+    let line = log
+        .lines()
+        .find(|l| l.contains("outside the partition's log"))
+        .unwrap_or_else(|| panic!("no warning:\n{log}"));
+    for part in [
+        "offset=1100",
+        "high=100",
+        "reading_from=100",
+        "reading from the log's end",
+    ] {
+        assert!(line.contains(part), "{part} missing from {line}");
+    }
+    assert!(
+        metrics
+            .lines()
+            .any(|l| l == "timesink_offset_resets_total{reason=\"past_log_end\"} 1"),
+        "{metrics}"
+    );
+}
+
+/// A topic deleted and created again while the sink was stopped, and the
+/// sink started while its bookkeeping is slow: the broker's id read at the
+/// assignment is checked against the recorded one before the partition
+/// starts, so the new topic is read from its start.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_topic_created_again_is_told_even_when_the_bookkeeping_is_slow_at_start() {
+    let world = World::new(1).await;
+    let topic = world.topic(DataType::Price);
+    send_many(&topic, &prices(0..5)).await;
+    let mut sink = SinkProcess::start(&world, &[]);
+    drained(&world, &topic, 60).await;
+    sink.terminate(Duration::from_secs(20));
+
+    delete_topic(&topic).await;
+    create_topic(&topic, 1, &[]).await;
+    send_many(&topic, &prices(100..112)).await;
+    // The recorded ids are locked: the id check at the assignment waits
+    // past its bound, and the partition waits for its start.
+    let locker = connect(&world.config.database.url).await;
+    locker
+        .batch_execute("BEGIN; LOCK TABLE timesink_topics IN EXCLUSIVE MODE")
+        .await
+        .expect("lock");
+    let mut sink = SinkProcess::start(&world, &[]);
+    eventually(60, "the lookup at the assignment failed", || async {
+        sink.log_text().contains("reading stored offsets failed")
+    })
+    .await;
+    locker.batch_execute("COMMIT").await.expect("unlock");
+    let mut expected = coins(0..5);
+    expected.extend(coins(100..112));
+    expected.sort();
+    eventually(60, "every message of both topics stored", || async {
+        stored_coins(&world).await == expected
+    })
+    .await;
+    drained(&world, &topic, 30).await;
+    let log = sink.log_text();
+    sink.terminate(Duration::from_secs(20));
+    assert_eq!(world.stored_offsets().await[&(topic.clone(), 0)], 12);
+    assert!(log.contains("deleted and created again"), "{log}");
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_large_dead_letter_is_compressed_and_holds_nothing_back() {
     let world = World::new(1).await;

@@ -131,6 +131,9 @@ struct Stored {
     /// the topic was deleted and created again, and its stored offsets were
     /// moved back to 0 in the same transaction.
     recreated_from: Option<String>,
+    /// The broker's id is the one recorded with the offsets: they were
+    /// stored for this very log.
+    same_topic: bool,
 }
 
 impl OffsetStore {
@@ -178,14 +181,12 @@ impl OffsetStore {
         let client = self.client.as_mut().expect("connected above");
         let found = async {
             let tx = client.transaction().await?;
-            let mut recreated_from = None;
+            let mut before = None;
             if let Some(id) = topic_id {
-                let before = tx
+                before = tx
                     .query_opt(CHECK_TOPIC_ID_SQL, &[&self.group, &topic, &id])
-                    .await?;
-                recreated_from = before
-                    .map(|r| r.get::<_, String>(0))
-                    .filter(|before| before != id);
+                    .await?
+                    .map(|r| r.get::<_, String>(0));
             }
             let rows = tx
                 .query(STORED_OFFSETS_SQL, &[&self.group, &topic, &partitions])
@@ -193,7 +194,8 @@ impl OffsetStore {
             tx.commit().await?;
             Ok(Stored {
                 offsets: rows.iter().map(|r| (r.get(0), r.get(1))).collect(),
-                recreated_from,
+                same_topic: before.is_some() && before.as_deref() == topic_id,
+                recreated_from: before.filter(|before| Some(before.as_str()) != topic_id),
             })
         }
         .await;
@@ -238,8 +240,11 @@ pub struct SinkContext {
     /// Where a partition with no stored offset and no Kafka commit starts
     /// (`auto.offset.reset`); None leaves it to librdkafka.
     reset: Option<Candidate>,
-    /// The broker's id of each topic as last checked, for seeing it change.
-    topic_ids: Mutex<HashMap<Arc<str>, String>>,
+    /// The broker's id of each topic as last read (None: the broker gives
+    /// it none), for seeing it change; a topic missing has not been read.
+    topic_ids: Mutex<HashMap<Arc<str>, Option<String>>>,
+    /// Whether reading topic ids last failed (said once per change).
+    ids_unanswered: AtomicBool,
     /// Partitions whose fetch position librdkafka's statistics showed past
     /// the log's end: checked against the log by the consumer loop.
     suspects: Mutex<Vec<(Arc<str>, i32)>>,
@@ -407,38 +412,39 @@ impl SinkContext {
                 .push(e.partition());
         }
         let names: Vec<&str> = by_topic.keys().map(String::as_str).collect();
-        let ids = self.topic_ids_now(consumer, &names);
+        let ids = self.read_topic_ids(consumer, &names, KAFKA_LOOKUP_TIMEOUT);
         let mut assigned = Vec::new();
         let mut unanswered = false;
         for (topic, partitions) in &by_topic {
             let name = self.topic(topic);
-            let id = ids.get(topic.as_str()).map(String::as_str);
             // A test holds the assignment here to take the database away under it.
             fail::fail_point!("assign-lookup");
+            // Without the broker's word on the topic's id its start is not
+            // known: the offsets stored may belong to a topic since deleted.
             // After one topic's lookup failed the others wait too: the
             // callback waits for the database once at most.
-            let stored = if unanswered {
-                None
-            } else {
-                self.stored_offsets(topic, partitions, id, ASSIGN_LOOKUP_WAIT)
+            let id = ids.as_ref().map(|ids| ids.get(topic.as_str()).cloned());
+            let stored = match &id {
+                Some(id) if !unanswered => {
+                    self.stored_offsets(topic, partitions, id.as_deref(), ASSIGN_LOOKUP_WAIT)
+                }
+                _ => None,
             };
             let Some(stored) = stored else {
-                unanswered = true;
+                unanswered |= id.is_some();
                 // Assigned, but paused with no epoch until their start is
                 // known: the callback returns, the consumer keeps polling.
                 lock(&self.pending).extend(partitions.iter().map(|&p| (name.clone(), p)));
                 continue;
             };
-            if let Some(id) = id {
-                lock(&self.topic_ids).insert(name.clone(), id.to_owned());
-            }
+            let id = id.flatten();
             if let Some(before) = &stored.recreated_from {
-                report_recreated(topic, before, id.unwrap_or_default());
+                report_recreated(topic, before, id.as_deref().unwrap_or_default());
             }
             let candidates = self.candidates(consumer, topic, partitions, &stored);
             let ranges = log_ranges(consumer, topic, partitions);
             for (&p, range) in partitions.iter().zip(ranges) {
-                let start = self.start_of(&name, p, candidates.get(&p).copied(), range);
+                let start = self.start_of(&name, p, candidates.get(&p).copied(), range, &stored);
                 if let Some(offset) = start.seek {
                     set_start(tpl, topic, p, offset);
                 }
@@ -456,18 +462,35 @@ impl SinkContext {
         assigned
     }
 
-    /// The ids the broker gives `topics` now; none where it cannot say
-    /// (logged: the offsets are then checked against the log's range only).
-    fn topic_ids_now(
+    /// The ids the broker gives `topics` now, each remembered as the
+    /// topic's id (a topic the broker gives no id, e.g. one before KIP-516,
+    /// is missing: its offsets are checked against the log's range only).
+    /// None when the broker did not answer (logged once per change): the
+    /// partitions of these topics wait until it does.
+    fn read_topic_ids(
         &self,
         consumer: &BaseConsumer<Self>,
         topics: &[&str],
-    ) -> HashMap<String, String> {
-        match crate::topic_ids::describe(consumer.client(), topics, KAFKA_LOOKUP_TIMEOUT) {
-            Ok(ids) => ids,
+        wait: Duration,
+    ) -> Option<HashMap<String, String>> {
+        match crate::topic_ids::describe(consumer.client(), topics, wait) {
+            Ok(ids) => {
+                let mut known = lock(&self.topic_ids);
+                for topic in topics {
+                    known.insert(self.topic(topic), ids.get(*topic).cloned());
+                }
+                if self.ids_unanswered.swap(false, Ordering::Relaxed) {
+                    tracing::info!("topic ids readable again: waiting partitions start");
+                }
+                Some(ids)
+            }
             Err(e) => {
-                tracing::warn!(error = %e, "reading topic ids failed; a topic created again under the same name is told only by its offsets");
-                HashMap::new()
+                if !self.ids_unanswered.swap(true, Ordering::Relaxed) {
+                    tracing::warn!(topics = ?topics, error = %e, "reading topic ids failed: these partitions wait, paused, until the broker answers (a topic created again is told by its id)");
+                } else {
+                    tracing::debug!(error = %e, "reading topic ids failed again");
+                }
+                None
             }
         }
     }
@@ -530,14 +553,15 @@ impl SinkContext {
     }
 
     /// Where a partition starts: `candidate` checked against the log's
-    /// `range` (see [`log_ranges`]). The range could not be read (logged):
-    /// the candidate as it is, unchecked.
+    /// `range` (see [`log_ranges`]) and what is `stored` of its topic. The
+    /// range could not be read (logged): the candidate as it is, unchecked.
     fn start_of(
         &self,
         topic: &Arc<str>,
         partition: i32,
         candidate: Option<Candidate>,
         range: Result<(i64, i64), KafkaError>,
+        stored: &Stored,
     ) -> PartitionStart {
         let range = match range {
             Ok(range) => range,
@@ -560,16 +584,24 @@ impl SinkContext {
                 high: Some(range.1),
             };
         };
-        let (at, outside) = checked_start(candidate, range);
+        let (at, outside) = checked_start(candidate, range, stored.same_topic);
         if let Some(OutOfRange { offset, low, high }) = outside {
-            let reason = if offset < low {
-                "before_log_start"
+            let (reason, what) = if offset < low {
+                ("before_log_start", "reading from the log's start")
+            } else if at == high {
+                (
+                    "past_log_end",
+                    "the topic's id is unchanged, so everything below the end was read (a truncated log): reading from the log's end",
+                )
             } else {
-                "past_log_end"
+                (
+                    "past_log_end",
+                    "the log may be another (no topic id confirms it): reading from the log's start",
+                )
             };
             tracing::warn!(
                 %topic, partition, offset, low, high, reading_from = at,
-                "the offset to start from is outside the partition's log ({reason}); reading from the log's start"
+                "the offset to start from is outside the partition's log ({reason}); {what}"
             );
             metrics::counter!("timesink_offset_resets_total", "reason" => reason).increment(1);
         }
@@ -668,15 +700,24 @@ struct OutOfRange {
     high: i64,
 }
 
-/// The offset to start from, given a candidate and the log's `[low, high]`.
-/// An offset outside the log is never used: one before its start was
-/// deleted (retention), one past its end belongs to a log that is gone
-/// (truncated, or a topic replaced). Either way the earliest offset the sink
-/// can prove it has not seen is the log's start.
-fn checked_start(candidate: Candidate, (low, high): (i64, i64)) -> (i64, Option<OutOfRange>) {
+/// The offset to start from, given a candidate, the log's `[low, high]`
+/// and whether the topic's id is the one recorded with the stored offsets.
+/// An offset outside the log is never used. One before its start was
+/// deleted (retention): the log's start. One past its end belongs to a log
+/// that was truncated (an unclean leader election) or replaced (a topic
+/// created again): where the unchanged id says it is the same log,
+/// everything below its end was read, so the end; otherwise the earliest
+/// offset the sink can prove it has not seen, the log's start.
+fn checked_start(
+    candidate: Candidate,
+    (low, high): (i64, i64),
+    same_topic: bool,
+) -> (i64, Option<OutOfRange>) {
     match candidate {
-        Candidate::At(offset) if offset < low || offset > high => {
-            (low, Some(OutOfRange { offset, low, high }))
+        Candidate::At(offset) if offset < low => (low, Some(OutOfRange { offset, low, high })),
+        Candidate::At(offset) if offset > high => {
+            let at = if same_topic { high } else { low };
+            (at, Some(OutOfRange { offset, low, high }))
         }
         Candidate::At(offset) => (offset, None),
         Candidate::Beginning => (low, None),
@@ -910,6 +951,7 @@ pub fn start(
         link: Link::new(&config.kafka.brokers, "consumer"),
         pending: Mutex::new(HashSet::new()),
         store_down: AtomicBool::new(false),
+        ids_unanswered: AtomicBool::new(false),
         held_back_changed: AtomicBool::new(true),
     };
     let consumer: BaseConsumer<SinkContext> = client
@@ -1335,17 +1377,31 @@ fn resync(
     }
     let mut failed = false;
     for (topic, partitions) in by_topic {
-        let id = lock(&context.topic_ids).get(&topic).cloned();
-        let stored = if failed {
-            None
-        } else {
-            context.stored_offsets(&topic, &partitions, id.as_deref(), RETRY_LOOKUP_WAIT)
+        // The topic's id is read first where it is not known yet: the
+        // offsets are checked against it before anything is read.
+        let known = lock(&context.topic_ids).get(&topic).cloned();
+        let id = match known {
+            Some(id) => Some(id),
+            None if failed => None,
+            None => context
+                .read_topic_ids(consumer, &[&topic], RETRY_LOOKUP_WAIT)
+                .map(|ids| ids.get(&*topic).cloned()),
+        };
+        let stored = match &id {
+            Some(id) if !failed => {
+                context.stored_offsets(&topic, &partitions, id.as_deref(), RETRY_LOOKUP_WAIT)
+            }
+            _ => None,
         };
         let Some(stored) = stored else {
             failed = true;
             retry.extend(partitions.into_iter().map(|p| (topic.clone(), p)));
             continue;
         };
+        if let Some(before) = &stored.recreated_from {
+            let now = id.flatten().unwrap_or_default();
+            report_recreated(&topic, before, &now);
+        }
         retry.extend(start_again(consumer, context, &topic, &partitions, &stored));
     }
     retry
@@ -1372,6 +1428,7 @@ fn start_again(
             partition,
             candidates.get(&partition).copied(),
             range,
+            stored,
         );
         let seek = start.seek.unwrap_or(Offset::Beginning);
         if let Err(e) = consumer.seek(&topic, partition, seek, Duration::from_secs(5)) {
@@ -1489,8 +1546,10 @@ fn changed_logs(
             HashMap::new()
         });
     for (topic, id) in &ids {
+        // An id read for the first time (the broker gave none before) is
+        // recorded too, and checked against the one stored.
         let known = lock(&context.topic_ids).get(topic.as_str()).cloned();
-        if known.as_ref().is_none_or(|known| known == id) {
+        if known.flatten().as_ref() == Some(id) {
             continue;
         }
         // Recorded (and the stored offsets reset) before anything is read again.
@@ -1501,7 +1560,7 @@ fn changed_logs(
                     report_recreated(topic, before, id);
                 }
                 let name = context.topic(topic);
-                lock(&context.topic_ids).insert(name, id.clone());
+                lock(&context.topic_ids).insert(name, Some(id.clone()));
                 changed.extend(assigned.iter().filter(|(t, _)| **t == **topic).cloned());
             }
             Err(e) => {
@@ -1603,6 +1662,7 @@ mod tests {
     #[test]
     fn a_start_outside_the_log_is_the_log_start() {
         let range = (10, 20);
+        let checked_start = |c, r| checked_start(c, r, false);
         assert_eq!(checked_start(Candidate::At(15), range), (15, None));
         assert_eq!(checked_start(Candidate::At(10), range), (10, None));
         assert_eq!(checked_start(Candidate::At(20), range), (20, None));
@@ -1619,6 +1679,27 @@ mod tests {
         assert_eq!(checked_start(Candidate::At(1_005), range), (10, Some(past)));
         assert_eq!(checked_start(Candidate::Beginning, range), (10, None));
         assert_eq!(checked_start(Candidate::End, range), (20, None));
+    }
+
+    #[test]
+    fn past_the_end_of_the_same_log_is_its_end() {
+        // The recorded id matches the broker's: the log was truncated, and
+        // everything below its end was read before.
+        let past = OutOfRange {
+            offset: 1_005,
+            low: 10,
+            high: 20,
+        };
+        assert_eq!(
+            checked_start(Candidate::At(1_005), (10, 20), true),
+            (20, Some(past))
+        );
+        // Before the log's start is its start either way.
+        assert_eq!(
+            checked_start(Candidate::At(3), (10, 20), true),
+            (10, Some(OutOfRange { offset: 3, ..past }))
+        );
+        assert_eq!(checked_start(Candidate::At(15), (10, 20), true), (15, None));
     }
 
     /// TLS and SASL are librdkafka properties: this build of librdkafka takes
