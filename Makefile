@@ -19,7 +19,7 @@ test: services
 
 ## The long fault tests (kills, rebalances, outages, slow database): tests/faults.rs.
 test-faults: services
-	$(CARGO) test --features failpoints --test faults --test broker_outage -- --ignored --test-threads=2
+	$(CARGO) test --features failpoints --test faults --test broker_outage --test rebalance_outage -- --ignored --test-threads=2
 
 ## The fuzz targets (fuzz/: JSON, bincode, LZ4 + inner, the LZ4 frame reader
 ## against lz4_flex's, headers), each for

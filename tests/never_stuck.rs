@@ -521,6 +521,95 @@ fn readme_grants(role: &str, db: &str) -> String {
         .replace("DATABASE timesink", &format!("DATABASE {db}"))
 }
 
+/// A role that may read `timesink_topics` but not record in it (the grants
+/// of an earlier README): every assignment's id check is refused. The
+/// table is reported blocked, naming the grant, while the partitions wait;
+/// granted, they start and every message lands once.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_refused_bookkeeping_table_is_blocked_loudly_and_heals_on_grant() {
+    let world = World::new(1).await;
+    let mut owner = connect(&world.config.database.url).await;
+    timesink::catalog::schema::apply(
+        &mut owner,
+        world.config.database.timescaledb,
+        &world.config.catalog().expect("catalog"),
+    )
+    .await
+    .expect("schema");
+    let url = &world.config.database.url;
+    let (head, db) = url.rsplit_once('/').expect("a database in the URL");
+    let role = format!("{db}_writer");
+    let grants =
+        readme_grants(&role, db).replace("timesink_offsets, timesink_topics", "timesink_offsets");
+    world
+        .db
+        .batch_execute(&format!(
+            "{grants}; GRANT SELECT ON timesink_topics TO {role}"
+        ))
+        .await
+        .expect("grants");
+    let role_url = format!(
+        "{}/{db}",
+        head.replacen("postgres@", &format!("{role}@"), 1)
+    );
+    let level1 = world.topic(DataType::Level1);
+    send_many(&level1, &keyed_quotes(0..300)).await;
+    let port = free_port();
+    let mut sink = SinkProcess::start(
+        &world,
+        &[
+            ("DATABASE_URL", role_url),
+            ("TIMESINK_HTTP__LISTEN", format!("127.0.0.1:{port}")),
+        ],
+    );
+    eventually(
+        30,
+        "the bookkeeping table blocked by name and grant",
+        || async {
+            status(port).is_some_and(|s| {
+                s["blocked"]["timesink_topics"].as_str().is_some_and(|r| {
+                    r.contains("42501")
+                        && r.contains("SELECT, INSERT and UPDATE on timesink_topics")
+                }) && s["held_back"]
+                    .as_array()
+                    .is_some_and(|h| h.iter().any(|p| p["reason"] == "start_unknown"))
+            })
+        },
+    )
+    .await;
+    let (code, _) = try_get(port, "/ready").expect("/ready answers");
+    assert_eq!(code, 503, "not ready while its bookkeeping is refused");
+    assert_eq!(world.count("level1_quotes").await, 0);
+
+    world
+        .db
+        .batch_execute(&format!(
+            "GRANT INSERT, UPDATE ON timesink_topics TO {role}"
+        ))
+        .await
+        .expect("grant");
+    drained(&world, &level1, 60).await;
+    eventually(30, "healed", || async {
+        status(port).is_some_and(|s| {
+            s["blocked"] == serde_json::json!({}) && s["held_back"] == serde_json::json!([])
+        })
+    })
+    .await;
+    let log = sink.log_text();
+    sink.terminate(Duration::from_secs(20));
+    assert_eq!(
+        log.matches("bookkeeping table refused").count(),
+        1,
+        "one error line while refused:\n{log}"
+    );
+    assert!(log.contains("bookkeeping table usable again"), "{log}");
+    let sent = Sent {
+        total: 300,
+        ..Sent::default()
+    };
+    assert_exactly_once(&world, &level1, &sent).await;
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_role_with_only_the_documented_grants_runs_the_sink() {
     let world = World::new(1).await;

@@ -157,7 +157,7 @@ impl OffsetStore {
             tokio::time::timeout(wait, self.query(topic, partitions, topic_id)).await
         });
         match found {
-            Ok(found) => found.map_err(LookupError::Database),
+            Ok(found) => found.map_err(|(table, source)| LookupError::Database { table, source }),
             Err(_) => {
                 self.client = None;
                 Err(LookupError::TimedOut(wait))
@@ -170,28 +170,31 @@ impl OffsetStore {
         topic: &str,
         partitions: &[i32],
         topic_id: Option<&str>,
-    ) -> Result<Stored, tokio_postgres::Error> {
-        if self
-            .client
-            .as_ref()
-            .is_none_or(tokio_postgres::Client::is_closed)
-        {
-            self.client = Some(self.database.connect().await?);
-        }
-        let client = self.client.as_mut().expect("connected above");
+    ) -> Result<Stored, (&'static str, tokio_postgres::Error)> {
+        const OFFSETS: &str = "timesink_offsets";
+        const TOPICS: &str = "timesink_topics";
+        let client = match self.client.take() {
+            Some(client) if !client.is_closed() => self.client.insert(client),
+            _ => {
+                let client = self.database.connect().await.map_err(|e| (OFFSETS, e))?;
+                self.client.insert(client)
+            }
+        };
         let found = async {
-            let tx = client.transaction().await?;
+            let tx = client.transaction().await.map_err(|e| (OFFSETS, e))?;
             let mut before = None;
             if let Some(id) = topic_id {
                 before = tx
                     .query_opt(CHECK_TOPIC_ID_SQL, &[&self.group, &topic, &id])
-                    .await?
+                    .await
+                    .map_err(|e| (TOPICS, e))?
                     .map(|r| r.get::<_, String>(0));
             }
             let rows = tx
                 .query(STORED_OFFSETS_SQL, &[&self.group, &topic, &partitions])
-                .await?;
-            tx.commit().await?;
+                .await
+                .map_err(|e| (OFFSETS, e))?;
+            tx.commit().await.map_err(|e| (OFFSETS, e))?;
             Ok(Stored {
                 offsets: rows.iter().map(|r| (r.get(0), r.get(1))).collect(),
                 same_topic: before.is_some() && before.as_deref() == topic_id,
@@ -209,24 +212,87 @@ impl OffsetStore {
 /// Why stored offsets could not be read.
 #[derive(Debug, thiserror::Error)]
 enum LookupError {
-    #[error("{}", crate::pg_error::describe(.0))]
-    Database(tokio_postgres::Error),
+    #[error("{table}: {}", crate::pg_error::describe(.source))]
+    Database {
+        /// The bookkeeping table the failed statement was about.
+        table: &'static str,
+        source: tokio_postgres::Error,
+    },
     #[error("PostgreSQL did not answer within {0:?}")]
     TimedOut(Duration),
 }
+
+impl LookupError {
+    /// The bookkeeping table and why, when only the operator can cure it
+    /// (privileges, a table missing or changed): the sink then reports the
+    /// table blocked, naming the grant it needs.
+    fn blocked(&self) -> Option<(&'static str, String)> {
+        match self {
+            LookupError::Database { table, source }
+                if crate::pg_error::classify(source) == crate::pg_error::Class::Blocked =>
+            {
+                Some((
+                    table,
+                    format!(
+                        "{}: the sink reads and records where each partition starts here; it needs SELECT, INSERT and UPDATE on {table}",
+                        crate::pg_error::describe(source)
+                    ),
+                ))
+            }
+            _ => None,
+        }
+    }
+}
+
+/// The sink's bookkeeping tables, as `/status` names them when blocked.
+const BOOKKEEPING: [&str; 2] = ["timesink_offsets", "timesink_topics"];
 
 /// How long a rebalance callback waits for the stored offsets before it
 /// leaves the partitions paused for the consumer loop to start later.
 const ASSIGN_LOOKUP_WAIT: Duration = Duration::from_secs(2);
 /// How long each later try waits, between polls.
 const RETRY_LOOKUP_WAIT: Duration = Duration::from_secs(1);
+/// How long the look-ups of one assignment may take in all (topic ids,
+/// stored offsets, Kafka commits, offset ranges): with leaders offline
+/// each waits its own timeout, and many topics would add up to minutes in
+/// the rebalance callback. Topics not reached wait for their start, paused,
+/// and are started by the consumer loop.
+const ASSIGN_BUDGET: Duration = Duration::from_secs(8);
+/// The same for one round of starting waiting partitions between polls.
+const RESYNC_BUDGET: Duration = Duration::from_secs(2);
+
+/// A time limit shared by a series of look-ups: each waits at most its own
+/// timeout and what is left.
+#[derive(Debug, Clone, Copy)]
+struct Budget {
+    until: Instant,
+}
+
+impl Budget {
+    fn new(total: Duration) -> Budget {
+        Budget {
+            until: Instant::now() + total,
+        }
+    }
+
+    /// How long the next look-up may wait: `own`, or less when less is left.
+    fn wait(&self, own: Duration) -> Duration {
+        own.min(self.until.saturating_duration_since(Instant::now()))
+    }
+
+    /// Whether too little is left for another look-up.
+    fn spent(&self) -> bool {
+        self.wait(Duration::MAX) < Duration::from_millis(100)
+    }
+}
 
 /// The consumer's context: rebalance handling and statistics.
 pub struct SinkContext {
     events: Sender<Event>,
     store: Mutex<OffsetStore>,
-    /// The current epoch of each assigned partition.
-    epochs: Mutex<HashMap<(Arc<str>, i32), u64>>,
+    /// The current epoch of each assigned partition, with the offset it
+    /// started at when known.
+    epochs: Mutex<HashMap<(Arc<str>, i32), Started>>,
     next_epoch: AtomicU64,
     /// Bumped whenever `epochs` changes, so the consumer loop may keep the
     /// epoch of the partition it is reading without a lookup per message.
@@ -278,10 +344,11 @@ impl SinkContext {
         t
     }
 
-    /// Gives a partition a new epoch (assigned, or moved to its stored offset).
-    fn new_epoch(&self, topic: &Arc<str>, partition: i32) -> u64 {
+    /// Gives a partition a new epoch (assigned, or moved to its stored
+    /// offset) starting at `start` when known.
+    fn new_epoch(&self, topic: &Arc<str>, partition: i32, start: Option<i64>) -> u64 {
         let epoch = self.next_epoch.fetch_add(1, Ordering::Relaxed);
-        lock(&self.epochs).insert((topic.clone(), partition), epoch);
+        lock(&self.epochs).insert((topic.clone(), partition), Started { epoch, start });
         self.epochs_changed.fetch_add(1, Ordering::Relaxed);
         epoch
     }
@@ -369,9 +436,23 @@ impl SinkContext {
                 if self.store_down.swap(false, Ordering::Relaxed) {
                     tracing::info!("stored offsets readable again: waiting partitions start");
                 }
+                for table in BOOKKEEPING {
+                    if self.health.set_blocked(table, None) {
+                        tracing::info!(table, "bookkeeping table usable again");
+                    }
+                }
                 Some(stored)
             }
             Err(e) => {
+                if let Some((table, reason)) = e.blocked() {
+                    // Loud, like a writer's table: /ready and /status say
+                    // which table and what grant, until it heals.
+                    if self.health.set_blocked(table, Some(reason.clone())) {
+                        tracing::error!(table, topic, %reason, "bookkeeping table refused: its partitions wait, paused, until it is usable");
+                    }
+                    self.store_down.store(true, Ordering::Relaxed);
+                    return None;
+                }
                 if !self.store_down.swap(true, Ordering::Relaxed) {
                     tracing::error!(topic, error = %e, "reading stored offsets failed: these partitions wait, paused, and are tried again while the group is kept");
                 } else {
@@ -383,7 +464,44 @@ impl SinkContext {
     }
 
     fn epoch_of(&self, topic: &Arc<str>, partition: i32) -> Option<u64> {
+        self.started(topic, partition).map(|s| s.epoch)
+    }
+
+    fn started(&self, topic: &Arc<str>, partition: i32) -> Option<Started> {
         lock(&self.epochs).get(&(topic.clone(), partition)).copied()
+    }
+
+    /// A partition's offsets went back under one epoch: its log changed
+    /// under the sink (the topic deleted and created again, or the log
+    /// truncated) and librdkafka moved the position by itself. Nothing more
+    /// of the topic is read until its id and the partitions' ranges are
+    /// checked: every assigned partition of the topic waits for its start
+    /// again ([`resync`]), with the topic's id read anew. So the id change
+    /// is recorded (and the stored offsets reset) before any row of the new
+    /// log is written under the old one's offsets.
+    fn log_went_back(
+        &self,
+        consumer: &BaseConsumer<Self>,
+        topic: &Arc<str>,
+        partition: i32,
+        (expected, offset): (i64, i64),
+    ) {
+        tracing::warn!(
+            %topic, partition, expected, offset,
+            "the partition's offsets went back: its log changed under the sink; the topic's id and its partitions' ranges are checked before more of it is read"
+        );
+        let partitions: Vec<(Arc<str>, i32)> = {
+            let mut epochs = lock(&self.epochs);
+            let of_topic: Vec<_> = epochs.keys().filter(|(t, _)| t == topic).cloned().collect();
+            for key in &of_topic {
+                epochs.remove(key);
+            }
+            of_topic
+        };
+        self.epochs_changed.fetch_add(1, Ordering::Relaxed);
+        lock(&self.topic_ids).remove(topic);
+        lock(&self.pending).extend(partitions.iter().cloned());
+        self.settle(consumer, &partitions);
     }
 
     fn send_event(&self, event: Event) {
@@ -411,23 +529,36 @@ impl SinkContext {
                 .or_default()
                 .push(e.partition());
         }
+        let budget = Budget::new(ASSIGN_BUDGET);
         let names: Vec<&str> = by_topic.keys().map(String::as_str).collect();
-        let ids = self.read_topic_ids(consumer, &names, KAFKA_LOOKUP_TIMEOUT);
+        let ids = self.read_topic_ids(consumer, &names, budget.wait(KAFKA_LOOKUP_TIMEOUT));
         let mut assigned = Vec::new();
         let mut unanswered = false;
         for (topic, partitions) in &by_topic {
             let name = self.topic(topic);
-            // A test holds the assignment here to take the database away under it.
+            // A test holds the assignment here to take the database or the
+            // broker away under it.
             fail::fail_point!("assign-lookup");
+            if budget.spent() {
+                if !unanswered {
+                    tracing::warn!(took = ?ASSIGN_BUDGET, "the assignment's look-ups took their time limit: the partitions not reached wait, paused, and start once their start is known");
+                }
+                unanswered = true;
+                lock(&self.pending).extend(partitions.iter().map(|&p| (name.clone(), p)));
+                continue;
+            }
             // Without the broker's word on the topic's id its start is not
             // known: the offsets stored may belong to a topic since deleted.
             // After one topic's lookup failed the others wait too: the
             // callback waits for the database once at most.
             let id = ids.as_ref().map(|ids| ids.get(topic.as_str()).cloned());
             let stored = match &id {
-                Some(id) if !unanswered => {
-                    self.stored_offsets(topic, partitions, id.as_deref(), ASSIGN_LOOKUP_WAIT)
-                }
+                Some(id) if !unanswered => self.stored_offsets(
+                    topic,
+                    partitions,
+                    id.as_deref(),
+                    budget.wait(ASSIGN_LOOKUP_WAIT),
+                ),
                 _ => None,
             };
             let Some(stored) = stored else {
@@ -441,14 +572,14 @@ impl SinkContext {
             if let Some(before) = &stored.recreated_from {
                 report_recreated(topic, before, id.as_deref().unwrap_or_default());
             }
-            let candidates = self.candidates(consumer, topic, partitions, &stored);
-            let ranges = log_ranges(consumer, topic, partitions);
+            let candidates = self.candidates(consumer, topic, partitions, &stored, budget);
+            let ranges = log_ranges(consumer, topic, partitions, budget);
             for (&p, range) in partitions.iter().zip(ranges) {
                 let start = self.start_of(&name, p, candidates.get(&p).copied(), range, &stored);
                 if let Some(offset) = start.seek {
                     set_start(tpl, topic, p, offset);
                 }
-                let epoch = self.new_epoch(&name, p);
+                let epoch = self.new_epoch(&name, p, start.at);
                 assigned.push(Assignment {
                     topic: name.clone(),
                     partition: p,
@@ -506,6 +637,7 @@ impl SinkContext {
         topic: &str,
         partitions: &[i32],
         stored: &Stored,
+        budget: Budget,
     ) -> HashMap<i32, Candidate> {
         let mut candidates: HashMap<i32, Candidate> = stored
             .offsets
@@ -532,7 +664,8 @@ impl SinkContext {
         // commit it waits 100 ms before it looks up the reset position (a
         // fixed backoff in its offset reset), a tenth of a second off every
         // fresh start.
-        let committed = match consumer.committed_offsets(lookup, KAFKA_LOOKUP_TIMEOUT) {
+        let committed = match consumer.committed_offsets(lookup, budget.wait(KAFKA_LOOKUP_TIMEOUT))
+        {
             Ok(committed) => committed,
             Err(e) => {
                 tracing::warn!(topic, error = %e, "reading the group's Kafka commits failed; librdkafka reads them itself");
@@ -624,6 +757,7 @@ fn log_ranges<C: ConsumerContext>(
     consumer: &BaseConsumer<C>,
     topic: &str,
     partitions: &[i32],
+    budget: Budget,
 ) -> Vec<Result<(i64, i64), KafkaError>> {
     let per_thread = partitions.len().div_ceil(RANGE_LOOKUPS).max(1);
     std::thread::scope(|scope| {
@@ -633,7 +767,9 @@ fn log_ranges<C: ConsumerContext>(
                 let lookup = scope.spawn(move || {
                     chunk
                         .iter()
-                        .map(|&p| consumer.fetch_watermarks(topic, p, KAFKA_LOOKUP_TIMEOUT))
+                        .map(|&p| {
+                            consumer.fetch_watermarks(topic, p, budget.wait(KAFKA_LOOKUP_TIMEOUT))
+                        })
                         .collect::<Vec<_>>()
                 });
                 (chunk.len(), lookup)
@@ -724,6 +860,9 @@ fn checked_start(
         Candidate::End => (high, None),
     }
 }
+
+/// How long a seek of a partition starting again may wait.
+const SEEK_TIMEOUT: Duration = Duration::from_secs(5);
 
 /// How long the rebalance callback waits for each answer of the broker
 /// (Kafka commits, topic ids, a partition's offset range).
@@ -818,6 +957,11 @@ impl ConsumerContext for SinkContext {
         );
         match err {
             RDKafkaRespErr::RD_KAFKA_RESP_ERR__ASSIGN_PARTITIONS => {
+                let started = Instant::now();
+                tracing::info!(
+                    partitions = tpl.count(),
+                    "partitions being assigned: reading where each starts"
+                );
                 let assigned = self.prepare_assignment(consumer, tpl);
                 let result = if cooperative {
                     consumer.incremental_assign(tpl)
@@ -837,6 +981,8 @@ impl ConsumerContext for SinkContext {
                 self.settle(consumer, &partitions);
                 tracing::info!(
                     partitions = assigned.len(),
+                    waiting = lock(&self.pending).len(),
+                    took_ms = started.elapsed().as_millis() as u64,
                     protocol = if cooperative { "cooperative" } else { "eager" },
                     "partitions assigned"
                 );
@@ -1003,11 +1149,34 @@ fn owned(
 /// The partition the consumer loop is reading, with its interned topic and
 /// epoch: messages come in runs from one partition, and two locked lookups
 /// per message showed in profiles.
+///
+/// It also keeps the next offset expected of each partition under its
+/// epoch: within one epoch offsets only grow, so one that goes back means
+/// the log changed under the sink.
 #[derive(Default)]
 struct Reading {
-    last: Option<(Arc<str>, i32, Option<u64>)>,
+    last: Option<Current>,
     /// `SinkContext::epochs_changed` when `last` was looked up.
     seen: u64,
+    /// The epoch and next offset expected of the partitions read before
+    /// the current one.
+    next: HashMap<(Arc<str>, i32), (u64, i64)>,
+}
+
+/// The partition the consumer loop is reading.
+struct Current {
+    topic: Arc<str>,
+    partition: i32,
+    epoch: Option<u64>,
+    /// The lowest offset its next message may have under this epoch.
+    next: i64,
+}
+
+/// An epoch, and the offset it started at when known.
+#[derive(Debug, Clone, Copy)]
+struct Started {
+    epoch: u64,
+    start: Option<i64>,
 }
 
 impl Reading {
@@ -1019,17 +1188,50 @@ impl Reading {
     ) -> (Arc<str>, Option<u64>) {
         let changed = context.epochs_changed.load(Ordering::Relaxed);
         match &self.last {
-            Some((t, p, epoch)) if self.seen == changed && *p == partition && **t == *topic => {
-                (t.clone(), *epoch)
+            Some(c) if self.seen == changed && c.partition == partition && *c.topic == *topic => {
+                (c.topic.clone(), c.epoch)
             }
             _ => {
+                if let Some(Current {
+                    topic,
+                    partition,
+                    epoch: Some(epoch),
+                    next,
+                }) = self.last.take()
+                {
+                    self.next.insert((topic, partition), (epoch, next));
+                }
                 let t = context.topic(topic);
-                let epoch = context.epoch_of(&t, partition);
-                self.last = Some((t.clone(), partition, epoch));
+                let started = context.started(&t, partition);
+                let next = match (started, self.next.get(&(t.clone(), partition))) {
+                    (Some(s), Some(&(epoch, next))) if epoch == s.epoch => next,
+                    (Some(s), _) => s.start.unwrap_or(i64::MIN),
+                    (None, _) => i64::MIN,
+                };
+                let epoch = started.map(|s| s.epoch);
+                self.last = Some(Current {
+                    topic: t.clone(),
+                    partition,
+                    epoch,
+                    next,
+                });
                 self.seen = changed;
                 (t, epoch)
             }
         }
+    }
+
+    /// Takes `offset` as read from the current partition: the offset
+    /// expected instead when it went back.
+    fn advance(&mut self, offset: i64) -> Result<(), i64> {
+        let Some(current) = self.last.as_mut() else {
+            return Ok(());
+        };
+        if offset < current.next {
+            return Err(current.next);
+        }
+        current.next = offset + 1;
+        Ok(())
     }
 }
 
@@ -1329,7 +1531,15 @@ fn run(
                 }
                 let (topic, epoch) = reading.of(&context, m.topic(), m.partition());
                 if let Some(epoch) = epoch {
-                    chunk.push((owned(topic, &m, chunk_polled_ms), epoch));
+                    match reading.advance(m.offset()) {
+                        Ok(()) => chunk.push((owned(topic, &m, chunk_polled_ms), epoch)),
+                        Err(expected) => {
+                            let at = (m.partition(), (expected, m.offset()));
+                            drop(m);
+                            context.log_went_back(&consumer, &topic, at.0, at.1);
+                            continue;
+                        }
+                    }
                 }
                 if chunk.len() >= CHUNK {
                     held.push_back(Event::Messages(std::mem::take(&mut chunk)));
@@ -1376,7 +1586,9 @@ fn resync(
         }
     }
     let mut failed = false;
+    let budget = Budget::new(RESYNC_BUDGET);
     for (topic, partitions) in by_topic {
+        failed |= budget.spent();
         // The topic's id is read first where it is not known yet: the
         // offsets are checked against it before anything is read.
         let known = lock(&context.topic_ids).get(&topic).cloned();
@@ -1384,13 +1596,16 @@ fn resync(
             Some(id) => Some(id),
             None if failed => None,
             None => context
-                .read_topic_ids(consumer, &[&topic], RETRY_LOOKUP_WAIT)
+                .read_topic_ids(consumer, &[&topic], budget.wait(RETRY_LOOKUP_WAIT))
                 .map(|ids| ids.get(&*topic).cloned()),
         };
         let stored = match &id {
-            Some(id) if !failed => {
-                context.stored_offsets(&topic, &partitions, id.as_deref(), RETRY_LOOKUP_WAIT)
-            }
+            Some(id) if !failed => context.stored_offsets(
+                &topic,
+                &partitions,
+                id.as_deref(),
+                budget.wait(RETRY_LOOKUP_WAIT),
+            ),
             _ => None,
         };
         let Some(stored) = stored else {
@@ -1402,7 +1617,14 @@ fn resync(
             let now = id.flatten().unwrap_or_default();
             report_recreated(&topic, before, &now);
         }
-        retry.extend(start_again(consumer, context, &topic, &partitions, &stored));
+        retry.extend(start_again(
+            consumer,
+            context,
+            &topic,
+            &partitions,
+            &stored,
+            budget,
+        ));
     }
     retry
 }
@@ -1415,10 +1637,11 @@ fn start_again(
     topic: &Arc<str>,
     partitions: &[i32],
     stored: &Stored,
+    budget: Budget,
 ) -> Vec<(Arc<str>, i32)> {
     let mut retry = Vec::new();
-    let candidates = context.candidates(consumer, topic, partitions, stored);
-    let ranges = log_ranges(consumer, topic, partitions);
+    let candidates = context.candidates(consumer, topic, partitions, stored, budget);
+    let ranges = log_ranges(consumer, topic, partitions, budget);
     for (&partition, range) in partitions.iter().zip(ranges) {
         let key = (topic.clone(), partition);
         let waiting = lock(&context.pending).contains(&key);
@@ -1431,12 +1654,12 @@ fn start_again(
             stored,
         );
         let seek = start.seek.unwrap_or(Offset::Beginning);
-        if let Err(e) = consumer.seek(&topic, partition, seek, Duration::from_secs(5)) {
+        if let Err(e) = consumer.seek(&topic, partition, seek, budget.wait(SEEK_TIMEOUT)) {
             tracing::debug!(%topic, partition, error = %e, "seek failed; trying again");
             retry.push(key);
             continue;
         }
-        let epoch = context.new_epoch(&topic, partition);
+        let epoch = context.new_epoch(&topic, partition, start.at);
         if waiting {
             lock(&context.pending).remove(&key);
             context.settle(consumer, std::slice::from_ref(&key));
@@ -1548,24 +1771,26 @@ fn changed_logs(
     for (topic, id) in &ids {
         // An id read for the first time (the broker gave none before) is
         // recorded too, and checked against the one stored.
-        let known = lock(&context.topic_ids).get(topic.as_str()).cloned();
-        if known.flatten().as_ref() == Some(id) {
+        let known = lock(&context.topic_ids)
+            .get(topic.as_str())
+            .cloned()
+            .flatten();
+        if known.as_ref() == Some(id) {
             continue;
         }
-        // Recorded (and the stored offsets reset) before anything is read again.
-        let recorded = lock(&context.store).lookup(topic, &[], Some(id), RETRY_LOOKUP_WAIT);
-        match recorded {
-            Ok(stored) => {
-                if let Some(before) = &stored.recreated_from {
-                    report_recreated(topic, before, id);
-                }
-                let name = context.topic(topic);
-                lock(&context.topic_ids).insert(name, Some(id.clone()));
-                changed.extend(assigned.iter().filter(|(t, _)| **t == **topic).cloned());
-            }
-            Err(e) => {
-                tracing::warn!(%topic, error = %e, "recording a changed topic id failed; trying again");
-            }
+        // Recorded (and the stored offsets reset) before anything is read
+        // again. A failure is logged there; the next check tries again.
+        let Some(stored) = context.stored_offsets(topic, &[], Some(id), RETRY_LOOKUP_WAIT) else {
+            continue;
+        };
+        if let Some(before) = &stored.recreated_from {
+            report_recreated(topic, before, id);
+        }
+        let name = context.topic(topic);
+        lock(&context.topic_ids).insert(name, Some(id.clone()));
+        // A partition reads another log than it started on.
+        if stored.recreated_from.is_some() || known.is_some() {
+            changed.extend(assigned.iter().filter(|(t, _)| **t == **topic).cloned());
         }
     }
     let suspects = std::mem::take(&mut *lock(&context.suspects));
