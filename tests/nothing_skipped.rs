@@ -253,6 +253,43 @@ async fn tick_rows(world: &World) -> (i64, i64) {
     (row.get(0), row.get(1))
 }
 
+/// A topic deleted and created again under the running sink, refilled past
+/// where the sink had read the old one: librdkafka fetches on at that offset
+/// in the new topic, and nothing in the messages tells the two apart. The
+/// writer asks the broker for the topic's id before it commits: a new id
+/// refuses the batch, the new id is recorded (and the stored offsets reset)
+/// before the partition starts again, and every message of the new topic is
+/// stored once, in an append-only table where a message read twice is a
+/// row twice.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_topic_created_again_under_the_running_sink_is_read_once() {
+    let world = World::new(1).await;
+    let (topic, env) = append_only_ticks(&world).await;
+    let mut sink = SinkProcess::start(&world, &env);
+    send_many(&topic, &ticks(0..5)).await;
+    drained(&world, &topic, 60).await;
+
+    delete_topic(&topic).await;
+    create_topic(&topic, 1, &[]).await;
+    // Eight messages: offsets 5, 6 and 7 are where the sink reads on.
+    send_many(&topic, &ticks(100..108)).await;
+    eventually(60, "the id change seen", || async {
+        sink.log_text().contains("deleted and created again")
+    })
+    .await;
+    // The id change is recorded with the stored offsets reset to 0: the
+    // partition is drained once it is read from there.
+    drained(&world, &topic, 60).await;
+    let log = sink.log_text();
+    sink.terminate(Duration::from_secs(20));
+    assert_eq!(
+        tick_rows(&world).await,
+        (13, 13),
+        "rows == messages, each once:\n{log}"
+    );
+    assert_eq!(world.stored_offsets().await[&(topic.clone(), 0)], 8);
+}
+
 /// An empty id recorded for a topic is no id: it is replaced by the
 /// broker's and resets nothing.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

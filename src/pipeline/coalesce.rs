@@ -100,6 +100,7 @@ mod tests {
                 expected: Some(first),
                 next: last + 1,
                 epoch,
+                topic_id: None,
             }],
             held: rows,
         }

@@ -77,6 +77,8 @@ pub struct Assignment {
     /// The log's end at the assignment, when known: with `start`, the lag
     /// before anything is committed.
     pub high: Option<i64>,
+    /// The topic's id as the broker gave it for this start, if it gives one.
+    pub topic_id: Option<Arc<str>>,
 }
 
 /// What the rest of the sink asks of the consumer thread.
@@ -569,6 +571,7 @@ impl SinkContext {
                 continue;
             };
             let id = id.flatten();
+            let topic_id: Option<Arc<str>> = id.as_deref().map(Arc::from);
             if let Some(before) = &stored.recreated_from {
                 report_recreated(topic, before, id.as_deref().unwrap_or_default());
             }
@@ -587,6 +590,7 @@ impl SinkContext {
                     stored: stored.offsets.get(&p).copied(),
                     start: start.at,
                     high: start.high,
+                    topic_id: topic_id.clone(),
                 });
             }
         }
@@ -1363,7 +1367,14 @@ fn run(
                         }
                     }
                 }
-                Ok(Command::Resync { topic, partition }) => resyncs.push((topic, partition)),
+                Ok(Command::Resync { topic, partition }) => {
+                    // The topic's id is read again before the partition
+                    // starts: a writer refuses a batch whose topic was
+                    // replaced under it, and the new id must be recorded
+                    // (and the stored offsets reset) first.
+                    lock(&context.topic_ids).remove(&topic);
+                    resyncs.push((topic, partition));
+                }
                 Ok(Command::Pause(mut partitions)) => {
                     // One revoked since the pipeline sent this is not held
                     // back: its next assignment starts fetching.
@@ -1640,6 +1651,11 @@ fn start_again(
     budget: Budget,
 ) -> Vec<(Arc<str>, i32)> {
     let mut retry = Vec::new();
+    let topic_id: Option<Arc<str>> = lock(&context.topic_ids)
+        .get(topic)
+        .cloned()
+        .flatten()
+        .map(Arc::from);
     let candidates = context.candidates(consumer, topic, partitions, stored, budget);
     let ranges = log_ranges(consumer, topic, partitions, budget);
     for (&partition, range) in partitions.iter().zip(ranges) {
@@ -1674,6 +1690,7 @@ fn start_again(
             stored: stored.offsets.get(&partition).copied(),
             start: start.at,
             high: start.high,
+            topic_id: topic_id.clone(),
         }]));
     }
     retry

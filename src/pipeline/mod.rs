@@ -18,6 +18,7 @@ pub(crate) mod dead_letter;
 pub(crate) mod decode;
 mod native_headers;
 pub(crate) mod outcome;
+mod topic_watch;
 mod validate;
 pub(crate) mod write;
 
@@ -75,6 +76,8 @@ pub enum RunError {
     DeadLetter(#[from] crate::pipeline::dead_letter::DeadLetterError),
     #[error(transparent)]
     Consume(#[from] consume::ConsumeError),
+    #[error("creating the Kafka client that confirms topic ids: {0}")]
+    TopicWatch(#[source] rdkafka::error::KafkaError),
     #[error(
         "shutdown_timeout_ms ({}) reached with {rows} rows not yet committed: they, and whatever was read after them, will be read again from the stored offsets on the next start (nothing is lost)",
         .timeout.as_millis()
@@ -86,6 +89,8 @@ pub enum RunError {
 #[derive(Debug, Clone)]
 struct PartitionState {
     epoch: u64,
+    /// The topic's id when the partition started, if the broker gives one.
+    topic_id: Option<Arc<str>>,
     /// The `next_offset` the database will hold once every batch handed out
     /// so far is committed; the fence of the next batch.
     expected: Option<i64>,
@@ -217,6 +222,11 @@ pub async fn run(
     );
 
     let dead_letters = Arc::new(DeadLetters::new(&config)?);
+    // The watch asks the broker until the sink has stopped.
+    let watch_stop = CancellationToken::new();
+    let topic_watch = topic_watch::TopicWatch::start(&config, watch_stop.clone())
+        .map_err(RunError::TopicWatch)?;
+    let _watch_stop = watch_stop.drop_guard();
     let (event_tx, mut events) = mpsc::channel::<Event>(EVENT_QUEUE);
     let (command_tx, command_rx) = std_mpsc::channel::<Command>();
     let (report_tx, mut reports) = mpsc::unbounded_channel::<Written>();
@@ -269,6 +279,7 @@ pub async fn run(
             dead_letters.clone(),
             health.clone(),
             expected,
+            topic_watch.clone(),
         );
         let (tx, rx) = mpsc::channel::<Flush>(WRITER_QUEUE);
         let task = WriterTask {
@@ -566,6 +577,7 @@ impl Router<'_> {
                     stored,
                     start,
                     high,
+                    topic_id,
                 } in assigned
                 {
                     self.batcher.drop_partitions(&topic, &[partition]);
@@ -608,6 +620,7 @@ impl Router<'_> {
                         (topic, partition),
                         PartitionState {
                             epoch,
+                            topic_id,
                             expected: stored,
                             counters,
                             read_any: false,
@@ -686,6 +699,7 @@ impl Router<'_> {
                 expected: state.expected,
                 next: span.last + 1,
                 epoch: state.epoch,
+                topic_id: state.topic_id.clone(),
             });
             state.expected = Some(span.last + 1);
         }

@@ -36,11 +36,12 @@ use crate::pipeline::batch::Batch;
 use crate::pipeline::copy_format::{EncodedRows, latest_per_key, stream_all};
 use crate::pipeline::dead_letter::{DeadLetter, DeadLetters};
 use crate::pipeline::outcome::{Outcome, RejectClass, Rejection};
+use crate::pipeline::topic_watch::{Origin, Replaced, TopicWatch};
 
 const FENCE_SQL: &str = include_str!("../../sql/queries/advance_offsets.sql");
 
 /// What the stored offset of a partition must be before a batch, and becomes after it.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Fence {
     pub partition: i32,
     /// The `next_offset` this instance last stored or read; `None` when no row exists yet.
@@ -49,6 +50,10 @@ pub struct Fence {
     pub next: i64,
     /// The assignment this batch was read under (see `consume`).
     pub epoch: u64,
+    /// The topic's id when that assignment started, where the broker gives
+    /// one: the batch commits only while the broker still gives it (see
+    /// `topic_watch`).
+    pub topic_id: Option<Arc<str>>,
 }
 
 /// A batch handed to a writer, with the fences of its partitions. Batches
@@ -114,11 +119,11 @@ impl Flush {
                     let middle = first.last + 1;
                     second.push(Fence {
                         expected: Some(middle),
-                        ..*fence
+                        ..fence.clone()
                     });
                     fence.next = middle;
                 }
-                (None, Some(_)) => second.push(*fence),
+                (None, Some(_)) => second.push(fence.clone()),
                 _ => {}
             }
         }
@@ -227,8 +232,14 @@ impl AttemptError {
 }
 
 enum Attempt {
-    Committed { rows: usize, rejected: usize },
+    Committed {
+        rows: usize,
+        rejected: usize,
+    },
     Fenced(Vec<i32>),
+    /// The topic was deleted and created again under the flush: nothing
+    /// committed.
+    Replaced(Replaced),
 }
 
 /// Writes the batches of one table, on its own connection.
@@ -261,6 +272,8 @@ pub struct Writer {
     /// Whether the live table was compared and found writable since the
     /// last error that only the operator can cure.
     verified: bool,
+    /// Confirms that a flush's topic was not replaced under it.
+    topic_watch: Arc<TopicWatch>,
 }
 
 /// An open connection and the statements prepared on it once, so that a
@@ -306,6 +319,7 @@ impl Writer {
         dead_letters: Arc<DeadLetters>,
         health: Arc<Health>,
         expected: Option<Shape>,
+        topic_watch: Arc<TopicWatch>,
     ) -> Writer {
         Writer {
             table: Arc::from(table.name.as_str()),
@@ -321,6 +335,7 @@ impl Writer {
             expected,
             direct_compress: table.timescaledb.direct_compress,
             verified: false,
+            topic_watch,
         }
     }
 
@@ -332,6 +347,21 @@ impl Writer {
             ..Report::default()
         };
         let mut backoff = Backoff::new();
+        // Asked now, answered while the rows go out: whether the topic is
+        // still the one the partitions started on.
+        let polled_ms = flush
+            .batch
+            .entries
+            .iter()
+            .map(|e| e.message.polled_ms)
+            .max()
+            .unwrap_or(0);
+        let mut origin = Origin::ask(
+            &self.topic_watch,
+            &flush.batch.topic,
+            &flush.fences,
+            polled_ms,
+        );
 
         // Dead letters from decoding and validation: acknowledged first.
         let invalid: Vec<(Rejection, usize)> = flush
@@ -393,7 +423,7 @@ impl Writer {
         let mut failed = false;
         while let Some(mut part) = parts.pop_front() {
             let started = Instant::now();
-            match self.attempt(&mut part).await {
+            match self.attempt(&mut part, &mut origin).await {
                 Ok(Attempt::Committed { rows, rejected }) => {
                     metrics::histogram!("timesink_copy_duration_seconds", "table" => self.table.to_string())
                         .record(started.elapsed().as_secs_f64());
@@ -421,6 +451,15 @@ impl Writer {
                         (self.table.clone(), chrono::Utc::now().timestamp_millis());
                     tokio::task::spawn_blocking(move || record_latency(table, part, now_ms));
                 }
+                Ok(Attempt::Replaced(Replaced { started, now })) => {
+                    tracing::warn!(
+                        topic = %part.batch.topic, id_started = %started, id_now = %now,
+                        "the topic was deleted and created again while this batch was read: nothing of it is committed, and its partitions start again from a checked start"
+                    );
+                    for p in std::iter::once(part).chain(parts.drain(..)) {
+                        report.fenced.extend(p.fences);
+                    }
+                }
                 Ok(Attempt::Fenced(partitions)) => {
                     tracing::info!(
                         topic = %part.batch.topic, ?partitions,
@@ -429,7 +468,8 @@ impl Writer {
                     report.fenced.extend(
                         part.fences
                             .iter()
-                            .filter(|f| partitions.contains(&f.partition)),
+                            .filter(|f| partitions.contains(&f.partition))
+                            .cloned(),
                     );
                     for p in std::iter::once(&mut part).chain(parts.iter_mut()) {
                         p.fences.retain(|f| !partitions.contains(&f.partition));
@@ -551,14 +591,18 @@ impl Writer {
     /// (a key already there, a bad row), that transaction is rolled back and
     /// the flush is tried again carefully: under savepoints, with the merge
     /// path and the search for refused rows.
-    async fn attempt(&mut self, flush: &mut Flush) -> Result<Attempt, AttemptError> {
+    async fn attempt(
+        &mut self,
+        flush: &mut Flush,
+        origin: &mut Origin,
+    ) -> Result<Attempt, AttemptError> {
         self.connect().await?;
         if !self.verified {
             self.verify().await?;
         }
         if self.merge_next > 0 {
             self.merge_next -= 1;
-            return self.attempt_carefully(flush, true).await;
+            return self.attempt_carefully(flush, true, origin).await;
         }
         // Every row as the router encoded it, in order. No row is dropped
         // for a later one of the same key: if the batch repeats a key,
@@ -580,14 +624,24 @@ impl Writer {
             futures::pin_mut!(sink);
             feed_rows(sink.as_mut(), stream).await?;
             fail::fail_point!("commit-before", |_| std::process::abort());
-            sink.finish().await
+            // The broker's word on the topic, asked while the rows went
+            // out. Replaced: the sink is dropped unfinished, which aborts
+            // the COPY and the transaction.
+            if let Some(replaced) = origin.replaced().await {
+                return Ok(Err(replaced.clone()));
+            }
+            sink.finish().await.map(Ok)
         };
         // COMMIT goes out right behind the end of the COPY, not a round trip
         // later. It cannot commit a failed COPY: the error aborts the
         // transaction, and PostgreSQL answers that COMMIT with a rollback.
         let (copied, committed) = tokio::join!(copied, client.batch_execute("COMMIT"));
         match copied {
-            Ok(_) => committed?,
+            Ok(Ok(_)) => committed?,
+            Ok(Err(replaced)) => {
+                committed?; // the rollback
+                return Ok(Attempt::Replaced(replaced));
+            }
             // Only a row's error or a key already there is for the careful
             // path to sort out; anything else fails the whole attempt.
             Err(e) if !matches!(classify(&e), Class::Row | Class::Conflict) => {
@@ -599,7 +653,7 @@ impl Writer {
                 if conflict {
                     self.merge_next = MERGE_STREAK;
                 }
-                return self.attempt_carefully(flush, conflict).await;
+                return self.attempt_carefully(flush, conflict, origin).await;
             }
         }
         Ok(Attempt::Committed { rows, rejected: 0 })
@@ -640,6 +694,7 @@ impl Writer {
         &mut self,
         flush: &mut Flush,
         merge: bool,
+        origin: &mut Origin,
     ) -> Result<Attempt, AttemptError> {
         if let (Some(fenced), ()) = self.begin(flush, async { Ok(()) }).await? {
             self.client_ref().batch_execute("ROLLBACK").await?;
@@ -697,6 +752,10 @@ impl Writer {
             self.dead_letters.send_all(&letters).await?;
         }
         fail::fail_point!("commit-before", |_| std::process::abort());
+        if let Some(replaced) = origin.replaced().await {
+            self.client_ref().batch_execute("ROLLBACK").await?;
+            return Ok(Attempt::Replaced(replaced.clone()));
+        }
         self.client_ref().batch_execute("COMMIT").await?;
         Ok(Attempt::Committed {
             rows,
@@ -975,6 +1034,7 @@ mod tests {
                 expected: Some(first),
                 next: last + 1,
                 epoch,
+                topic_id: None,
             });
         }
         Flush {
