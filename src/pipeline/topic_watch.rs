@@ -55,10 +55,12 @@ fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
 
 impl TopicWatch {
     /// A watch with a Kafka client of its own (the consumer's settings,
-    /// without the group), asking until `shutdown`.
+    /// TLS and SASL included, without the group), asking until `shutdown`.
     pub fn start(config: &Config, shutdown: CancellationToken) -> Result<Arc<Self>, KafkaError> {
         let mut client = super::consume::consumer_config(config);
+        // A client of no group: it only asks for metadata.
         client.remove("group.id");
+        client.remove("group.instance.id");
         let watch = Arc::new(TopicWatch {
             client: client.create()?,
             wanted: Mutex::new(BTreeSet::new()),
