@@ -82,7 +82,7 @@ pub fn log(level: RDKafkaLogLevel, fac: &str, message: &str) {
     }
 }
 
-/// The context of the sink's producer and admin clients.
+/// The context of the sink's producer, admin and topic-id clients.
 pub struct Quiet {
     pub link: std::sync::Arc<Link>,
 }
@@ -96,3 +96,6 @@ impl ClientContext for Quiet {
         self.link.error(&error, reason);
     }
 }
+
+/// The topic-id watch is a consumer of no group: nothing to rebalance.
+impl rdkafka::consumer::ConsumerContext for Quiet {}

@@ -23,6 +23,7 @@ use tokio::sync::{Notify, watch};
 use tokio_util::sync::CancellationToken;
 
 use crate::config::Config;
+use crate::kafka_log::{Link, Quiet};
 
 /// How long one DescribeTopics request may take.
 const DESCRIBE_TIMEOUT: Duration = Duration::from_secs(2);
@@ -41,7 +42,9 @@ struct Answer {
 
 /// Asks the broker for topic ids on the writers' behalf.
 pub struct TopicWatch {
-    client: BaseConsumer,
+    client: BaseConsumer<Quiet>,
+    /// Whether the brokers answer, said once per change.
+    link: Arc<Link>,
     /// Every topic a writer asked about.
     wanted: Mutex<BTreeSet<Arc<str>>>,
     ask: Notify,
@@ -61,8 +64,10 @@ impl TopicWatch {
         // A client of no group: it only asks for metadata.
         client.remove("group.id");
         client.remove("group.instance.id");
+        let link = Arc::new(Link::new(&config.kafka.brokers, "topic ids"));
         let watch = Arc::new(TopicWatch {
-            client: client.create()?,
+            client: client.create_with_context(Quiet { link: link.clone() })?,
+            link,
             wanted: Mutex::new(BTreeSet::new()),
             ask: Notify::new(),
             answers: watch::Sender::new(None),
@@ -89,6 +94,7 @@ impl TopicWatch {
             .await;
             match answer {
                 Ok(Ok(ids)) => {
+                    self.link.reachable();
                     self.answers.send_replace(Some(Answer {
                         asked_ms,
                         topics,
