@@ -11,6 +11,11 @@ impl Timestamp {
     /// 2009-01-01T00:00:00Z: every valid record is strictly after it.
     pub const EARLIEST_EXCLUSIVE: Timestamp = Timestamp(1_230_768_000_000_000);
 
+    /// The earliest instant a PostgreSQL `timestamptz` holds, 4714-11-24
+    /// BC 00:00 UTC. Every later microsecond an i64 counts from 1970 is
+    /// within its range (which ends in 294276 AD, past an i64's reach).
+    pub const EARLIEST_STORABLE: Timestamp = Timestamp(-210_866_803_200_000_000);
+
     pub fn from_millis(ms: i64) -> Option<Timestamp> {
         ms.checked_mul(1000).map(Timestamp)
     }
@@ -19,10 +24,12 @@ impl Timestamp {
         self.0
     }
 
-    /// Microseconds since 2000-01-01, PostgreSQL's epoch.
+    /// Microseconds since 2000-01-01, PostgreSQL's epoch. Exact from
+    /// [`Timestamp::EARLIEST_STORABLE`] on, which validation ensures; never
+    /// wraps below it.
     pub fn postgres_micros(self) -> i64 {
         const UNIX_TO_POSTGRES_EPOCH_MICROS: i64 = 946_684_800_000_000;
-        self.0 - UNIX_TO_POSTGRES_EPOCH_MICROS
+        self.0.saturating_sub(UNIX_TO_POSTGRES_EPOCH_MICROS)
     }
 }
 

@@ -296,3 +296,89 @@ async fn a_header_name_that_is_not_utf8_is_read_not_panicked_on() {
     );
     assert!(h["dlq.reason"].contains("usdPrice"), "{}", h["dlq.reason"]);
 }
+
+/// Values beyond what PostgreSQL's types hold are dead letters naming the
+/// column, never stored as something else: a double of `1e400` (not
+/// `Infinity`), `1e-400` (not 0), an epoch in milliseconds before 4714 BC
+/// (not a date in the year 294247).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn values_beyond_their_type_are_dead_lettered_not_stored_otherwise() {
+    let world = World::new(1).await;
+    let prefix = world
+        .topics
+        .prices
+        .trim_end_matches("crypto-prices")
+        .to_owned();
+    let topic = format!("{prefix}readings");
+    create_topics(std::slice::from_ref(&topic), 1).await;
+    let config = format!(
+        r#"
+[tables.readings]
+topics = ["{topic}"]
+primary_key = ["id"]
+columns = [
+  {{ name = "id", type = "text", from = "key", required = true }},
+  {{ name = "celsius", type = "double precision", from = "/t", required = true }},
+  {{ name = "at", type = "timestamptz", from = "/at", epoch = "ms", required = true }},
+]
+"#
+    );
+    let file = std::env::temp_dir().join(format!("{prefix}readings.toml"));
+    std::fs::write(&file, config).expect("write config");
+    let messages: Vec<(String, String)> = [
+        ("ok1", r#"{"t":1.5,"at":1763834400000}"#),
+        ("huge", r#"{"t":1e400,"at":1763834400000}"#),
+        ("tiny", r#"{"t":1e-400,"at":1763834400000}"#),
+        ("ancient", r#"{"t":2.5,"at":-9223372036854775}"#),
+        ("ok2", r#"{"t":1e-310,"at":1763834400001}"#),
+    ]
+    .map(|(k, v)| (k.to_owned(), v.to_owned()))
+    .to_vec();
+    send_many(&topic, &messages).await;
+    let mut sink = SinkProcess::start(
+        &world,
+        &[("TIMESINK_CONFIG_FILE", file.display().to_string())],
+    );
+    drained(&world, &topic, 60).await;
+    let letters = read_to_end(&format!("{topic}.dlq"), 60);
+    sink.terminate(Duration::from_secs(20));
+
+    let rows: Vec<String> = world
+        .db
+        .query("SELECT id FROM readings ORDER BY id", &[])
+        .await
+        .expect("rows")
+        .iter()
+        .map(|r| r.get(0))
+        .collect();
+    assert_eq!(rows, ["ok1", "ok2"], "only the values their types hold");
+    let mut reasons: Vec<(String, String)> = letters
+        .iter()
+        .map(|m| {
+            let key = String::from_utf8_lossy(m.key().unwrap_or_default()).into_owned();
+            (key, dlq_headers(m)["dlq.reason"].clone())
+        })
+        .collect();
+    reasons.sort();
+    let expected = [
+        ("ancient", "column `at`", "before 4714-11-24 BC"),
+        (
+            "huge",
+            "column `celsius`",
+            "1e400 is out of range for double precision",
+        ),
+        (
+            "tiny",
+            "column `celsius`",
+            "1e-400 is out of range for double precision",
+        ),
+    ];
+    assert_eq!(reasons.len(), expected.len(), "{reasons:?}");
+    for ((key, reason), (k, column, problem)) in reasons.iter().zip(expected) {
+        assert_eq!(key, k);
+        assert!(
+            reason.contains(column) && reason.contains(problem),
+            "{key}: {reason}"
+        );
+    }
+}

@@ -240,26 +240,22 @@ fn read<'r>(column: &Column, value: Value<'r>, ctx: &Context<'_>) -> Result<Cell
             Err(format!("expected a boolean, found {}", kind(raw)))
         }
 
-        (ColumnType::Double, Value::Json(raw)) if is_number(raw) => raw
-            .parse::<f64>()
-            .map(Cell::Double)
-            .map_err(|e| e.to_string()),
+        (ColumnType::Double, Value::Json(raw)) if is_number(raw) => double(raw).map(Cell::Double),
         (ColumnType::Double, Value::Float(v)) => Ok(Cell::Double(v)),
         (ColumnType::Double, Value::Int(v)) => Ok(Cell::Double(v as f64)),
         (ColumnType::Double, Value::UInt(v)) => Ok(Cell::Double(v as f64)),
-        (ColumnType::Double, Value::Text(t)) => t
-            .parse::<f64>()
-            .map(Cell::Double)
-            .map_err(|_| format!("{t:?} is not a number")),
+        (ColumnType::Double, Value::Text(t)) => double(&t).map(Cell::Double),
         (ColumnType::Double, Value::Json(raw)) => {
             Err(format!("expected a number, found {}", kind(raw)))
         }
 
-        (ColumnType::TimestampTz, Value::Time(t)) => Ok(Cell::Time(t)),
+        (ColumnType::TimestampTz, Value::Time(t)) => storable(t),
         (ColumnType::TimestampTz, Value::Json(raw)) if raw.starts_with('"') => {
-            crate::time::parse_iso8601(&string_text(raw)?).map(Cell::Time)
+            crate::time::parse_iso8601(&string_text(raw)?).and_then(storable)
         }
-        (ColumnType::TimestampTz, Value::Text(t)) => crate::time::parse_iso8601(&t).map(Cell::Time),
+        (ColumnType::TimestampTz, Value::Text(t)) => {
+            crate::time::parse_iso8601(&t).and_then(storable)
+        }
         (ColumnType::TimestampTz, Value::Json(raw)) if is_integer(raw) => {
             epoch(raw.parse::<i64>().ok(), column.epoch)
         }
@@ -329,8 +325,50 @@ fn epoch_name(epoch: Epoch) -> &'static str {
 fn epoch<'r>(value: Option<i64>, unit: Epoch) -> Result<Cell<'r>, String> {
     value
         .and_then(|v| v.checked_mul(unit.micros()))
-        .map(|micros| Cell::Time(Timestamp(micros)))
         .ok_or_else(|| format!("epoch {} out of range", epoch_name(unit)))
+        .and_then(|micros| storable(Timestamp(micros)))
+}
+
+/// A timestamp PostgreSQL's `timestamptz` holds; one before its range
+/// would otherwise wrap into a date far in the future.
+fn storable<'r>(t: Timestamp) -> Result<Cell<'r>, String> {
+    if t < Timestamp::EARLIEST_STORABLE {
+        return Err(format!(
+            "{t} is before 4714-11-24 BC, the earliest timestamptz PostgreSQL holds"
+        ));
+    }
+    Ok(Cell::Time(t))
+}
+
+/// Characters of a numeral quoted in a reason at most.
+const QUOTED_NUMERAL: usize = 40;
+
+/// A numeral as PostgreSQL reads a `double precision`: one beyond the
+/// type's range (`1e400`), or a non-zero one so small that it would read as
+/// 0 (`1e-400`), is refused as PostgreSQL's own input refuses it, where a
+/// plain parse would store `Infinity` or 0. `Infinity` and `NaN` spelled
+/// out are values of the type.
+fn double(text: &str) -> Result<f64, String> {
+    let quoted = || match text.char_indices().nth(QUOTED_NUMERAL) {
+        Some((cut, _)) => format!("{}… ({} bytes)", &text[..cut], text.len()),
+        None => text.to_owned(),
+    };
+    let value: f64 = text
+        .parse()
+        .map_err(|_| format!("{:?} is not a number", quoted()))?;
+    // Looked at only for the two results a numeral out of range gives.
+    let spelled = || {
+        text.bytes()
+            .any(|b| b.is_ascii_alphabetic() && b != b'e' && b != b'E')
+    };
+    let non_zero = || {
+        let mantissa = text.split(['e', 'E']).next().unwrap_or(text);
+        mantissa.bytes().any(|b| (b'1'..=b'9').contains(&b))
+    };
+    if (value.is_infinite() && !spelled()) || (value == 0.0 && non_zero()) {
+        return Err(format!("{} is out of range for double precision", quoted()));
+    }
+    Ok(value)
 }
 
 /// The column's own rules: bounds, how far ahead, allowed values, JSON kind.
@@ -863,5 +901,51 @@ mod sources {
             e.to_string(),
             "column `bid` (/bids/0/price): required but missing or null"
         );
+    }
+}
+
+#[cfg(test)]
+mod ranges {
+    use super::*;
+    use crate::catalog::Epoch;
+
+    #[test]
+    fn a_double_beyond_its_range_is_refused_not_stored_as_infinity_or_zero() {
+        assert_eq!(double("1.5"), Ok(1.5));
+        assert_eq!(
+            double("-2e308").unwrap_err(),
+            "-2e308 is out of range for double precision"
+        );
+        assert!(double("1e400").is_err());
+        assert!(double("1e-400").is_err());
+        assert!(
+            double("-0.0000e-999").is_ok_and(|v| v == 0.0),
+            "zero is zero"
+        );
+        assert!(double("0e-400").is_ok_and(|v| v == 0.0));
+        // A denormal is a value of the type, as PostgreSQL reads it.
+        assert!(double("1e-310").is_ok_and(|v| v > 0.0));
+        assert!(double("Infinity").is_ok_and(f64::is_infinite));
+        assert!(double("-inf").is_ok_and(f64::is_infinite));
+        assert!(double("NaN").is_ok_and(f64::is_nan));
+        let long = format!("1{}e400", "0".repeat(1_000));
+        let reason = double(&long).unwrap_err();
+        assert!(
+            reason.len() < 100 && reason.contains("(1005 bytes)"),
+            "{reason}"
+        );
+    }
+
+    #[test]
+    fn an_epoch_before_postgres_range_is_refused_not_wrapped() {
+        let Err(reason) = epoch(Some(-9_223_372_036_854_775), Epoch::Millis) else {
+            panic!("stored");
+        };
+        assert!(reason.contains("before 4714-11-24 BC"), "{reason}");
+        assert!(epoch(Some(i64::MIN), Epoch::Millis).is_err());
+        // 4714-11-24 BC itself is the first storable instant.
+        assert!(epoch(Some(-210_866_803_200_000), Epoch::Millis).is_ok());
+        assert!(epoch(Some(-210_866_803_200_001), Epoch::Millis).is_err());
+        assert_eq!(Timestamp(i64::MIN).postgres_micros(), i64::MIN);
     }
 }
