@@ -304,11 +304,7 @@ async fn a_header_name_that_is_not_utf8_is_read_not_panicked_on() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn values_beyond_their_type_are_dead_lettered_not_stored_otherwise() {
     let world = World::new(1).await;
-    let prefix = world
-        .topics
-        .prices
-        .trim_end_matches("crypto-prices")
-        .to_owned();
+    let prefix = world.prefix();
     let topic = format!("{prefix}readings");
     create_topics(std::slice::from_ref(&topic), 1).await;
     let config = format!(
@@ -323,8 +319,6 @@ columns = [
 ]
 "#
     );
-    let file = std::env::temp_dir().join(format!("{prefix}readings.toml"));
-    std::fs::write(&file, config).expect("write config");
     let messages: Vec<(String, String)> = [
         ("ok1", r#"{"t":1.5,"at":1763834400000}"#),
         ("huge", r#"{"t":1e400,"at":1763834400000}"#),
@@ -335,10 +329,7 @@ columns = [
     .map(|(k, v)| (k.to_owned(), v.to_owned()))
     .to_vec();
     send_many(&topic, &messages).await;
-    let mut sink = SinkProcess::start(
-        &world,
-        &[("TIMESINK_CONFIG_FILE", file.display().to_string())],
-    );
+    let mut sink = SinkProcess::start(&world, &[world.config_file("readings", &config)]);
     drained(&world, &topic, 60).await;
     let letters = read_to_end(&format!("{topic}.dlq"), 60);
     sink.terminate(Duration::from_secs(20));

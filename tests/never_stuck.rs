@@ -817,11 +817,7 @@ async fn a_changed_table_is_blocked_by_name_not_dead_lettered_and_heals() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_changed_mapped_table_is_blocked_by_name_while_the_others_flow_and_heals() {
     let world = World::new(2).await;
-    let prefix = world
-        .topics
-        .prices
-        .trim_end_matches("crypto-prices")
-        .to_owned();
+    let prefix = world.prefix();
     let sensors = format!("{prefix}sensors");
     create_topics(std::slice::from_ref(&sensors), 2).await;
     let config = format!(
@@ -835,8 +831,6 @@ columns = [
 ]
 "#
     );
-    let file = std::env::temp_dir().join(format!("{prefix}stuck-readings.toml"));
-    std::fs::write(&file, config).expect("write config");
     let readings = |range: std::ops::Range<u64>| -> Vec<(String, String)> {
         range
             .map(|i| (format!("r{i}"), format!(r#"{{"t":{i}.5}}"#)))
@@ -846,7 +840,7 @@ columns = [
     let mut sink = SinkProcess::start(
         &world,
         &[
-            ("TIMESINK_CONFIG_FILE", file.display().to_string()),
+            world.config_file("stuck-readings", &config),
             ("TIMESINK_HTTP__LISTEN", format!("127.0.0.1:{port}")),
         ],
     );

@@ -211,11 +211,7 @@ async fn a_stored_offset_past_the_end_is_not_used_silently() {
 /// topic of its own, `{prefix}ticks`: a message read twice is a row twice.
 /// Returns the topic and the sink's environment.
 async fn append_only_ticks(world: &World) -> (String, Vec<(&'static str, String)>) {
-    let prefix = world
-        .topics
-        .prices
-        .trim_end_matches("crypto-prices")
-        .to_owned();
+    let prefix = world.prefix();
     let topic = format!("{prefix}ticks");
     create_topics(std::slice::from_ref(&topic), 1).await;
     let config = format!(
@@ -229,12 +225,8 @@ columns = [
 ]
 "#
     );
-    let file = std::env::temp_dir().join(format!("{prefix}ticks.toml"));
-    std::fs::write(&file, config).expect("write config");
-    (
-        topic,
-        vec![("TIMESINK_CONFIG_FILE", file.display().to_string())],
-    )
+    let env = vec![world.config_file("ticks", &config)];
+    (topic, env)
 }
 
 fn ticks(range: std::ops::Range<u64>) -> Vec<(String, String)> {

@@ -60,11 +60,7 @@ async fn send_event(
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_odin_stream_lands_by_its_declared_mapping() {
     let world = World::new(1).await;
-    let prefix = world
-        .topics
-        .prices
-        .trim_end_matches("crypto-prices")
-        .to_owned();
+    let prefix = world.prefix();
     let topics: Vec<String> = TOPICS.iter().map(|t| format!("{prefix}{t}")).collect();
     create_topics(&topics, 3).await;
     // The shipped example, its topics renamed for this test.
@@ -476,11 +472,7 @@ async fn the_odin_stream_lands_by_its_declared_mapping() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_mapped_table_picks_up_topics_by_pattern_and_captures_their_names() {
     let world = World::new(1).await;
-    let prefix = world
-        .topics
-        .prices
-        .trim_end_matches("crypto-prices")
-        .to_owned();
+    let prefix = world.prefix();
     let config = format!(
         r#"
 [tables.readings]

@@ -139,6 +139,23 @@ impl World {
         world
     }
 
+    /// The prefix of this world's names: a test's own topics (those of a
+    /// user's mapping) start with it too, so that tests stay apart.
+    pub fn prefix(&self) -> String {
+        self.topics
+            .prices
+            .trim_end_matches("crypto-prices")
+            .to_owned()
+    }
+
+    /// Writes `toml`, a user's mapping, to a file of this world's named
+    /// after `name`; returns the sink's setting that reads it.
+    pub fn config_file(&self, name: &str, toml: &str) -> (&'static str, String) {
+        let file = std::env::temp_dir().join(format!("{}{name}.toml", self.prefix()));
+        std::fs::write(&file, toml).expect("write config");
+        ("TIMESINK_CONFIG_FILE", file.display().to_string())
+    }
+
     pub fn topic(&self, t: DataType) -> String {
         self.topics.base(t).to_owned()
     }
