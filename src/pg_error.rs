@@ -25,8 +25,9 @@ pub enum Class {
     TooBig,
     /// Rows for chunks TimescaleDB has compressed made it decompress more
     /// tuples than `timescaledb.max_tuples_decompressed_per_dml_transaction`
-    /// allows (SQLSTATE 53400): written again with the limit lifted for
-    /// the transaction.
+    /// allows (SQLSTATE 53400): written again with the limit raised to the
+    /// table's `timescaledb.max_tuples_decompressed` for the transaction;
+    /// over that too, in halves; a single row over it blocks the table.
     Decompression,
     /// Only the operator can cure it (privileges, a missing or changed table
     /// or column, a read-only server, authentication): the table is reported

@@ -78,12 +78,13 @@ struct Sink {
 
 impl Sink {
     fn start(config: &Config) -> Sink {
+        Sink::start_with(config, Arc::new(Health::new(config.health.clone())))
+    }
+
+    /// Starts it reporting to `health`, for a test to read its status.
+    fn start_with(config: &Config, health: Arc<Health>) -> Sink {
         let shutdown = CancellationToken::new();
-        let task = tokio::spawn(pipeline::run(
-            config.clone(),
-            Arc::new(Health::new(config.health.clone())),
-            shutdown.clone(),
-        ));
+        let task = tokio::spawn(pipeline::run(config.clone(), health, shutdown.clone()));
         Sink { shutdown, task }
     }
 
@@ -731,7 +732,7 @@ async fn candles_equal_the_raw_query_in_real_time_and_after_late_data() {
 /// `max_tuples_decompressed_per_dml_transaction` (100,000) allows.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn late_rows_and_repeated_keys_land_in_compressed_chunks_past_the_decompression_limit() {
-    let Some((world, config)) = timescaledb_world(
+    let Some((world, mut config)) = timescaledb_world(
         2,
         "late_rows_and_repeated_keys_land_in_compressed_chunks_past_the_decompression_limit",
     )
@@ -739,6 +740,14 @@ async fn late_rows_and_repeated_keys_land_in_compressed_chunks_past_the_decompre
     else {
         return;
     };
+    // Below what the late batch decompresses (200,200): the raised limit
+    // holds, and the batch lands in parts.
+    config
+        .tables
+        .get_mut("crypto_prices")
+        .expect("built-in")
+        .timescaledb
+        .max_tuples_decompressed = 150_000;
     // History: 200,000 prices of one coin on one exchange, a second apart,
     // three days ago — one segment, compressed in batches of 1,000.
     let base = (chrono::Utc::now() - chrono::Duration::days(3))
@@ -835,6 +844,97 @@ async fn late_rows_and_repeated_keys_land_in_compressed_chunks_past_the_decompre
     assert!(
         decompressed > 100_000,
         "{decompressed} tuples decompressed: the test must pass the default limit"
+    );
+}
+
+/// The raised decompression limit is a bound: a row that needs more
+/// tuples decompressed than the table's `max_tuples_decompressed` is not
+/// written with the limit off; the table is blocked, naming the key, and
+/// nothing is skipped.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_row_past_the_raised_decompression_limit_blocks_its_table_naming_the_key() {
+    let Some((world, mut config)) = timescaledb_world(
+        1,
+        "a_row_past_the_raised_decompression_limit_blocks_its_table_naming_the_key",
+    )
+    .await
+    else {
+        return;
+    };
+    let prices = config.tables.get_mut("crypto_prices").expect("built-in");
+    prices.timescaledb.max_tuples_decompressed = 500;
+    let base = (chrono::Utc::now() - chrono::Duration::days(3))
+        .date_naive()
+        .and_hms_opt(0, 0, 0)
+        .expect("midnight")
+        .and_utc();
+    // Three compressed batches of 1,000 tuples.
+    world
+        .db
+        .batch_execute(&format!(
+            "INSERT INTO crypto_prices (time, coin_id, symbol, exchange_id, usd_price, source) \
+             SELECT '{}'::timestamptz + i * interval '1 second', 'a', 'A', 'x', 100, 'history' \
+               FROM generate_series(0, 2999) AS i; \
+             SELECT count(compress_chunk(c)) FROM show_chunks('crypto_prices') AS c",
+            base.to_rfc3339()
+        ))
+        .await
+        .expect("history, compressed");
+    // The server allows the sink's sessions less than one compressed batch.
+    world
+        .db
+        .batch_execute(
+            "DO $$ BEGIN EXECUTE format('ALTER DATABASE %I SET \
+             timescaledb.max_tuples_decompressed_per_dml_transaction = 100', current_database()); END $$",
+        )
+        .await
+        .expect("the server's limit");
+    let topic = world.topic(DataType::Price);
+    // A later record of a stored key: its batch (1,000 tuples) is
+    // decompressed to check the key.
+    let at = (base + chrono::Duration::seconds(1500))
+        .to_rfc3339_opts(chrono::SecondsFormat::Micros, true);
+    send_many(
+        &topic,
+        &[(
+            "a".to_owned(),
+            format!(r#"{{"coinId":"a","symbol":"A","usdPrice":"7","exchangeId":"x","lastUpdated":"{at}","source":"late"}}"#),
+        )],
+    )
+    .await;
+    let health = Arc::new(Health::new(config.health.clone()));
+    let sink = Sink::start_with(&config, health.clone());
+    eventually(60, "crypto_prices blocked", || {
+        let health = health.clone();
+        async move { health.is_blocked("crypto_prices") }
+    })
+    .await;
+    let status = serde_json::to_value(health.status()).expect("status");
+    let reason = status.to_string();
+    assert!(
+        reason.contains("timescaledb.max_tuples_decompressed"),
+        "the reason names the key: {reason}"
+    );
+    sink.stop().await;
+    let late: i64 = world
+        .db
+        .query_one(
+            "SELECT count(*) FROM crypto_prices WHERE source = 'late'",
+            &[],
+        )
+        .await
+        .unwrap()
+        .get(0);
+    assert_eq!(late, 0, "not written past the bound");
+    assert_eq!(
+        world
+            .stored_offsets()
+            .await
+            .get(&(topic.clone(), 0))
+            .copied()
+            .unwrap_or(0),
+        0,
+        "its offset stays put"
     );
 }
 

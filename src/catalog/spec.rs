@@ -263,6 +263,23 @@ pub struct TimescaleSpec {
     /// table (`primary_key = []`) with compression (`compress_after`).
     #[serde(skip_serializing_if = "is_false")]
     pub direct_compress: bool,
+    /// The most tuples one of the sink's transactions may decompress
+    /// when its rows fall into compressed chunks (late data, a replay):
+    /// TimescaleDB's `max_tuples_decompressed_per_dml_transaction` is
+    /// raised to this for a transaction that needs more than the server
+    /// allows. A batch that needs more still is written in halves; a
+    /// single row that does blocks the table. Must be above 0.
+    #[serde(skip_serializing_if = "is_default_decompress_limit")]
+    pub max_tuples_decompressed: u64,
+}
+
+/// The default of `timescaledb.max_tuples_decompressed`: 50 times
+/// TimescaleDB's own default, about 1 GiB of the widest contract table's
+/// rows left uncompressed until the compression policy runs again.
+pub const MAX_TUPLES_DECOMPRESSED: u64 = 5_000_000;
+
+fn is_default_decompress_limit(n: &u64) -> bool {
+    *n == MAX_TUPLES_DECOMPRESSED
 }
 
 impl Default for TimescaleSpec {
@@ -272,6 +289,7 @@ impl Default for TimescaleSpec {
             chunk_interval: None,
             retention: None,
             direct_compress: false,
+            max_tuples_decompressed: MAX_TUPLES_DECOMPRESSED,
             compress_after: None,
             segment_by: Vec::new(),
             order_by: Vec::new(),

@@ -17,6 +17,8 @@ pub struct Timescale {
     pub retention: Option<Interval>,
     /// COPY writes compressed batches (an append-only table).
     pub direct_compress: bool,
+    /// The most tuples a transaction of the sink's may decompress.
+    pub max_tuples_decompressed: u64,
 }
 
 /// Chunks older than `after` are compressed, segmented and ordered so.
@@ -167,9 +169,16 @@ pub fn build(
             return Err((".timescaledb.direct_compress".into(), problem.into()));
         }
     }
+    if spec.max_tuples_decompressed == 0 {
+        return Err((
+            ".timescaledb.max_tuples_decompressed".into(),
+            "must be above 0: with no limit, late rows could leave a whole table decompressed on disk".into(),
+        ));
+    }
     Ok(Timescale {
         hypertable,
         direct_compress: spec.direct_compress,
+        max_tuples_decompressed: spec.max_tuples_decompressed,
         chunk_interval: spec
             .chunk_interval
             .as_deref()

@@ -144,7 +144,7 @@ pub const METRICS: &[Metric] = &[
         "timesink_decompression_limit_lifted_total",
         Kind::Counter,
         &["table"],
-        "Transactions into compressed chunks that needed more tuples decompressed than TimescaleDB's max_tuples_decompressed_per_dml_transaction allows (53400), written again with the limit lifted (for them and the table's next 16).",
+        "Transactions into compressed chunks that needed more tuples decompressed than TimescaleDB's max_tuples_decompressed_per_dml_transaction allows (53400), written again with the limit raised to the table's timescaledb.max_tuples_decompressed (for them and the table's next 16).",
     ),
     metric(
         "timesink_offset_resets_total",

@@ -371,25 +371,33 @@ pub async fn run(
         for batch in router.batcher.take_all() {
             router.ship(batch);
         }
-        // Batches waiting for room go as earlier ones are written.
-        while !router.all_written() {
-            match reports.recv().await {
-                Some(written) => router.written(written),
-                None => break,
+        // Batches waiting for room go as earlier ones are written. A
+        // blocked table waits for the operator, not for the shutdown: its
+        // rows are read again at the next start.
+        while !router.all_written_but_blocked() {
+            tokio::select! {
+                written = reports.recv() => match written {
+                    Some(written) => router.written(written),
+                    None => break,
+                },
+                _ = tokio::time::sleep(Duration::from_millis(100)) => {}
             }
         }
+        let blocked = router.blocked_with_rows();
+        writers_stop.cancel();
         router.writers.clear();
         for task in writer_tasks {
             let _ = task.await;
         }
+        blocked
     };
-    let finished = tokio::time::timeout_at((deadline - timeout / 5).into(), finish)
-        .await
-        .is_ok();
+    let finished = tokio::time::timeout_at((deadline - timeout / 5).into(), finish).await;
     let left = router.rows_left();
-    if !finished {
-        writers_stop.cancel();
-    }
+    writers_stop.cancel();
+    let (finished, blocked) = match finished {
+        Ok(blocked) => (true, blocked),
+        Err(_) => (false, Vec::new()),
+    };
     let _ = command_tx.send(Command::Close);
     drop(command_tx);
     while !consumer.thread.is_finished() && Instant::now() < deadline {
@@ -400,6 +408,13 @@ pub async fn run(
         task.abort();
     }
     match (finished, closed) {
+        (true, _) if !blocked.is_empty() => {
+            tracing::warn!(
+                tables = ?blocked, rows = left,
+                "stopped without waiting for blocked tables: their rows are not committed and are read again from the stored offsets at the next start (nothing is lost)"
+            );
+            Ok(())
+        }
         (true, true) => {
             tracing::info!("stopped cleanly: everything read is committed");
             Ok(())
@@ -831,9 +846,22 @@ impl Router<'_> {
         self.batcher.buffered_rows() + self.budgets.values().map(TableBudget::rows).sum::<usize>()
     }
 
-    /// Whether every batch handed out has been written.
-    fn all_written(&self) -> bool {
-        self.budgets.values().all(TableBudget::is_idle)
+    /// Whether every batch handed out has been written, but those of
+    /// tables reported blocked (which wait for the operator).
+    fn all_written_but_blocked(&self) -> bool {
+        self.budgets.iter().all(|(table, budget)| {
+            budget.is_idle() || self.health.is_blocked(&self.catalog.table(*table).name)
+        })
+    }
+
+    /// The blocked tables that still hold rows.
+    fn blocked_with_rows(&self) -> Vec<String> {
+        self.budgets
+            .iter()
+            .filter(|(_, budget)| !budget.is_idle())
+            .map(|(table, _)| self.catalog.table(*table).name.clone())
+            .filter(|name| self.health.is_blocked(name))
+            .collect()
     }
 
     fn written(&mut self, written: Written) {

@@ -264,6 +264,9 @@ pub struct Writer {
     /// lifted: set when a batch into compressed chunks met it (late data
     /// comes in runs, so the next batches would meet it too).
     lift_next: u32,
+    /// `BEGIN` with the decompression limit raised to the table's
+    /// `timescaledb.max_tuples_decompressed`.
+    begin_lifted: String,
     /// The table as the sink writes it (its catalog DDL), to compare
     /// the live one with; None when unknown.
     expected: Option<Shape>,
@@ -300,16 +303,18 @@ const DIRECT_COMPRESS: &str = "SET timescaledb.enable_direct_compress_copy = on"
 const LIFT_STREAK: u32 = 16;
 
 /// A transaction's start when rows for compressed chunks may decompress
-/// more tuples than TimescaleDB allows one transaction by default. The
+/// more tuples than TimescaleDB allows one transaction by default. That
 /// limit guards ad-hoc statements against decompressing a table by
-/// mistake; the sink's rows must land whatever they decompress. Splitting
-/// the batch would not bound it (what a row decompresses depends on the
-/// compressed batches it falls in, not on how many rows go together) and
-/// would cost a transaction per part: lifting it for the transaction lands
-/// the batch at once. The decompressed rows stay uncompressed in their
-/// chunk until the compression policy compresses it again.
-const BEGIN_LIFTED: &str =
-    "BEGIN; SET LOCAL timescaledb.max_tuples_decompressed_per_dml_transaction = 0";
+/// mistake; late rows and replays must land. Splitting the batch first
+/// would not bound it (what a row decompresses depends on the compressed
+/// batches it falls in, not on how many rows go together) and would cost
+/// a transaction per part: raising it for the transaction lands the batch
+/// at once. It is raised to a finite `limit`, since the decompressed rows
+/// stay uncompressed on disk until the compression policy compresses
+/// their chunk again.
+fn begin_lifted(limit: u64) -> String {
+    format!("BEGIN; SET LOCAL timescaledb.max_tuples_decompressed_per_dml_transaction = {limit}")
+}
 
 impl Writer {
     pub fn new(
@@ -332,6 +337,7 @@ impl Writer {
             client: None,
             merge_next: 0,
             lift_next: 0,
+            begin_lifted: begin_lifted(table.timescaledb.max_tuples_decompressed),
             expected,
             direct_compress: table.timescaledb.direct_compress,
             verified: false,
@@ -496,6 +502,26 @@ impl Writer {
                         parts.push_front(first);
                         continue;
                     }
+                    if class == Class::Decompression
+                        && self.lift_next > 0
+                        && part.batch.entries.len() > 1
+                    {
+                        // Over the raised limit too: fewer rows fall into
+                        // fewer compressed batches.
+                        let (first, second) = part.split();
+                        tracing::info!(
+                            table = %self.table, error = %e,
+                            rows = first.batch.rows + second.batch.rows,
+                            "rows for compressed chunks need more tuples decompressed than the table's \
+                             timescaledb.max_tuples_decompressed; writing them in halves"
+                        );
+                        metrics::counter!("timesink_batch_splits_total", "table" => self.table.to_string())
+                            .increment(1);
+                        self.lift_next = self.lift_next.max(2);
+                        parts.push_front(second);
+                        parts.push_front(first);
+                        continue;
+                    }
                     if class == Class::Decompression && self.lift_next == 0 {
                         tracing::info!(
                             table = %self.table, error = %e, rows = part.batch.rows,
@@ -532,14 +558,19 @@ impl Writer {
     /// operator can cure it: one line when that state changes, then at
     /// debug level per retry.
     fn report_failure(&self, class: Class, error: &AttemptError, delay: Duration, failed: bool) {
-        let blocked = matches!(class, Class::Blocked | Class::TooBig);
+        let blocked = matches!(class, Class::Blocked | Class::TooBig | Class::Decompression);
         if blocked {
-            if self
-                .health
-                .set_blocked(&self.table, Some(error.to_string()))
-            {
+            let reason = if class == Class::Decompression {
+                format!(
+                    "{error}; a single row needs more tuples decompressed than the table's \
+                     `timescaledb.max_tuples_decompressed` allows: raise it in the table's description"
+                )
+            } else {
+                error.to_string()
+            };
+            if self.health.set_blocked(&self.table, Some(reason.clone())) {
                 tracing::error!(
-                    table = %self.table, %error,
+                    table = %self.table, error = %reason,
                     "table blocked: PostgreSQL refuses its writes until the operator acts \
                      (nothing is skipped: its offsets stay put); re-checking every few seconds"
                 );
@@ -669,7 +700,7 @@ impl Writer {
         let Connection { client, fence, .. } =
             self.client.as_ref().expect("connected during an attempt");
         let begin = if self.lift_next > 0 {
-            BEGIN_LIFTED
+            self.begin_lifted.as_str()
         } else {
             "BEGIN"
         };
