@@ -392,10 +392,7 @@ fn stopped_past_a_blocked_table(sink: &mut SinkProcess, signal: &str) {
         "SIG{signal}: the exit took {took:?}, waiting for the blocked table:\n{log}"
     );
     assert_eq!(status.code(), Some(0), "SIG{signal}: {status}\n{log}");
-    let lines: Vec<&str> = log
-        .lines()
-        .filter(|l| l.contains("read again"))
-        .collect();
+    let lines: Vec<&str> = log.lines().filter(|l| l.contains("read again")).collect();
     assert_eq!(lines.len(), 1, "one line says what is left:\n{log}");
     assert!(
         lines[0].contains("blocked tables") && lines[0].contains("level1_quotes"),

@@ -229,8 +229,8 @@ async fn check_reports_what_it_finds_and_names_what_fails() {
     for expected in [
         "configuration: valid".to_owned(),
         format!("{topic} (2 partitions)"),
-        format!("table level1_quotes reads ^{topic}(-(?<exchange>"),
-        "table level1_quotes (9 columns, primary key (exchange_id, symbol, time, sequence)): missing (created at start)".to_owned(),
+        "table level1_quotes (9 columns, primary key (exchange_id, symbol, time, sequence)): missing (created at start)\n  reads ".to_owned(),
+        format!("  reads ^{topic}(-(?<exchange>"),
         "check passed".to_owned(),
     ] {
         assert!(out.contains(&expected), "no {expected:?} in:\n{out}");

@@ -1114,3 +1114,64 @@ async fn an_append_only_table_is_written_compressed_by_direct_compress() {
         "the compressed archive holds the same rows, value for value"
     );
 }
+
+/// `timesink check` on a database with TimescaleDB in use, for a
+/// configuration that adds a table not created yet: it passes, says the
+/// table is created at start, and prints each table once.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn check_passes_a_new_table_not_created_yet_and_prints_each_table_once() {
+    let Some((world, _)) = timescaledb_world(
+        1,
+        "check_passes_a_new_table_not_created_yet_and_prints_each_table_once",
+    )
+    .await
+    else {
+        return;
+    };
+    let topic = format!("{}readings", world.prefix());
+    let config = format!(
+        r#"
+[tables.readings]
+topics = ["{topic}"]
+time = "at"
+primary_key = ["id", "at"]
+timescaledb = {{ compress_after = "7 days" }}
+columns = [
+  {{ name = "id", type = "text", from = "key", required = true }},
+  {{ name = "at", type = "timestamptz", from = "/at", required = true }},
+]
+"#
+    );
+    let mut cmd = sink_command(&world, "check");
+    let (key, file) = world.config_file("check-readings", &config);
+    cmd.env(key, file);
+    let out = cmd.output().expect("run timesink check");
+    let (stdout, stderr) = (
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr),
+    );
+    assert!(out.status.success(), "{stdout}{stderr}");
+    assert!(stdout.contains("TimescaleDB 2."), "{stdout}");
+    for table in [
+        "readings",
+        "crypto_prices",
+        "ohlcv_data",
+        "market_analytics",
+        "level1_quotes",
+    ] {
+        let heading = format!("table {table} ");
+        assert_eq!(
+            stdout.lines().filter(|l| l.starts_with(&heading)).count(),
+            1,
+            "one heading for {table}:\n{stdout}"
+        );
+    }
+    let readings: Vec<&str> = stdout
+        .lines()
+        .skip_while(|l| !l.starts_with("table readings "))
+        .take_while(|l| l.starts_with("table readings ") || l.starts_with("  "))
+        .collect();
+    let readings = readings.join("\n");
+    assert!(readings.contains("missing (created at start)"), "{stdout}");
+    assert!(readings.contains(&topic), "{stdout}");
+}

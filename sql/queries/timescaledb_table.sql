@@ -3,7 +3,8 @@
 -- whether each is descending, to be formatted as TimescaleDB shows them).
 -- Intervals in microseconds, as extract(epoch) counts them. Last, the
 -- table's unique indexes and own triggers: either turns TimescaleDB's
--- direct compress off.
+-- direct compress off. A table not created yet has no settings (no
+-- `::regclass` cast, which fails on a missing table).
 WITH t AS (SELECT current_schema() AS sch, $1::text AS name)
 SELECT h.hypertable_name IS NOT NULL,
        (SELECT (extract(epoch FROM d.time_interval) * 1000000)::bigint
@@ -34,4 +35,4 @@ SELECT h.hypertable_name IS NOT NULL,
          ON h.hypertable_schema = t.sch AND h.hypertable_name = t.name
   LEFT JOIN timescaledb_information.hypertable_compression_settings s
          ON h.hypertable_name IS NOT NULL
-        AND s.hypertable = format('%I.%I', t.sch, t.name)::regclass
+        AND s.hypertable = to_regclass(format('%I.%I', t.sch, t.name))

@@ -44,15 +44,62 @@ pub enum CheckError {
 
 /// Runs every check; the report on success, the first failure otherwise.
 pub async fn run(config: &Config) -> Result<String, CheckError> {
-    let mut out = String::new();
-    let _ = writeln!(out, "configuration: valid");
+    let mut report = Report::default();
+    let _ = writeln!(report.head, "configuration: valid");
     let catalog = config.catalog()?;
-    kafka(config, &catalog, &mut out)?;
-    database(config, &catalog, &mut out).await?;
-    Ok(out)
+    for t in catalog.tables() {
+        report.table(&t.name);
+    }
+    kafka(config, &catalog, &mut report)?;
+    database(config, &catalog, &mut report).await?;
+    Ok(report.print())
 }
 
-fn kafka(config: &Config, catalog: &Catalog, out: &mut String) -> Result<(), CheckError> {
+/// What `check` found: the endpoints first, then each table once, with
+/// everything about it (its topics, its state, TimescaleDB's view of it)
+/// beneath its heading, then the group's stored offsets.
+#[derive(Default)]
+struct Report {
+    head: String,
+    /// Tables in the order first named: the catalog's, then the
+    /// bookkeeping tables.
+    tables: Vec<(String, TableReport)>,
+    tail: String,
+}
+
+#[derive(Default)]
+struct TableReport {
+    /// What the heading says after the table's name.
+    heading: String,
+    /// The lines beneath it.
+    lines: Vec<String>,
+}
+
+impl Report {
+    fn table(&mut self, name: &str) -> &mut TableReport {
+        let at = match self.tables.iter().position(|(n, _)| n == name) {
+            Some(at) => at,
+            None => {
+                self.tables.push((name.to_owned(), TableReport::default()));
+                self.tables.len() - 1
+            }
+        };
+        &mut self.tables[at].1
+    }
+
+    fn print(self) -> String {
+        let mut out = self.head;
+        for (name, table) in self.tables {
+            let _ = writeln!(out, "table {name}{}", table.heading);
+            for line in table.lines {
+                let _ = writeln!(out, "  {line}");
+            }
+        }
+        out + &self.tail
+    }
+}
+
+fn kafka(config: &Config, catalog: &Catalog, report: &mut Report) -> Result<(), CheckError> {
     let fail = |problem: String| CheckError::Kafka {
         brokers: config.kafka.brokers.clone(),
         problem,
@@ -68,7 +115,11 @@ fn kafka(config: &Config, catalog: &Catalog, out: &mut String) -> Result<(), Che
         .iter()
         .map(|b| format!("{} ({}:{})", b.id(), b.host(), b.port()))
         .collect();
-    let _ = writeln!(out, "kafka: reached; brokers {}", brokers.join(", "));
+    let _ = writeln!(
+        report.head,
+        "kafka: reached; brokers {}",
+        brokers.join(", ")
+    );
     let suffix = &config.dead_letter.suffix;
     for t in catalog.tables() {
         let mut matched: Vec<String> = metadata
@@ -84,10 +135,8 @@ fn kafka(config: &Config, catalog: &Catalog, out: &mut String) -> Result<(), Che
         matched.sort();
         let mut wanted: Vec<String> = t.topics.clone();
         wanted.extend(t.pattern.iter().map(|p| p.as_str().to_owned()));
-        let _ = writeln!(
-            out,
-            "  table {} reads {}: {}",
-            t.name,
+        let line = format!(
+            "reads {}: {}",
             wanted.join(", "),
             if matched.is_empty() {
                 "no topic yet (picked up when created)".to_owned()
@@ -95,11 +144,17 @@ fn kafka(config: &Config, catalog: &Catalog, out: &mut String) -> Result<(), Che
                 matched.join(", ")
             }
         );
+        report.table(&t.name).lines.push(line);
     }
     Ok(())
 }
 
-async fn database(config: &Config, catalog: &Catalog, out: &mut String) -> Result<(), CheckError> {
+async fn database(
+    config: &Config,
+    catalog: &Catalog,
+    report: &mut Report,
+) -> Result<(), CheckError> {
+    let out = &mut report.head;
     let database = config.database().map_err(|e| CheckError::Database {
         target: "?".into(),
         problem: e.to_string(),
@@ -203,14 +258,15 @@ async fn database(config: &Config, catalog: &Catalog, out: &mut String) -> Resul
             ),
             None => String::new(),
         };
-        let _ = writeln!(out, "  table {table}{described}: {state}");
+        report.table(table).heading = format!("{described}: {state}");
     }
     if !mismatched.is_empty() {
         return Err(CheckError::Tables(mismatched.join("; ")));
     }
     if installed.is_some() && config.database.timescaledb != TimescaleMode::Off {
-        timescaledb(&client, catalog, out).await.map_err(query)?;
+        timescaledb(&client, catalog, report).await.map_err(query)?;
     }
+    let out = &mut report.tail;
 
     let offsets = client
         .query_one(OFFSETS_EXIST_SQL, &[])
@@ -225,7 +281,7 @@ async fn database(config: &Config, catalog: &Catalog, out: &mut String) -> Resul
         if rows.is_empty() {
             let _ = writeln!(
                 out,
-                "  offsets of group {}: none stored (starts from the group's Kafka offsets, else the earliest)",
+                "offsets of group {}: none stored (starts from the group's Kafka offsets, else the earliest)",
                 config.kafka.group_id
             );
         }
@@ -234,12 +290,12 @@ async fn database(config: &Config, catalog: &Catalog, out: &mut String) -> Resul
                 (row.get(0), row.get(1), row.get(2));
             let _ = writeln!(
                 out,
-                "  offsets of group {} on {topic}: {partitions} partitions, {total} messages stored in all",
+                "offsets of group {} on {topic}: {partitions} partitions, {total} messages stored in all",
                 config.kafka.group_id
             );
         }
     } else {
-        let _ = writeln!(out, "  table timesink_offsets: missing (created at start)");
+        report.table("timesink_offsets").heading = ": missing (created at start)".into();
     }
     Ok(())
 }
@@ -249,11 +305,12 @@ async fn database(config: &Config, catalog: &Catalog, out: &mut String) -> Resul
 async fn timescaledb(
     client: &tokio_postgres::Client,
     catalog: &Catalog,
-    out: &mut String,
+    report: &mut Report,
 ) -> Result<(), tokio_postgres::Error> {
     let plans = crate::catalog::schema::timescaledb_plans(client, catalog).await?;
     for state in plans {
         let (table, live, plan) = (&state.table, &state.live, &state.plan);
+        let out = &mut report.table(table).lines;
         if live.hypertable {
             let row = client.query_one(TIMESCALEDB_STATS_SQL, &[table]).await?;
             let (chunks, compressed, before, after): (i64, i64, Option<i64>, Option<i64>) =
@@ -267,9 +324,8 @@ async fn timescaledb(
                 ),
                 _ => String::new(),
             };
-            let _ = writeln!(
-                out,
-                "  hypertable {table}: {chunks} chunks, {compressed} compressed{ratio}; chunks of {}; compression {}; retention {}",
+            out.push(format!(
+                "hypertable: {chunks} chunks, {compressed} compressed{ratio}; chunks of {}; compression {}; retention {}",
                 shown(live.chunk_interval),
                 match (live.compression_enabled, live.compress_after) {
                     (false, _) => "off".to_owned(),
@@ -281,7 +337,7 @@ async fn timescaledb(
                     ),
                 },
                 shown(live.retention),
-            );
+            ));
         }
         for (name, found) in &state.aggregates {
             let state = if !found.exists {
@@ -305,17 +361,18 @@ async fn timescaledb(
                     }
                 )
             };
-            let _ = writeln!(out, "  aggregate {name} over {table}: {state}");
+            out.push(format!("aggregate {name}: {state}"));
         }
         for change in &plan.changes {
-            let _ = writeln!(
-                out,
-                "  differs from the configuration (changed at start): {}",
+            out.push(format!(
+                "differs from the configuration (changed at start): {}",
                 change.what
-            );
+            ));
         }
         for left in &plan.left_alone {
-            let _ = writeln!(out, "  differs from the configuration, left alone: {left}");
+            out.push(format!(
+                "differs from the configuration, left alone: {left}"
+            ));
         }
     }
     Ok(())
