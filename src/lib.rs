@@ -48,7 +48,8 @@
 //! (timestamps); private to the crate: `database` (connections, TLS),
 //! `pg_error` (what PostgreSQL raises, classified: row, transient, too big,
 //! blocked), `decimal` (exact decimals), `kafka_log` (librdkafka's log, one
-//! line per change), `topic_ids` (a topic created again is told apart).
+//! line per change), `topic_ids` (a topic created again is told apart),
+//! `quote` (a value quoted in a log line or reason, cut to 200 characters).
 //!
 //! Modules are private unless the binary, `tests/`, `benches/` or `fuzz/`
 //! use them; [`pipeline`] shows only its entry points and what its stages
@@ -64,6 +65,7 @@ mod decimal;
 mod kafka_log;
 pub mod message;
 mod pg_error;
+mod quote;
 pub mod time;
 mod topic_ids;
 

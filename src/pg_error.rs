@@ -101,9 +101,17 @@ pub fn classify_sqlstate(code: &str) -> Class {
 pub fn describe(error: &tokio_postgres::Error) -> String {
     match error.as_db_error() {
         Some(db) => {
-            let mut text = format!("SQLSTATE {}: {}", db.code().code(), db.message());
+            // The message may quote a row's value: cut, as every quoted value.
+            let mut text = format!(
+                "SQLSTATE {}: {}",
+                db.code().code(),
+                crate::quote::capped(db.message())
+            );
             if let Some(column) = db.column() {
                 let _ = write!(text, " (column {column})");
+            }
+            if let Some(constraint) = db.constraint() {
+                let _ = write!(text, " (constraint {constraint})");
             }
             text
         }

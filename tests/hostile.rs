@@ -373,3 +373,66 @@ columns = [
         );
     }
 }
+
+/// A value quoted in a reason is cut to 200 characters with its length:
+/// a 500 kB `timeframe`, `dataType` or header value is neither one log line
+/// nor one `dlq.reason` header whole.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_long_value_is_quoted_cut_in_the_log_and_the_reason() {
+    let world = World::new(1).await;
+    let (ohlcv, prices) = (world.topic(DataType::Ohlcv), world.topic(DataType::Price));
+    let long = "x".repeat(500_000);
+    let producer: FutureProducer = ClientConfig::new()
+        .set("bootstrap.servers", brokers())
+        .create()
+        .expect("producer");
+    let candle = format!(
+        r#"{{"coinId":"bitcoin","symbol":"BTC","timeframe":"{long}","timestamp":1763834400000,"openPrice":"10","highPrice":"12","lowPrice":"9","closePrice":"11","volume":"100","trades":5,"source":"s"}}"#
+    );
+    send(&producer, &ohlcv, None, candle.as_bytes(), &[]).await;
+    let envelope = format!(
+        r#"{{"messageId":"m","timestamp":1763834400000,"source":"s","dataType":"{long}","payload":{{}}}}"#
+    );
+    send(&producer, &prices, None, envelope.as_bytes(), &[]).await;
+    send(
+        &producer,
+        &prices,
+        None,
+        b"{}",
+        &[("content-type", long.as_str())],
+    )
+    .await;
+
+    let mut sink = SinkProcess::start(&world, &[]);
+    drained(&world, &prices, 60).await;
+    drained(&world, &ohlcv, 60).await;
+    let mut letters = read_to_end(&format!("{ohlcv}.dlq"), 60);
+    letters.extend(read_to_end(&format!("{prices}.dlq"), 60));
+    sink.terminate(Duration::from_secs(20));
+    assert_eq!(letters.len(), 3, "each dead-lettered");
+    for m in &letters {
+        let reason = &dlq_headers(m)["dlq.reason"];
+        eprintln!("{reason}");
+        assert!(
+            reason.len() < 400 && reason.contains("… (500000 bytes)"),
+            "cut, with the length: {} bytes: {}…",
+            reason.len(),
+            reason.chars().take(300).collect::<String>()
+        );
+    }
+    let log = sink.log_text();
+    let longest = log.lines().map(str::len).max().unwrap_or(0);
+    assert!(
+        longest < 2_000,
+        "a log line of {longest} bytes quotes a value whole"
+    );
+    assert_eq!(
+        log.lines().filter(|l| l.contains("(500000 bytes)")).count(),
+        3,
+        "each logged, cut:\n{}",
+        log.lines()
+            .map(|l| &l[..l.len().min(300)])
+            .collect::<Vec<_>>()
+            .join("\n")
+    );
+}

@@ -22,10 +22,12 @@ pub struct Rejection {
 }
 
 impl Rejection {
+    /// The reason is cut at `quote::MAX_REASON_CHARS`: each value it quotes
+    /// is cut already, this bounds what quotes more than one.
     pub fn new(class: RejectClass, reason: impl Into<String>) -> Rejection {
         Rejection {
             class,
-            reason: reason.into(),
+            reason: crate::quote::reason(reason.into()),
         }
     }
 }

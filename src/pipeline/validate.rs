@@ -19,6 +19,7 @@ use crate::decimal::Decimal;
 use crate::message::SourceMessage;
 use crate::pipeline::copy_format::{Cell, RowBuffer};
 use crate::pipeline::decode::{Record, Value};
+use crate::quote::{capped, quoted};
 use crate::time::Timestamp;
 
 /// What validation needs besides the record.
@@ -300,13 +301,15 @@ fn integer(value: Value<'_>) -> Result<i128, String> {
         Value::UInt(v) => Ok(i128::from(v)),
         Value::Json(raw) if is_integer(raw) => raw
             .parse::<i128>()
-            .map_err(|_| format!("{raw} is out of range")),
+            .map_err(|_| format!("{} is out of range", capped(raw))),
         Value::Text(t) if is_integer(&t) => t
             .parse::<i128>()
-            .map_err(|_| format!("{t} is out of range")),
-        Value::Json(raw) if is_number(raw) => Err(format!("expected an integer, found {raw}")),
+            .map_err(|_| format!("{} is out of range", capped(&t))),
+        Value::Json(raw) if is_number(raw) => {
+            Err(format!("expected an integer, found {}", capped(raw)))
+        }
         Value::Json(raw) => Err(format!("expected an integer, found {}", kind(raw))),
-        Value::Text(t) => Err(format!("{t:?} is not an integer")),
+        Value::Text(t) => Err(format!("{} is not an integer", quoted(&t))),
         Value::Bool(_) => Err("expected an integer, found a boolean".into()),
         Value::Float(v) => Err(format!("expected an integer, found {v}")),
         Value::Time(_) => Err("expected an integer, found a timestamp".into()),
@@ -340,22 +343,15 @@ fn storable<'r>(t: Timestamp) -> Result<Cell<'r>, String> {
     Ok(Cell::Time(t))
 }
 
-/// Characters of a numeral quoted in a reason at most.
-const QUOTED_NUMERAL: usize = 40;
-
 /// A numeral as PostgreSQL reads a `double precision`: one beyond the
 /// type's range (`1e400`), or a non-zero one so small that it would read as
 /// 0 (`1e-400`), is refused as PostgreSQL's own input refuses it, where a
 /// plain parse would store `Infinity` or 0. `Infinity` and `NaN` spelled
 /// out are values of the type.
 fn double(text: &str) -> Result<f64, String> {
-    let quoted = || match text.char_indices().nth(QUOTED_NUMERAL) {
-        Some((cut, _)) => format!("{}… ({} bytes)", &text[..cut], text.len()),
-        None => text.to_owned(),
-    };
     let value: f64 = text
         .parse()
-        .map_err(|_| format!("{:?} is not a number", quoted()))?;
+        .map_err(|_| format!("{} is not a number", quoted(text)))?;
     // Looked at only for the two results a numeral out of range gives.
     let spelled = || {
         text.bytes()
@@ -366,7 +362,10 @@ fn double(text: &str) -> Result<f64, String> {
         mantissa.bytes().any(|b| (b'1'..=b'9').contains(&b))
     };
     if (value.is_infinite() && !spelled()) || (value == 0.0 && non_zero()) {
-        return Err(format!("{} is out of range for double precision", quoted()));
+        return Err(format!(
+            "{} is out of range for double precision",
+            capped(text)
+        ));
     }
     Ok(value)
 }
@@ -392,7 +391,11 @@ fn rules(column: &Column, cell: &Cell<'_>, ctx: &Context<'_>) -> Result<(), Stri
         if let Some(allowed) = &column.one_of
             && !allowed.iter().any(|a| a == text)
         {
-            return Err(format!("{text:?} is not one of {}", allowed.join(" ")));
+            return Err(format!(
+                "{} is not one of {}",
+                quoted(text),
+                allowed.join(" ")
+            ));
         }
         if let Some(by_topic) = &column.one_of_by_topic {
             let topic = &*ctx.message.topic;
@@ -400,7 +403,8 @@ fn rules(column: &Column, cell: &Cell<'_>, ctx: &Context<'_>) -> Result<(), Stri
                 Some(allowed) if allowed.iter().any(|a| a == text) => {}
                 Some(allowed) => {
                     return Err(format!(
-                        "{text:?} is not one of topic {topic}'s: {}",
+                        "{} is not one of topic {topic}'s: {}",
+                        quoted(text),
                         allowed.join(" ")
                     ));
                 }
@@ -487,14 +491,14 @@ fn holds(table: &Table, check: &Check, cells: &[Cell<'_>]) -> Result<(), Validat
 fn shown(cell: &Cell<'_>) -> String {
     match cell {
         Cell::Null => "null".into(),
-        Cell::Text(t) => format!("{t:?}"),
-        Cell::Numeric(d) => d.to_string(),
+        Cell::Text(t) => quoted(t),
+        Cell::Numeric(d) => capped(&d.to_string()).into_owned(),
         Cell::BigInt(v) => v.to_string(),
         Cell::Integer(v) => v.to_string(),
         Cell::Boolean(v) => v.to_string(),
         Cell::Double(v) => v.to_string(),
         Cell::Time(t) => t.to_string(),
-        Cell::Jsonb(j) => j.to_string(),
+        Cell::Jsonb(j) => capped(j).into_owned(),
     }
 }
 
@@ -931,7 +935,7 @@ mod ranges {
         let long = format!("1{}e400", "0".repeat(1_000));
         let reason = double(&long).unwrap_err();
         assert!(
-            reason.len() < 100 && reason.contains("(1005 bytes)"),
+            reason.len() < 260 && reason.contains("(1005 bytes)"),
             "{reason}"
         );
     }

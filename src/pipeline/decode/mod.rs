@@ -16,6 +16,7 @@ use smallvec::SmallVec;
 
 use crate::catalog::Table;
 use crate::pipeline::outcome::RejectClass;
+use crate::quote::{capped, quoted};
 use crate::time::Timestamp;
 
 mod bincode;
@@ -48,29 +49,29 @@ impl Default for Bounds {
 /// Why a message could not be decoded; the text becomes `dlq.reason`.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum DecodeError {
-    #[error("header `{header}`: unsupported value {value:?}")]
+    #[error("header `{header}`: unsupported value {}", quoted(.value))]
     Header { header: &'static str, value: String },
     #[error("message has no value")]
     NoValue,
     #[error("header compressed=true but the value is not an LZ4 frame (no magic 04 22 4D 18)")]
     NotLz4Frame,
-    #[error("LZ4 frame: {0}")]
+    #[error("LZ4 frame: {}", capped(.0))]
     Lz4(String),
     #[error("LZ4 frame inflates past {limit} bytes (max_value_bytes)")]
     TooLarge { limit: usize },
     #[error("JSON array has more than {limit} elements (max_array_elements)")]
     TooManyElements { limit: usize },
-    #[error("value is not valid JSON: {0}")]
+    #[error("value is not valid JSON: {}", capped(.0))]
     Json(String),
-    #[error("{location}: {message}")]
+    #[error("{location}: {}", capped(.message))]
     Record { location: String, message: String },
-    #[error("envelope dataType {found:?} does not match the topic's type `{expected}`")]
+    #[error("envelope dataType {} does not match the topic's type `{expected}`", quoted(.found))]
     WrongDataType { found: String, expected: String },
-    #[error("envelope dataType {found:?} is unknown (expected one of {known})")]
+    #[error("envelope dataType {} is unknown (expected one of {known})", quoted(.found))]
     UnknownDataType { found: String, known: String },
     #[error("content-type application/x-bincode, but table {table} declares no bincode layout")]
     NoBincodeLayout { table: String },
-    #[error("bincode: {0}")]
+    #[error("bincode: {}", capped(.0))]
     Bincode(String),
     #[error("bincode: {trailing} trailing bytes after the record (at byte offset {at})")]
     BincodeTrailing { trailing: usize, at: usize },
