@@ -179,6 +179,28 @@ async fn the_odin_stream_lands_by_its_declared_mapping() {
         Some("expected one JSON object, found an array"),
         t,
     ));
+    // The seed's timestamp is integer epoch milliseconds, the only form.
+    let iso = chrono::DateTime::from_timestamp_millis(t)
+        .expect("time")
+        .to_rfc3339_opts(chrono::SecondsFormat::Millis, true);
+    plan.push(push(
+        "odin.trades",
+        Some("k"),
+        format!(r#"{{"type":"TRADE_EXECUTED","timestamp":"{iso}","data":{good}}}"#),
+        Some(
+            "column `time` (/timestamp): expected epoch milliseconds as an integer, found a string",
+        ),
+        t,
+    ));
+    plan.push(push(
+        "odin.balances",
+        Some("k"),
+        format!(r#"{{"type":"BALANCE_UPDATED","timestamp":"{iso}","data":{{}}}}"#),
+        Some(
+            "column `time` (/timestamp): expected epoch milliseconds as an integer, found a string",
+        ),
+        t,
+    ));
     plan.push(push(
         "odin.creation",
         Some("k"),

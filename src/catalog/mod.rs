@@ -213,7 +213,11 @@ pub struct Column {
     pub from: String,
     /// The value when no source has one, as text read like a sent string.
     pub default: Option<String>,
-    pub epoch: Epoch,
+    /// A `timestamptz` reads integers as epochs of this unit (None: no
+    /// integer).
+    pub epoch: Option<Epoch>,
+    /// A `timestamptz` reads ISO-8601 strings.
+    pub iso8601: bool,
     pub lower: Option<Bound>,
     pub upper: Option<Bound>,
     /// Microseconds a time may be ahead of the sink's clock.
@@ -912,13 +916,18 @@ fn build_column(
         return Err("has no `from` and no `default`: nothing fills it".into());
     }
     let epoch = match c.epoch.as_deref() {
-        None | Some("ms") => Epoch::Millis,
-        Some("s") => Epoch::Seconds,
-        Some("us") => Epoch::Micros,
+        None => None,
+        Some("ms") => Some(Epoch::Millis),
+        Some("s") => Some(Epoch::Seconds),
+        Some("us") => Some(Epoch::Micros),
         Some(other) => return Err(format!("epoch {other:?} is not one of s, ms, us")),
     };
-    if c.epoch.is_some() && column_type != ColumnType::TimestampTz {
-        return Err("`epoch` applies to timestamptz columns".into());
+    if (c.epoch.is_some() || c.iso8601.is_some()) && column_type != ColumnType::TimestampTz {
+        return Err("`epoch` and `iso8601` apply to timestamptz columns".into());
+    }
+    let iso8601 = c.iso8601.unwrap_or(epoch.is_none());
+    if !iso8601 && epoch.is_none() {
+        return Err("`iso8601 = false` without `epoch`: the column reads no form".into());
     }
     if c.gt.is_some() && c.ge.is_some() || c.lt.is_some() && c.le.is_some() {
         return Err("give one lower bound (gt or ge) and one upper (lt or le)".into());
@@ -1004,6 +1013,7 @@ fn build_column(
         from: declared.join(" | "),
         default: c.default.as_ref().map(spec::Constant::text),
         epoch,
+        iso8601,
         lower,
         upper,
         max_ahead_micros,
@@ -1241,6 +1251,18 @@ mod tests {
                    writers = 17
                    columns = [{ name = "id", type = "text", from = "/id", required = true }]"#,
                 "tables.t.writers`: must be between 1 and 16",
+            ),
+            (
+                r#"topics = ["e"]
+                   primary_key = ["id"]
+                   columns = [{ name = "id", type = "text", from = "/id", required = true, iso8601 = true }]"#,
+                "`epoch` and `iso8601` apply to timestamptz columns",
+            ),
+            (
+                r#"topics = ["e"]
+                   primary_key = ["at"]
+                   columns = [{ name = "at", type = "timestamptz", from = "/at", required = true, iso8601 = false }]"#,
+                "`iso8601 = false` without `epoch`: the column reads no form",
             ),
         ] {
             if expected.is_empty() {

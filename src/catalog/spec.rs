@@ -106,10 +106,15 @@ pub struct ColumnSpec {
     /// A record without a value here is dead-lettered.
     #[serde(default, skip_serializing_if = "is_false")]
     pub required: bool,
-    /// How a `timestamptz` column reads an integer: epoch `s`, `ms` (the
-    /// default) or `us`. Strings are ISO-8601 with an offset.
+    /// A `timestamptz` column reads integers as epoch `s`, `ms` or `us`;
+    /// unset: it reads no integer.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub epoch: Option<String>,
+    /// A `timestamptz` column reads ISO-8601 strings with an offset; unset:
+    /// it does when it has no `epoch`, and does not when it has one (a
+    /// column that takes both forms says `epoch` and `iso8601 = true`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub iso8601: Option<bool>,
     /// The value must be greater than this (numbers; timestamps as ISO-8601).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub gt: Option<Constant>,

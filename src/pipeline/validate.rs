@@ -79,23 +79,19 @@ fn cell<'r>(
     record: &'r Record<'_>,
     ctx: &Context<'r>,
 ) -> Result<Cell<'r>, ValidationError> {
-    let value = column
+    let sent = column
         .sources
         .iter()
-        .find_map(|source| source_value(source, record, ctx))
-        .or_else(|| {
-            column
-                .default
-                .as_deref()
-                .map(|d| Value::Text(Cow::Borrowed(d)))
-        });
-    let Some(value) = value else {
-        if column.required {
+        .find_map(|source| source_value(source, record, ctx));
+    let value = match (sent, column.default.as_deref()) {
+        (Some(value), _) => Given::Sent(value),
+        (None, Some(default)) => Given::Default(default),
+        (None, None) if column.required => {
             return fail(column, "required but missing or null");
         }
-        return Ok(Cell::Null);
+        (None, None) => return Ok(Cell::Null),
     };
-    let cell = read(column, value, ctx).map_err(|problem| ValidationError {
+    let cell = read(column, value).map_err(|problem| ValidationError {
         subject: column.label(),
         problem,
         unreadable: true,
@@ -174,9 +170,23 @@ fn is_integer(raw: &str) -> bool {
     is_number(raw) && !raw.contains(['.', 'e', 'E'])
 }
 
+/// Where a column's value comes from: the message, or the column's
+/// `default` (text in the configuration's own forms: a timestamp's is
+/// ISO-8601 whatever forms the column reads from messages).
+enum Given<'r> {
+    Sent(Value<'r>),
+    Default(&'r str),
+}
+
 /// Reads a value as the column's type.
-fn read<'r>(column: &Column, value: Value<'r>, ctx: &Context<'_>) -> Result<Cell<'r>, String> {
-    let _ = ctx;
+fn read<'r>(column: &Column, given: Given<'r>) -> Result<Cell<'r>, String> {
+    let value = match given {
+        Given::Sent(value) => value,
+        Given::Default(text) if column.column_type == ColumnType::TimestampTz => {
+            return crate::time::parse_iso8601(text).and_then(storable);
+        }
+        Given::Default(text) => Value::Text(Cow::Borrowed(text)),
+    };
     let ty = column.column_type;
     if let Value::NotUtf8(what) = value {
         return Err(format!("{what} is not UTF-8"));
@@ -250,27 +260,7 @@ fn read<'r>(column: &Column, value: Value<'r>, ctx: &Context<'_>) -> Result<Cell
             Err(format!("expected a number, found {}", kind(raw)))
         }
 
-        (ColumnType::TimestampTz, Value::Time(t)) => storable(t),
-        (ColumnType::TimestampTz, Value::Json(raw)) if raw.starts_with('"') => {
-            crate::time::parse_iso8601(&string_text(raw)?).and_then(storable)
-        }
-        (ColumnType::TimestampTz, Value::Text(t)) => {
-            crate::time::parse_iso8601(&t).and_then(storable)
-        }
-        (ColumnType::TimestampTz, Value::Json(raw)) if is_integer(raw) => {
-            epoch(raw.parse::<i64>().ok(), column.epoch)
-        }
-        (ColumnType::TimestampTz, Value::Int(v)) => epoch(Some(v), column.epoch),
-        (ColumnType::TimestampTz, Value::UInt(v)) => epoch(i64::try_from(v).ok(), column.epoch),
-        (ColumnType::TimestampTz, Value::Json(raw)) => Err(format!(
-            "expected an ISO-8601 string or epoch {} as an integer, found {}",
-            epoch_name(column.epoch),
-            if is_number(raw) {
-                "a fraction"
-            } else {
-                kind(raw)
-            }
-        )),
+        (ColumnType::TimestampTz, value) => timestamp(column, value),
 
         (ColumnType::Jsonb, Value::Json(raw)) => Ok(Cell::Jsonb(Cow::Borrowed(raw))),
         (ColumnType::Jsonb, Value::Text(t)) => serde_json::to_string(&*t)
@@ -292,6 +282,49 @@ fn read<'r>(column: &Column, value: Value<'r>, ctx: &Context<'_>) -> Result<Cell
             }
         )),
     }
+}
+
+/// A timestamp in one of the forms the column declares: ISO-8601 strings
+/// (`iso8601`), integers of an epoch unit (`epoch`), or a value the source
+/// gives as a time (the Kafka timestamp, a bincode timestamp).
+fn timestamp<'r>(column: &Column, value: Value<'r>) -> Result<Cell<'r>, String> {
+    let iso = |text: &str| {
+        if column.iso8601 {
+            crate::time::parse_iso8601(text).and_then(storable)
+        } else {
+            Err(expected(column, "a string"))
+        }
+    };
+    let integer = |v: Option<i64>| match column.epoch {
+        Some(unit) => epoch(v, unit),
+        None => Err(expected(column, "an integer")),
+    };
+    match value {
+        Value::Time(t) => storable(t),
+        Value::Json(raw) if raw.starts_with('"') => iso(&string_text(raw)?),
+        Value::Text(t) => iso(&t),
+        Value::Json(raw) if is_integer(raw) => integer(raw.parse::<i64>().ok()),
+        Value::Int(v) => integer(Some(v)),
+        Value::UInt(v) => integer(i64::try_from(v).ok()),
+        Value::Json(raw) if is_number(raw) => Err(expected(column, "a fraction")),
+        Value::Json(raw) => Err(expected(column, kind(raw))),
+        Value::NotUtf8(what) => Err(format!("{what} is not UTF-8")),
+        Value::Bool(_) => Err(expected(column, "a boolean")),
+        Value::Float(_) => Err(expected(column, "a floating-point number")),
+    }
+}
+
+/// What a timestamp column expects, and what it found instead.
+fn expected(column: &Column, found: &str) -> String {
+    let forms = match (column.iso8601, column.epoch) {
+        (true, Some(unit)) => format!(
+            "an ISO-8601 string or epoch {} as an integer",
+            epoch_name(unit)
+        ),
+        (false, Some(unit)) => format!("epoch {} as an integer", epoch_name(unit)),
+        (_, None) => "an ISO-8601 string with an offset".to_owned(),
+    };
+    format!("expected {forms}, found {found}")
 }
 
 /// An integer value, as i128 so that the range error can name it.
@@ -859,6 +892,43 @@ mod sources {
             e.to_string(),
             "column `origin` (header:origin | /origin): the header is not UTF-8"
         );
+    }
+
+    /// A timestamp column reads the forms its description names: `epoch`
+    /// integers only, ISO-8601 strings only (no `epoch`), or both
+    /// (`epoch` and `iso8601 = true`); a `default` is ISO-8601 in any case.
+    #[test]
+    fn a_timestamp_reads_the_forms_its_column_declares() {
+        let catalog = catalog_of(
+            "times",
+            r#"
+            topics = ["times"]
+            primary_key = []
+            columns = [
+              { name = "ms", type = "timestamptz", from = "/ms", epoch = "ms", default = "2026-01-01T00:00:00Z" },
+              { name = "iso", type = "timestamptz", from = "/iso" },
+              { name = "both", type = "timestamptz", from = "/both", epoch = "s", iso8601 = true },
+            ]"#,
+        );
+        let row = |json: &str| validated(&catalog, "times", json, &[]);
+        assert!(row(r#"{"ms":1700000000000,"iso":"2026-01-01T00:00:00Z","both":1}"#).is_ok());
+        assert!(row(r#"{"both":"2026-01-01T00:00:00Z"}"#).is_ok(), "default");
+        for (json, reason) in [
+            (
+                r#"{"ms":"2026-01-01T00:00:00Z"}"#,
+                "column `ms` (/ms): expected epoch milliseconds as an integer, found a string",
+            ),
+            (
+                r#"{"iso":1700000000000}"#,
+                "column `iso` (/iso): expected an ISO-8601 string with an offset, found an integer",
+            ),
+            (
+                r#"{"both":1.5}"#,
+                "column `both` (/both): expected an ISO-8601 string or epoch seconds as an integer, found a fraction",
+            ),
+        ] {
+            assert_eq!(row(json).unwrap_err().to_string(), reason);
+        }
     }
 
     /// A JSON pointer steps into arrays by index (RFC 6901), nested too; an
