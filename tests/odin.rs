@@ -507,7 +507,7 @@ columns = [
   {{ name = "id", type = "bigint", from = "/id", required = true }},
   {{ name = "ok", type = "boolean", from = "/ok" }},
   {{ name = "celsius", type = "double precision", from = "/t" }},
-  {{ name = "raw", type = "jsonb", from = "/extra", default = "none" }},
+  {{ name = "raw", type = "jsonb", from = "/extra", default = '"none"' }},
 ]
 "#
     );

@@ -1,5 +1,5 @@
-//! What an operator sees: the HTTP endpoints of a running sink, and its
-//! metrics as a real Prometheus scrapes them.
+//! What an operator sees: the HTTP endpoints of a running sink, its
+//! metrics as a real Prometheus scrapes them, and `check` on what it is given.
 //!
 //! Prometheus is the Debian package (`apt-get install prometheus`, which
 //! `.ci/run` does). Without it the Prometheus part prints SKIPPED, unless
@@ -10,7 +10,8 @@ mod common;
 use std::time::Duration;
 
 use common::{
-    SinkProcess, World, drained, eventually, free_port, get, quote, send_many, sink_command, unique,
+    SinkProcess, World, create_topics, drained, eventually, free_port, get, quote, send_many,
+    sink_command, unique,
 };
 use timesink::ops::produce::DataType;
 use timesink::ops::telemetry::METRICS;
@@ -409,4 +410,102 @@ async fn topics_create_makes_per_exchange_siblings_and_is_idempotent() {
     };
     assert_eq!(value("retention.ms"), "1500000");
     assert_eq!(value("compression.type"), "lz4");
+}
+
+/// What cannot work is refused when the configuration loads, naming the
+/// key — before `check` passes it and every message pays for it — and a
+/// jsonb default is stored as the JSON it is.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_catalog_refuses_at_load_what_cannot_work_and_stores_defaults_as_their_type() {
+    let world = World::new(1).await;
+    let topic = format!("{}settings", world.prefix());
+    let table = |columns: &str, extra: &str| {
+        format!(
+            "[tables.settings]\ntopics = [\"{topic}\"]\nprimary_key = [\"id\"]\n{extra}\ncolumns = [\n  {{ name = \"id\", type = \"text\", from = \"key\", required = true }},\n  {columns}\n]\n"
+        )
+    };
+    for (name, config, expected) in [
+        (
+            "numeric-default",
+            table(
+                r#"{ name = "p", type = "numeric", from = "/p", default = "n/a" }"#,
+                "",
+            ),
+            "tables.settings.columns[1]`: column `p`: default \"n/a\"",
+        ),
+        (
+            "time-default",
+            table(
+                r#"{ name = "at", type = "timestamptz", from = "/at", default = "yesterday" }"#,
+                "",
+            ),
+            "tables.settings.columns[1]`: column `at`: default \"yesterday\"",
+        ),
+        (
+            "integer-default",
+            table(
+                r#"{ name = "n", type = "integer", from = "/n", default = 1.5 }"#,
+                "",
+            ),
+            "tables.settings.columns[1]`: column `n`: default \"1.5\"",
+        ),
+        (
+            "bounds",
+            table(
+                r#"{ name = "p", type = "numeric", from = "/p", gt = 10, lt = 5 }"#,
+                "",
+            ),
+            "the bounds leave no value",
+        ),
+        (
+            "key-without-time",
+            table(
+                r#"{ name = "at", type = "timestamptz", from = "/at", required = true }"#,
+                "time = \"at\"",
+            ),
+            "tables.settings.primary_key`: a hypertable's primary key includes its time column `at`",
+        ),
+        (
+            "nul",
+            table(
+                "{ name = \"a\\u0000b\", type = \"text\", from = \"/a\" }",
+                "",
+            ),
+            "no control character",
+        ),
+        (
+            "pointer",
+            table(r#"{ name = "a", type = "text", from = "/a~2" }"#, ""),
+            "in a JSON pointer",
+        ),
+    ] {
+        let mut cmd = sink_command(&world, "check");
+        let (key, file) = world.config_file(name, &config);
+        cmd.env(key, file);
+        let out = cmd.output().expect("run timesink check");
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert!(!out.status.success(), "{name}: check passed");
+        assert!(
+            stderr.contains(expected),
+            "{name}: {expected:?} not in {stderr}"
+        );
+    }
+
+    // A jsonb default is JSON: `{}` is stored as an object.
+    let config = table(
+        r#"{ name = "doc", type = "jsonb", from = "/doc", default = "{}" }"#,
+        "",
+    );
+    create_topics(std::slice::from_ref(&topic), 1).await;
+    send_many(&topic, &[("k".to_owned(), "{}".to_owned())]).await;
+    let mut sink = SinkProcess::start(&world, &[world.config_file("jsonb-default", &config)]);
+    drained(&world, &topic, 60).await;
+    sink.terminate(Duration::from_secs(20));
+    let kind: String = world
+        .db
+        .query_one("SELECT jsonb_typeof(doc) FROM settings WHERE id = 'k'", &[])
+        .await
+        .expect("the row")
+        .get(0);
+    assert_eq!(kind, "object");
 }

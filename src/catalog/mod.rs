@@ -14,6 +14,7 @@
 //! from its description ([`sql`]); the decode and validate stages read
 //! records by it. Nothing else in the sink names a table's columns.
 
+use std::cmp::Ordering;
 use std::collections::BTreeMap;
 use std::fmt;
 
@@ -566,11 +567,16 @@ fn build_table(
         key: key.to_owned(),
         problem,
     };
-    if name.is_empty() || name.len() > 63 {
-        return Err(fail("", "a table name has 1 to 63 characters".into()));
+    if let Err(problem) = check_name("table", name) {
+        return Err(fail("", problem));
     }
-    if name.contains('$') {
-        return Err(fail("", "a table name may not contain `$`".into()));
+    if name.contains('.') {
+        return Err(fail(
+            "",
+            "a table name has no `.`: tables live in the connection's schema \
+             (its search_path; `options=-csearch_path=<schema>` in database.url)"
+                .into(),
+        ));
     }
     if name.starts_with("timesink_") {
         return Err(fail(
@@ -770,6 +776,22 @@ fn build_table(
             "a column reads `envelope:` but the table sets no `envelope`".into(),
         ));
     }
+    if let Some(t) = time
+        && spec.timescaledb.hypertable
+        && !key.is_empty()
+        && !key.contains(&t)
+    {
+        // TimescaleDB refuses such a hypertable (TS103): said here, not at
+        // the first start.
+        return Err(fail(
+            ".primary_key",
+            format!(
+                "a hypertable's primary key includes its time column `{}`: add it, \
+                 or set `timescaledb.hypertable = false`",
+                columns[t].name
+            ),
+        ));
+    }
     let timescaledb = timescale::build(&spec.timescaledb, &columns, time, !key.is_empty())
         .map_err(|(key, problem)| fail(&key, problem))?;
     let aggregates = spec
@@ -831,7 +853,24 @@ fn slot(reading: &mut Reading, slots: &mut BTreeMap<String, usize>, name: &str) 
     s
 }
 
-/// A JSON pointer's tokens (RFC 6901: `~1` is `/`, `~0` is `~`).
+/// A name PostgreSQL keeps as written: 1 to 63 bytes (longer ones it cuts
+/// without an error), no `$`, and no control character (a NUL cannot be
+/// sent at all).
+pub(crate) fn check_name(kind: &str, name: &str) -> Result<(), String> {
+    if name.is_empty() || name.len() > 63 {
+        return Err(format!("a {kind} name has 1 to 63 bytes"));
+    }
+    if name.contains('$') || name.chars().any(char::is_control) {
+        return Err(format!(
+            "a {kind} name has no `$` and no control character, got {}",
+            crate::quote::quoted(name)
+        ));
+    }
+    Ok(())
+}
+
+/// A JSON pointer's tokens (RFC 6901: `~1` is `/`, `~0` is `~`, and a `~`
+/// followed by anything else is no pointer).
 fn pointer_tokens(pointer: &str) -> Result<Vec<String>, String> {
     let Some(rest) = pointer.strip_prefix('/') else {
         return Err(format!(
@@ -843,7 +882,24 @@ fn pointer_tokens(pointer: &str) -> Result<Vec<String>, String> {
             if t.is_empty() {
                 return Err(format!("{pointer:?} has an empty field name"));
             }
-            Ok(t.replace("~1", "/").replace("~0", "~"))
+            let mut token = String::with_capacity(t.len());
+            let mut chars = t.chars();
+            while let Some(c) = chars.next() {
+                if c != '~' {
+                    token.push(c);
+                    continue;
+                }
+                match chars.next() {
+                    Some('0') => token.push('~'),
+                    Some('1') => token.push('/'),
+                    _ => {
+                        return Err(format!(
+                            "{pointer:?}: `~` is written `~0` and `/` is `~1` in a JSON pointer"
+                        ));
+                    }
+                }
+            }
+            Ok(token)
         })
         .collect()
 }
@@ -856,9 +912,7 @@ fn build_column(
     record_slots: &mut BTreeMap<String, usize>,
     envelope_slots: &mut BTreeMap<String, usize>,
 ) -> Result<Column, String> {
-    if c.name.is_empty() || c.name.len() > 63 || c.name.contains('$') {
-        return Err("a column name has 1 to 63 characters, none of them `$`".into());
-    }
+    check_name("column", &c.name)?;
     let column_type = ColumnType::parse(&c.column_type).ok_or_else(|| {
         format!(
             "type {:?} is not one of text, numeric, bigint, integer, boolean, double precision, timestamptz, jsonb",
@@ -1004,7 +1058,7 @@ fn build_column(
                 .ok_or("max_ahead_ms is too large")?,
         ),
     };
-    Ok(Column {
+    let column = Column {
         name: c.name.clone(),
         column_type,
         not_null: c.required || c.default.is_some(),
@@ -1020,7 +1074,98 @@ fn build_column(
         one_of: c.one_of.clone(),
         one_of_by_topic: c.one_of_by_topic.clone(),
         json_type,
-    })
+    };
+    if let (Some(lower), Some(upper)) = (&column.lower, &column.upper) {
+        let order = compare(&lower.value, &upper.value);
+        if order == Some(Ordering::Greater)
+            || (order == Some(Ordering::Equal) && !(lower.inclusive && upper.inclusive))
+        {
+            return Err(format!(
+                "the bounds leave no value: {} {} and {} {}",
+                if lower.inclusive { "ge" } else { "gt" },
+                lower.text,
+                if upper.inclusive { "le" } else { "lt" },
+                upper.text
+            ));
+        }
+    }
+    if let Some(default) = &column.default {
+        check_default(&column, default)
+            .map_err(|e| format!("default {}: {e}", crate::quote::quoted(default)))?;
+    }
+    Ok(column)
+}
+
+/// Two bound values of one column's type.
+fn compare(a: &BoundValue, b: &BoundValue) -> Option<Ordering> {
+    match (a, b) {
+        (BoundValue::Decimal(a), BoundValue::Decimal(b)) => Some(a.cmp_value(b)),
+        (BoundValue::Double(a), BoundValue::Double(b)) => a.partial_cmp(b),
+        (BoundValue::Time(a), BoundValue::Time(b)) => Some(a.cmp(b)),
+        _ => None,
+    }
+}
+
+/// A `default` is what every message without the field stores: it must
+/// read as the column's type and keep the column's rules, or each such
+/// message would be dead-lettered for the configuration's fault.
+fn check_default(column: &Column, text: &str) -> Result<(), String> {
+    let value = match column.column_type {
+        ColumnType::Text => None,
+        ColumnType::Boolean => match text {
+            "true" | "false" => None,
+            _ => return Err("a boolean is true or false".into()),
+        },
+        ColumnType::Numeric => Some(BoundValue::Decimal(
+            Decimal::parse(text).map_err(|e| e.to_string())?,
+        )),
+        ColumnType::BigInt => Some(BoundValue::Decimal(Decimal::from_i64(
+            text.parse::<i64>().map_err(|_| "not a bigint")?,
+        ))),
+        ColumnType::Integer => Some(BoundValue::Decimal(Decimal::from_i64(i64::from(
+            text.parse::<i32>().map_err(|_| "not an integer")?,
+        )))),
+        ColumnType::Double => Some(BoundValue::Double(
+            text.parse::<f64>().map_err(|_| "not a number")?,
+        )),
+        ColumnType::TimestampTz => Some(BoundValue::Time(crate::time::parse_iso8601(text)?)),
+        ColumnType::Jsonb => {
+            serde_json::from_str::<serde::de::IgnoredAny>(text).map_err(|_| {
+                "a jsonb default is JSON text (`\"{}\"`, `\"[]\"`, `'\"a string\"'`)".to_owned()
+            })?;
+            if let Some(want) = column.json_type
+                && JsonKind::of(text.trim_start()) != Some(want)
+            {
+                return Err(format!("`json_type` wants a JSON {}", want.name()));
+            }
+            None
+        }
+    };
+    if let Some(value) = &value {
+        for (bound, side) in [
+            (&column.lower, Ordering::Greater),
+            (&column.upper, Ordering::Less),
+        ] {
+            let Some(bound) = bound else { continue };
+            let order = compare(value, &bound.value);
+            if !(order == Some(side) || (bound.inclusive && order == Some(Ordering::Equal))) {
+                return Err(format!("outside the column's bound ({})", bound.text));
+            }
+        }
+    }
+    if let Some(allowed) = &column.one_of
+        && !allowed.iter().any(|a| a == text)
+    {
+        return Err(format!("not one of {}", allowed.join(" ")));
+    }
+    if let Some(by_topic) = &column.one_of_by_topic
+        && let Some((topic, _)) = by_topic
+            .iter()
+            .find(|(_, allowed)| !allowed.iter().any(|a| a == text))
+    {
+        return Err(format!("not one of topic {topic}'s values"));
+    }
+    Ok(())
 }
 
 fn build_layout(
@@ -1094,6 +1239,19 @@ mod tests {
             );
         }
         Catalog::build(&specs, ".dlq")
+    }
+
+    /// A dotted table name would be stored literally in the connection's
+    /// schema, not in the schema it seems to name: refused.
+    #[test]
+    fn a_dotted_table_name_is_refused() {
+        let mut specs = built_in();
+        specs.insert("market.ticks".into(), toml_spec(MINIMAL).expect("spec"));
+        let problem = Catalog::build(&specs, ".dlq").unwrap_err().to_string();
+        assert!(
+            problem.contains("`tables.market.ticks`: a table name has no `.`"),
+            "{problem}"
+        );
     }
 
     fn problem(extra: &str) -> String {
@@ -1251,6 +1409,93 @@ mod tests {
                    writers = 17
                    columns = [{ name = "id", type = "text", from = "/id", required = true }]"#,
                 "tables.t.writers`: must be between 1 and 16",
+            ),
+            (
+                r#"topics = ["e"]
+                   primary_key = ["id"]
+                   columns = [{ name = "id", type = "text", from = "/id", required = true },
+                              { name = "p", type = "numeric", from = "/p", default = "n/a" }]"#,
+                "tables.t.columns[1]`: column `p`: default \"n/a\": not a decimal number",
+            ),
+            (
+                r#"topics = ["e"]
+                   primary_key = ["id"]
+                   columns = [{ name = "id", type = "text", from = "/id", required = true },
+                              { name = "at", type = "timestamptz", from = "/at", default = "yesterday" }]"#,
+                "tables.t.columns[1]`: column `at`: default \"yesterday\": not an ISO-8601 timestamp",
+            ),
+            (
+                r#"topics = ["e"]
+                   primary_key = ["id"]
+                   columns = [{ name = "id", type = "text", from = "/id", required = true },
+                              { name = "n", type = "integer", from = "/n", default = 1.5 }]"#,
+                "tables.t.columns[1]`: column `n`: default \"1.5\": not an integer",
+            ),
+            (
+                r#"topics = ["e"]
+                   primary_key = ["id"]
+                   columns = [{ name = "id", type = "text", from = "/id", required = true },
+                              { name = "n", type = "integer", from = "/n", default = 0, gt = 0 }]"#,
+                "tables.t.columns[1]`: column `n`: default \"0\": outside the column's bound (0)",
+            ),
+            (
+                r#"topics = ["e"]
+                   primary_key = ["id"]
+                   columns = [{ name = "id", type = "text", from = "/id", required = true },
+                              { name = "tf", type = "text", from = "/tf", default = "2m", one_of = ["1m", "5m"] }]"#,
+                "tables.t.columns[1]`: column `tf`: default \"2m\": not one of 1m 5m",
+            ),
+            (
+                r#"topics = ["e"]
+                   primary_key = ["id"]
+                   columns = [{ name = "id", type = "text", from = "/id", required = true },
+                              { name = "j", type = "jsonb", from = "/j", default = "none" }]"#,
+                "tables.t.columns[1]`: column `j`: default \"none\": a jsonb default is JSON text",
+            ),
+            (
+                r#"topics = ["e"]
+                   primary_key = ["id"]
+                   columns = [{ name = "id", type = "text", from = "/id", required = true },
+                              { name = "j", type = "jsonb", from = "/j", default = "[]", json_type = "object" }]"#,
+                "`json_type` wants a JSON object",
+            ),
+            (
+                r#"topics = ["e"]
+                   primary_key = ["id"]
+                   columns = [{ name = "id", type = "text", from = "/id", required = true },
+                              { name = "p", type = "numeric", from = "/p", gt = 10, lt = 5 }]"#,
+                "tables.t.columns[1]`: column `p`: the bounds leave no value: gt 10 and lt 5",
+            ),
+            (
+                r#"topics = ["e"]
+                   primary_key = ["id"]
+                   columns = [{ name = "id", type = "text", from = "/id", required = true },
+                              { name = "p", type = "double precision", from = "/p", gt = 1, le = 1 }]"#,
+                "the bounds leave no value: gt 1 and le 1",
+            ),
+            (
+                r#"topics = ["e"]
+                   primary_key = ["id"]
+                   columns = [{ name = "id", type = "text", from = "/a~2b", required = true }]"#,
+                "`~` is written `~0` and `/` is `~1` in a JSON pointer",
+            ),
+            (
+                r#"topics = ["e"]
+                   primary_key = ["id"]
+                   columns = [{ name = "id", type = "text", from = "/a~", required = true }]"#,
+                "`~` is written `~0`",
+            ),
+            (
+                "topics = [\"e\"]\nprimary_key = [\"id\"]\ncolumns = [{ name = \"i\\u0000d\", type = \"text\", from = \"/id\", required = true }]",
+                "a column name has no `$` and no control character, got \"i\\0d\"",
+            ),
+            (
+                r#"topics = ["e"]
+                   time = "at"
+                   primary_key = ["id"]
+                   columns = [{ name = "id", type = "text", from = "/id", required = true },
+                              { name = "at", type = "timestamptz", from = "/at", required = true }]"#,
+                "tables.t.primary_key`: a hypertable's primary key includes its time column `at`",
             ),
             (
                 r#"topics = ["e"]

@@ -201,10 +201,13 @@ pub fn build_aggregate(
     timescale: &Timescale,
 ) -> Result<Aggregate, Problem> {
     let key = |k: &str| format!(".aggregates.{name}{k}");
-    if name.is_empty() || name.len() > 63 || name.contains('$') {
+    if let Err(problem) = super::check_name("aggregate", name) {
+        return Err((key(""), problem));
+    }
+    if name.contains('.') {
         return Err((
             key(""),
-            "an aggregate's name has 1 to 63 characters, without `$`".into(),
+            "an aggregate's name has no `.`: it lives in the table's schema".into(),
         ));
     }
     if !timescale.hypertable {

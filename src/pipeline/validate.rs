@@ -172,7 +172,8 @@ fn is_integer(raw: &str) -> bool {
 
 /// Where a column's value comes from: the message, or the column's
 /// `default` (text in the configuration's own forms: a timestamp's is
-/// ISO-8601 whatever forms the column reads from messages).
+/// ISO-8601 whatever forms the column reads from messages, a jsonb's is
+/// JSON).
 enum Given<'r> {
     Sent(Value<'r>),
     Default(&'r str),
@@ -184,6 +185,13 @@ fn read<'r>(column: &Column, given: Given<'r>) -> Result<Cell<'r>, String> {
         Given::Sent(value) => value,
         Given::Default(text) if column.column_type == ColumnType::TimestampTz => {
             return crate::time::parse_iso8601(text).and_then(storable);
+        }
+        // A jsonb default is JSON text, a boolean's `true` or `false`:
+        // checked when the catalog loads.
+        Given::Default(text)
+            if matches!(column.column_type, ColumnType::Jsonb | ColumnType::Boolean) =>
+        {
+            Value::Json(text)
         }
         Given::Default(text) => Value::Text(Cow::Borrowed(text)),
     };
@@ -929,6 +937,33 @@ mod sources {
         ] {
             assert_eq!(row(json).unwrap_err().to_string(), reason);
         }
+    }
+
+    /// Each type's `default` is stored as its value: a jsonb default as the
+    /// JSON it is (not as a string), a boolean as a boolean.
+    #[test]
+    fn defaults_are_stored_as_their_type() {
+        let catalog = catalog_of(
+            "defaults",
+            r#"
+            topics = ["defaults"]
+            primary_key = []
+            columns = [
+              { name = "j", type = "jsonb", from = "/j", default = "{}" },
+              { name = "b", type = "boolean", from = "/b", default = true },
+              { name = "n", type = "integer", from = "/n", default = 3 },
+            ]"#,
+        );
+        let mut rows = RowBuffer::default();
+        rows.push(&[
+            Cell::Jsonb("{}".into()),
+            Cell::Boolean(true),
+            Cell::Integer(3),
+        ]);
+        assert_eq!(
+            validated(&catalog, "defaults", "{}", &[]),
+            Ok(rows.freeze())
+        );
     }
 
     /// A JSON pointer steps into arrays by index (RFC 6901), nested too; an
