@@ -436,3 +436,55 @@ async fn a_long_value_is_quoted_cut_in_the_log_and_the_reason() {
             .join("\n")
     );
 }
+
+/// Key values PostgreSQL holds equal are one key within a batch: `1.0`
+/// and `1.00` in a numeric key, `0.0` and `-0.0` in a double key. The
+/// later record wins, as for any repeated key, and the table is never
+/// blocked by `ON CONFLICT DO UPDATE` meeting one row twice.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn keys_equal_to_postgres_are_one_key_and_the_later_wins() {
+    let world = World::new(1).await;
+    let topic = format!("{}levels", world.prefix());
+    create_topics(std::slice::from_ref(&topic), 1).await;
+    let config = format!(
+        r#"
+[tables.levels]
+topics = ["{topic}"]
+primary_key = ["price", "offset_bp"]
+columns = [
+  {{ name = "price", type = "numeric", from = "/price", required = true }},
+  {{ name = "offset_bp", type = "double precision", from = "/bp", required = true }},
+  {{ name = "size", type = "bigint", from = "/size", required = true }},
+]
+"#
+    );
+    let messages: Vec<(String, String)> = [
+        r#"{"price":"1.0","bp":0.0,"size":1}"#,
+        r#"{"price":"1.00","bp":-0.0,"size":2}"#,
+        r#"{"price":"2.50","bp":1.5,"size":3}"#,
+        r#"{"price":2.5,"bp":1.5,"size":4}"#,
+    ]
+    .iter()
+    .map(|v| ("k".to_owned(), (*v).to_owned()))
+    .collect();
+    // Before the sink starts: all four in one batch.
+    send_many(&topic, &messages).await;
+    let mut sink = SinkProcess::start(&world, &[world.config_file("levels", &config)]);
+    drained(&world, &topic, 60).await;
+    sink.terminate(Duration::from_secs(20));
+    let rows: Vec<(String, i64)> = world
+        .db
+        .query("SELECT price::text, size FROM levels ORDER BY size", &[])
+        .await
+        .expect("rows")
+        .iter()
+        .map(|r| (r.get(0), r.get(1)))
+        .collect();
+    assert_eq!(
+        rows,
+        [("1.00".to_owned(), 2), ("2.5".to_owned(), 4)],
+        "one row per key, the later record's"
+    );
+    let log = sink.log_text();
+    assert!(!log.contains("table blocked"), "{log}");
+}

@@ -157,19 +157,72 @@ pub fn stream_all(parts: &[EncodedRows]) -> Vec<Bytes> {
     stream
 }
 
+/// A primary key column: its place in the row (ascending in a key), and
+/// how its bytes compare as PostgreSQL compares its values.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct KeyColumn {
+    pub index: usize,
+    pub form: KeyForm,
+}
+
+/// Whether equal values of a column have one encoding.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum KeyForm {
+    /// Equal values, equal bytes (text, integers, times, booleans).
+    Exact,
+    /// `numeric`: `1.0` and `1.00` differ only in their display scale, and
+    /// PostgreSQL's unique index holds them equal.
+    Numeric,
+    /// `double precision`: `0` and `-0`, and every NaN, are equal to
+    /// PostgreSQL.
+    Double,
+}
+
+impl KeyColumn {
+    /// The table's key columns, in column order.
+    pub fn of(table: &crate::catalog::Table) -> Vec<KeyColumn> {
+        use crate::catalog::ColumnType;
+        table
+            .key_in_column_order()
+            .into_iter()
+            .map(|index| KeyColumn {
+                index,
+                form: match table.columns[index].column_type {
+                    ColumnType::Numeric => KeyForm::Numeric,
+                    ColumnType::Double => KeyForm::Double,
+                    _ => KeyForm::Exact,
+                },
+            })
+            .collect()
+    }
+
+    /// Columns of one encoding each.
+    #[cfg(test)]
+    pub fn exact(indexes: &[usize]) -> Vec<KeyColumn> {
+        indexes
+            .iter()
+            .map(|&index| KeyColumn {
+                index,
+                form: KeyForm::Exact,
+            })
+            .collect()
+    }
+}
+
 /// Keeps, for every primary key, only the row read last (offset order within a
 /// partition, array order within a message). `rows` are encoded rows of a
-/// table whose key columns are `key` (in column order, see
-/// [`crate::catalog::Table::key_in_column_order`]). Returns indexes into
-/// `rows`, in order.
-pub fn latest_per_key(key: &[usize], rows: &[&[u8]]) -> Vec<usize> {
+/// table whose key columns are `key` (see [`KeyColumn::of`]). Keys are
+/// compared as PostgreSQL compares them, so that two rows its unique index
+/// holds equal never reach one statement (`ON CONFLICT DO UPDATE` refuses
+/// to affect a row twice). Returns indexes into `rows`, in order.
+pub fn latest_per_key(key: &[KeyColumn], rows: &[&[u8]]) -> Vec<usize> {
     // An append-only table: every row is its own.
     if key.is_empty() {
         return (0..rows.len()).collect();
     }
-    // Each row's key: its key columns' bytes, `key.len()` slices in a row
+    // Each row's key: two slices per key column, `width` slices in a row
     // of this one vector (no allocation per row).
-    let width = key.len().max(1);
+    let width = 2 * key.len();
     let mut parts: Vec<&[u8]> = Vec::with_capacity(rows.len() * width);
     for row in rows {
         key_of(row, key, width, &mut parts);
@@ -188,10 +241,10 @@ pub fn latest_per_key(key: &[usize], rows: &[&[u8]]) -> Vec<usize> {
     keep
 }
 
-/// Appends the bytes of an encoded row's `columns` (ascending), `width`
-/// slices (empty ones for a short row). Equal bytes are equal values: each
-/// column has one encoding.
-fn key_of<'a>(row: &'a [u8], columns: &[usize], width: usize, out: &mut Vec<&'a [u8]>) {
+/// Appends the bytes of an encoded row's key `columns` (ascending) as two
+/// slices each, in a form where equal values are equal bytes; `width`
+/// slices in all (empty ones for a short row).
+fn key_of<'a>(row: &'a [u8], columns: &[KeyColumn], width: usize, out: &mut Vec<&'a [u8]>) {
     let before = out.len();
     let (mut at, mut column, mut found) = (2, 0, 0); // after the field count
     while found < columns.len() {
@@ -201,14 +254,46 @@ fn key_of<'a>(row: &'a [u8], columns: &[usize], width: usize, out: &mut Vec<&'a 
         let len = i32::from_be_bytes([len[0], len[1], len[2], len[3]]);
         at += 4;
         let end = at + usize::try_from(len).unwrap_or(0); // NULL: -1
-        if column == columns[found] {
-            out.push(row.get(at..end).unwrap_or_default());
+        if column == columns[found].index {
+            let value = row.get(at..end).unwrap_or_default();
+            let (a, b) = comparable(value, columns[found].form);
+            out.push(a);
+            out.push(b);
             found += 1;
         }
         at = end;
         column += 1;
     }
     out.resize(before + width, &[]);
+}
+
+/// Zero as a `numeric`'s header: no digits, weight 0, positive, scale 0.
+const NUMERIC_ZERO: [u8; 8] = [0; 8];
+/// `0.0` as a `double precision`.
+const DOUBLE_ZERO: [u8; 8] = 0f64.to_bits().to_be_bytes();
+/// The one NaN every NaN compares as.
+const DOUBLE_NAN: [u8; 8] = f64::NAN.to_bits().to_be_bytes();
+
+/// A key value's bytes in a form where the values PostgreSQL holds equal
+/// are equal: a `numeric` without its display scale (bytes 6–7), and
+/// zero always positive; a `double` with `-0` as `0` and one NaN.
+fn comparable(value: &[u8], form: KeyForm) -> (&[u8], &[u8]) {
+    match form {
+        KeyForm::Exact => (value, &[]),
+        KeyForm::Numeric if value.len() >= 8 => {
+            if value[..2] == [0, 0] {
+                (&NUMERIC_ZERO, &[])
+            } else {
+                (&value[..6], &value[8..])
+            }
+        }
+        KeyForm::Double => match <[u8; 8]>::try_from(value).map(f64::from_be_bytes) {
+            Ok(v) if v == 0.0 => (&DOUBLE_ZERO, &[]),
+            Ok(v) if v.is_nan() => (&DOUBLE_NAN, &[]),
+            _ => (value, &[]),
+        },
+        KeyForm::Numeric => (value, &[]),
+    }
 }
 
 /// One value of a row, typed as its column.
@@ -292,7 +377,9 @@ pub fn test_quote(time: i64, sequence: i64, source: &str) -> Vec<Cell<'static>> 
 
 /// The key columns of [`test_quote`].
 #[cfg(test)]
-pub const TEST_QUOTE_KEY: [usize; 4] = [0, 1, 2, 7];
+pub fn test_quote_key() -> Vec<KeyColumn> {
+    KeyColumn::exact(&[0, 1, 2, 7])
+}
 
 #[cfg(test)]
 mod tests {
@@ -317,14 +404,43 @@ mod tests {
         // source is not part of it.
         let rows = encode(&[quote(1, "a"), quote(2, "b"), quote(1, "c")]);
         let refs: Vec<&[u8]> = rows.rows().collect();
-        assert_eq!(latest_per_key(&TEST_QUOTE_KEY, &refs), [1, 2]);
+        assert_eq!(latest_per_key(&test_quote_key(), &refs), [1, 2]);
         let other_time = encode(&[test_quote(1, 1, "a"), quote(1, "a")]);
         let refs: Vec<&[u8]> = other_time.rows().collect();
-        assert_eq!(latest_per_key(&TEST_QUOTE_KEY, &refs), [0, 1]);
+        assert_eq!(latest_per_key(&test_quote_key(), &refs), [0, 1]);
         // Without a key (an append-only table), the same row twice is two.
         let rows = encode(&[quote(1, "a"), quote(1, "a")]);
         let refs: Vec<&[u8]> = rows.rows().collect();
         assert_eq!(latest_per_key(&[], &refs), [0, 1]);
+    }
+
+    /// Values PostgreSQL's unique index holds equal are one key: `1.0`
+    /// and `1.00`, `0` and `-0.0`, two NaNs; the later row wins.
+    #[test]
+    fn keys_are_compared_as_postgres_compares_them() {
+        let n = |text: &str| Cell::Numeric(Decimal::parse(text).unwrap());
+        let key = [
+            KeyColumn {
+                index: 0,
+                form: KeyForm::Numeric,
+            },
+            KeyColumn {
+                index: 1,
+                form: KeyForm::Double,
+            },
+        ];
+        let rows = encode(&[
+            vec![n("1.0"), Cell::Double(0.0), Cell::BigInt(1)],
+            vec![n("1.00"), Cell::Double(-0.0), Cell::BigInt(2)],
+            vec![n("0.000"), Cell::Double(f64::NAN), Cell::BigInt(3)],
+            vec![n("-0"), Cell::Double(-f64::NAN), Cell::BigInt(4)],
+            vec![n("10"), Cell::Double(1.5), Cell::BigInt(5)],
+            vec![n("10.0"), Cell::Double(1.5), Cell::BigInt(6)],
+            vec![n("100"), Cell::Double(1.5), Cell::BigInt(7)],
+            vec![n("0.1"), Cell::Double(1.5), Cell::BigInt(8)],
+        ]);
+        let refs: Vec<&[u8]> = rows.rows().collect();
+        assert_eq!(latest_per_key(&key, &refs), [1, 3, 5, 6, 7]);
     }
 
     #[test]
@@ -349,7 +465,10 @@ mod tests {
             price("eth", "x", "BTC", 4),
         ]);
         let refs: Vec<&[u8]> = rows.rows().collect();
-        assert_eq!(latest_per_key(&[0, 1, 3], &refs), [1, 2, 3]);
+        assert_eq!(
+            latest_per_key(&KeyColumn::exact(&[0, 1, 3]), &refs),
+            [1, 2, 3]
+        );
         // A key column after a NULL column is still found.
         let row = |a: Option<i64>, b: i64| {
             vec![
@@ -360,7 +479,7 @@ mod tests {
         };
         let rows = encode(&[row(None, 1), row(Some(1), 1), row(None, 2)]);
         let refs: Vec<&[u8]> = rows.rows().collect();
-        assert_eq!(latest_per_key(&[2], &refs), [1, 2]);
+        assert_eq!(latest_per_key(&KeyColumn::exact(&[2]), &refs), [1, 2]);
     }
 
     #[test]

@@ -33,7 +33,7 @@ use crate::database::Database;
 use crate::ops::health::Health;
 use crate::pg_error::{Backoff, Class, classify, describe};
 use crate::pipeline::batch::Batch;
-use crate::pipeline::copy_format::{EncodedRows, latest_per_key, stream_all};
+use crate::pipeline::copy_format::{EncodedRows, KeyColumn, latest_per_key, stream_all};
 use crate::pipeline::dead_letter::{DeadLetter, DeadLetters};
 use crate::pipeline::outcome::{Outcome, RejectClass, Rejection};
 use crate::pipeline::topic_watch::{Origin, Replaced, TopicWatch};
@@ -156,7 +156,7 @@ struct Encoded {
 }
 
 impl Encoded {
-    fn new(batch: &Batch, rejected: &BTreeMap<usize, String>, key: &[usize]) -> Encoded {
+    fn new(batch: &Batch, rejected: &BTreeMap<usize, String>, key: &[KeyColumn]) -> Encoded {
         let (owners, rows) = rows_to_write(batch, rejected, key);
         Encoded {
             rows: EncodedRows::from_rows(rows.iter().copied()),
@@ -246,7 +246,7 @@ enum Attempt {
 pub struct Writer {
     table: Arc<str>,
     /// The primary key's columns, in column order: which rows repeat a key.
-    key: Vec<usize>,
+    key: Vec<KeyColumn>,
     statements: sql::Statements,
     database: Database,
     group_id: String,
@@ -328,7 +328,7 @@ impl Writer {
     ) -> Writer {
         Writer {
             table: Arc::from(table.name.as_str()),
-            key: table.key_in_column_order(),
+            key: KeyColumn::of(table),
             statements: sql::statements(table),
             database,
             group_id,
@@ -935,7 +935,7 @@ impl Writer {
 fn rows_to_write<'b>(
     batch: &'b Batch,
     rejected: &BTreeMap<usize, String>,
-    key: &[usize],
+    key: &[KeyColumn],
 ) -> (Vec<usize>, Vec<&'b [u8]>) {
     let mut owners = Vec::with_capacity(batch.rows);
     let mut rows = Vec::with_capacity(batch.rows);
@@ -1169,7 +1169,7 @@ mod tests {
         let (owners, rows) = rows_to_write(
             &flush.batch,
             &BTreeMap::new(),
-            &crate::pipeline::copy_format::TEST_QUOTE_KEY,
+            &crate::pipeline::copy_format::test_quote_key(),
         );
         assert_eq!(owners, [0, 2, 3]);
         assert_eq!(rows[2], again.rows().next().unwrap());
@@ -1177,7 +1177,7 @@ mod tests {
         let (owners, _) = rows_to_write(
             &flush.batch,
             &refused,
-            &crate::pipeline::copy_format::TEST_QUOTE_KEY,
+            &crate::pipeline::copy_format::test_quote_key(),
         );
         assert_eq!(owners, [0, 3]);
         // Partitions fenced off take their rows with them.
