@@ -288,7 +288,8 @@ fn comparable(value: &[u8], form: KeyForm) -> (&[u8], &[u8]) {
             }
         }
         KeyForm::Double => match <[u8; 8]>::try_from(value).map(f64::from_be_bytes) {
-            Ok(v) if v == 0.0 => (&DOUBLE_ZERO, &[]),
+            // A float pattern matches by `==`: `-0.0` too.
+            Ok(0.0) => (&DOUBLE_ZERO, &[]),
             Ok(v) if v.is_nan() => (&DOUBLE_NAN, &[]),
             _ => (value, &[]),
         },
