@@ -100,6 +100,13 @@ pub struct Config {
     /// takes up to 147,455; 1,000 is far above any price and keeps a message
     /// of such values small in memory.
     pub max_decimal_digits: usize,
+    /// The deepest nesting of a JSON document stored in a `jsonb` column
+    /// (arrays and objects within each other); a deeper one dead-letters
+    /// its message. PostgreSQL's jsonb input recurses per level and fails
+    /// the whole statement past its stack (near 10,000 levels with the
+    /// default `max_stack_depth`); 1,000 is far below that and far above
+    /// any real document.
+    pub max_json_depth: usize,
     /// How often a progress line (rows/s per table, lag) is logged, in
     /// milliseconds; 0 turns it off.
     pub progress_interval_ms: u64,
@@ -124,6 +131,7 @@ impl Default for Config {
             max_value_bytes: 4 * 1024 * 1024,
             max_array_elements: 10_000,
             max_decimal_digits: crate::decimal::DEFAULT_MAX_DIGITS,
+            max_json_depth: 1_000,
             progress_interval_ms: 0,
             log_format: LogFormat::Text,
             http: HttpConfig::default(),
@@ -479,6 +487,9 @@ impl Config {
         if self.max_array_elements == 0 {
             return Err(invalid("max_array_elements", "must be at least 1"));
         }
+        if self.max_json_depth == 0 {
+            return Err(invalid("max_json_depth", "must be at least 1"));
+        }
         if self.max_decimal_digits == 0 {
             return Err(invalid("max_decimal_digits", "must be at least 1"));
         }
@@ -530,6 +541,7 @@ impl Config {
             value_bytes: self.max_value_bytes,
             array_elements: self.max_array_elements,
             decimal_digits: self.max_decimal_digits,
+            json_depth: self.max_json_depth,
         }
     }
 }

@@ -488,3 +488,85 @@ columns = [
     let log = sink.log_text();
     assert!(!log.contains("table blocked"), "{log}");
 }
+
+/// A deep document: past `max_json_depth` it is dead-lettered at decode;
+/// within it but past what PostgreSQL's jsonb input takes (54001), the one
+/// message is dead-lettered with the SQLSTATE — never the table blocked —
+/// and the messages around it land.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_deep_document_is_a_dead_letter_not_a_blocked_table() {
+    let world = World::new(1).await;
+    let topic = format!("{}docs", world.prefix());
+    create_topics(std::slice::from_ref(&topic), 1).await;
+    let config = format!(
+        r#"
+[tables.docs]
+topics = ["{topic}"]
+primary_key = ["id"]
+columns = [
+  {{ name = "id", type = "text", from = "key", required = true }},
+  {{ name = "doc", type = "jsonb", from = "/doc" }},
+]
+"#
+    );
+    let deep = |n: usize| format!(r#"{{"doc":{}{}}}"#, "[".repeat(n), "]".repeat(n));
+    let env = world.config_file("docs", &config);
+
+    // Within PostgreSQL's reach, past the sink's bound.
+    let first = vec![
+        ("a".to_owned(), r#"{"doc":{"x":1}}"#.to_owned()),
+        ("deep".to_owned(), deep(2_000)),
+        ("b".to_owned(), r#"{"doc":[1]}"#.to_owned()),
+    ];
+    send_many(&topic, &first).await;
+    let mut sink = SinkProcess::start(&world, std::slice::from_ref(&env));
+    drained(&world, &topic, 60).await;
+    sink.terminate(Duration::from_secs(20));
+
+    // The bound lifted: PostgreSQL itself refuses 100,000 levels.
+    let second = vec![
+        ("c".to_owned(), r#"{"doc":{"y":2}}"#.to_owned()),
+        ("deeper".to_owned(), deep(100_000)),
+        ("d".to_owned(), r#"{"doc":null}"#.to_owned()),
+    ];
+    send_many(&topic, &second).await;
+    let mut sink = SinkProcess::start(
+        &world,
+        &[
+            env.clone(),
+            ("TIMESINK_MAX_JSON_DEPTH", "1000000".to_owned()),
+        ],
+    );
+    drained(&world, &topic, 60).await;
+    let letters = read_to_end(&format!("{topic}.dlq"), 60);
+    sink.terminate(Duration::from_secs(20));
+
+    let ids: Vec<String> = world
+        .db
+        .query("SELECT id FROM docs ORDER BY id", &[])
+        .await
+        .expect("rows")
+        .iter()
+        .map(|r| r.get(0))
+        .collect();
+    assert_eq!(ids, ["a", "b", "c", "d"]);
+    let mut reasons: Vec<(String, String)> = letters
+        .iter()
+        .map(|m| {
+            let key = String::from_utf8_lossy(m.key().unwrap_or_default()).into_owned();
+            (key, dlq_headers(m)["dlq.reason"].clone())
+        })
+        .collect();
+    reasons.sort();
+    assert_eq!(reasons.len(), 2, "{reasons:?}");
+    assert_eq!(reasons[0].0, "deep");
+    assert!(
+        reasons[0]
+            .1
+            .contains("column `doc`: JSON nested deeper than 1000 levels (max_json_depth)"),
+        "{reasons:?}"
+    );
+    assert_eq!(reasons[1].0, "deeper");
+    assert!(reasons[1].1.contains("SQLSTATE 54001"), "{reasons:?}");
+    assert!(!sink.log_text().contains("table blocked"));
+}

@@ -214,6 +214,14 @@ enum AttemptError {
 }
 
 impl AttemptError {
+    /// The SQLSTATE PostgreSQL sent, if it sent one.
+    fn sqlstate(&self) -> Option<&str> {
+        match self {
+            AttemptError::Db(e) => e.code().map(tokio_postgres::error::SqlState::code),
+            _ => None,
+        }
+    }
+
     /// Whether the connection failed (no SQLSTATE): the database is out of reach.
     fn is_connection(&self) -> bool {
         matches!(self, AttemptError::Db(e) if e.code().is_none())
@@ -288,6 +296,10 @@ struct Connection {
     /// The table's binary `COPY … FROM STDIN`.
     copy: Statement,
 }
+
+/// 54001: a statement too complex — for PostgreSQL's jsonb input, a
+/// document nested past its stack (`max_stack_depth`).
+const STATEMENT_TOO_COMPLEX: &str = "54001";
 
 /// How many batches go by the merge path after a COPY met an existing key,
 /// before a plain COPY is tried again.
@@ -427,9 +439,16 @@ impl Writer {
         // Whether this flush has failed before (a transient failure is
         // logged once per flush, then at debug level).
         let mut failed = false;
+        // The reason PostgreSQL cannot take the next part, a single message,
+        // in any statement: it goes to the dead letters.
+        let mut refuse: Option<String> = None;
         while let Some(mut part) = parts.pop_front() {
             let started = Instant::now();
-            match self.attempt(&mut part, &mut origin).await {
+            let attempt = match refuse.take() {
+                Some(reason) => self.attempt_refused(&mut part, reason, &mut origin).await,
+                None => self.attempt(&mut part, &mut origin).await,
+            };
+            match attempt {
                 Ok(Attempt::Committed { rows, rejected }) => {
                     metrics::histogram!("timesink_copy_duration_seconds", "table" => self.table.to_string())
                         .record(started.elapsed().as_secs_f64());
@@ -489,6 +508,20 @@ impl Writer {
                 Err(e) => {
                     self.client = None;
                     let class = e.class();
+                    if class == Class::TooBig
+                        && part.batch.entries.len() == 1
+                        && e.sqlstate() == Some(STATEMENT_TOO_COMPLEX)
+                    {
+                        // No smaller batch gets one message through: it is
+                        // the message's doing (a document nested past the
+                        // server's stack), as a row PostgreSQL refuses.
+                        refuse = Some(format!(
+                            "PostgreSQL rejected a row of {}: {e} (one message is more than a statement can hold)",
+                            self.table
+                        ));
+                        parts.push_front(part);
+                        continue;
+                    }
                     if class == Class::TooBig && part.batch.entries.len() > 1 {
                         let (first, second) = part.split();
                         tracing::info!(
@@ -718,6 +751,20 @@ impl Writer {
         Ok(((!fenced.is_empty()).then_some(fenced), then))
     }
 
+    /// A flush of one message PostgreSQL cannot take: its offsets are
+    /// committed and the message dead-lettered with `reason`.
+    async fn attempt_refused(
+        &mut self,
+        flush: &mut Flush,
+        reason: String,
+        origin: &mut Origin,
+    ) -> Result<Attempt, AttemptError> {
+        self.connect().await?;
+        let refused = (0..flush.batch.entries.len()).map(|i| (i, reason.clone()));
+        self.attempt_carefully_with(flush, false, origin, refused.collect())
+            .await
+    }
+
     /// A flush in a transaction of savepoints: the merge path when a key is
     /// already there (`merge`: straight away), and rows PostgreSQL refuses
     /// found and dead-lettered.
@@ -727,12 +774,22 @@ impl Writer {
         merge: bool,
         origin: &mut Origin,
     ) -> Result<Attempt, AttemptError> {
+        self.attempt_carefully_with(flush, merge, origin, BTreeMap::new())
+            .await
+    }
+
+    /// [`Writer::attempt_carefully`], with entries `rejected` already.
+    async fn attempt_carefully_with(
+        &mut self,
+        flush: &mut Flush,
+        merge: bool,
+        origin: &mut Origin,
+        mut rejected: BTreeMap<usize, String>,
+    ) -> Result<Attempt, AttemptError> {
         if let (Some(fenced), ()) = self.begin(flush, async { Ok(()) }).await? {
             self.client_ref().batch_execute("ROLLBACK").await?;
             return Ok(Attempt::Fenced(fenced));
         }
-        // Entries whose rows PostgreSQL refused, with the reason.
-        let mut rejected: BTreeMap<usize, String> = BTreeMap::new();
         let rows = loop {
             let Encoded {
                 owners,

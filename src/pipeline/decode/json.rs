@@ -14,7 +14,7 @@ use serde::de::{self, DeserializeSeed, IgnoredAny, MapAccess, SeqAccess, Visitor
 use serde_json::value::RawValue;
 
 use super::{DecodeError, Record, Records, Value};
-use crate::catalog::{PathNode, PathTree, Table};
+use crate::catalog::{ColumnType, PathNode, PathTree, Source, Table};
 
 pub(super) fn decode<'a>(
     table: &Table,
@@ -292,6 +292,66 @@ impl<'de> Deserialize<'de> for Text<'de> {
     }
 }
 
+/// Refuses a record whose value for a `jsonb` column nests deeper than
+/// `max`: PostgreSQL's jsonb input would fail the whole statement on it.
+/// Only the table's jsonb columns are looked at, once per record.
+pub(super) fn check_depth(
+    table: &Table,
+    records: &Records<'_>,
+    max: usize,
+) -> Result<(), DecodeError> {
+    for column in table
+        .columns
+        .iter()
+        .filter(|c| c.column_type == ColumnType::Jsonb)
+    {
+        for source in &column.sources {
+            let (Source::Record(slot) | Source::Envelope(slot)) = source else {
+                continue;
+            };
+            for record in records {
+                if let Some(Some(Value::Json(raw))) = record.slots.get(*slot)
+                    && deeper_than(raw, max)
+                {
+                    return Err(DecodeError::TooDeep {
+                        column: column.name.clone(),
+                        limit: max,
+                    });
+                }
+            }
+        }
+    }
+    Ok(())
+}
+
+/// Whether valid JSON `raw` nests arrays and objects deeper than `max`.
+fn deeper_than(raw: &str, max: usize) -> bool {
+    let (mut depth, mut in_string, mut escaped) = (0usize, false, false);
+    for &b in raw.as_bytes() {
+        if in_string {
+            match (escaped, b) {
+                (true, _) => escaped = false,
+                (false, b'\\') => escaped = true,
+                (false, b'"') => in_string = false,
+                _ => {}
+            }
+            continue;
+        }
+        match b {
+            b'"' => in_string = true,
+            b'[' | b'{' => {
+                depth += 1;
+                if depth > max {
+                    return true;
+                }
+            }
+            b']' | b'}' => depth = depth.saturating_sub(1),
+            _ => {}
+        }
+    }
+    false
+}
+
 /// The elements of a JSON array, refused past `max` before more are kept.
 fn array_elements(text: &str, max: usize) -> Result<Vec<&RawValue>, DecodeError> {
     struct Elements {
@@ -327,4 +387,22 @@ fn array_elements(text: &str, max: usize) -> Result<Vec<&RawValue>, DecodeError>
         return Err(DecodeError::TooManyElements { limit: max });
     }
     elements.map_err(|e| DecodeError::Json(e.to_string()))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::deeper_than;
+
+    #[test]
+    fn depth_counts_arrays_and_objects_not_brackets_in_strings() {
+        assert!(!deeper_than("1", 0));
+        assert!(!deeper_than(r#"{"a":[1,{"b":2}]}"#, 3));
+        assert!(deeper_than(r#"{"a":[1,{"b":2}]}"#, 2));
+        assert!(!deeper_than(r#"{"a":"[[[[{{{{","b":"\"[[["}"#, 1));
+        assert!(!deeper_than(r#"[[],[],[[]]]"#, 3));
+        assert!(deeper_than(
+            &format!("{}{}", "[".repeat(1001), "]".repeat(1001)),
+            1000
+        ));
+    }
 }

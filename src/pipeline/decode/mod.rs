@@ -34,6 +34,8 @@ pub struct Bounds {
     /// `max_decimal_digits`: the digits of one decimal as stored (the
     /// exponent's shift included).
     pub decimal_digits: usize,
+    /// `max_json_depth`: the nesting of a document a `jsonb` column stores.
+    pub json_depth: usize,
 }
 
 impl Default for Bounds {
@@ -42,6 +44,7 @@ impl Default for Bounds {
             value_bytes: 4 * 1024 * 1024,
             array_elements: 10_000,
             decimal_digits: crate::decimal::DEFAULT_MAX_DIGITS,
+            json_depth: 1_000,
         }
     }
 }
@@ -61,6 +64,8 @@ pub enum DecodeError {
     TooLarge { limit: usize },
     #[error("JSON array has more than {limit} elements (max_array_elements)")]
     TooManyElements { limit: usize },
+    #[error("column `{column}`: JSON nested deeper than {limit} levels (max_json_depth)")]
+    TooDeep { column: String, limit: usize },
     #[error("value is not valid JSON: {}", capped(.0))]
     Json(String),
     #[error("{location}: {}", capped(.message))]
@@ -82,9 +87,9 @@ impl DecodeError {
     pub fn class(&self) -> RejectClass {
         match self {
             DecodeError::Header { .. } => RejectClass::Encoding,
-            DecodeError::TooLarge { .. } | DecodeError::TooManyElements { .. } => {
-                RejectClass::TooLarge
-            }
+            DecodeError::TooLarge { .. }
+            | DecodeError::TooManyElements { .. }
+            | DecodeError::TooDeep { .. } => RejectClass::TooLarge,
             _ => RejectClass::Decode,
         }
     }
@@ -243,7 +248,11 @@ pub fn decode<'a>(
         value
     };
     match encoding.content_type {
-        ContentType::Json => json::decode(table, bytes, bounds.array_elements, envelopes),
+        ContentType::Json => {
+            let records = json::decode(table, bytes, bounds.array_elements, envelopes)?;
+            json::check_depth(table, &records, bounds.json_depth)?;
+            Ok(records)
+        }
         ContentType::Bincode => bincode::decode(table, bytes).map(|r| smallvec::smallvec![r]),
     }
 }
@@ -257,6 +266,7 @@ mod tests {
         value_bytes: 1 << 20,
         array_elements: 10_000,
         decimal_digits: 1_000,
+        json_depth: 1_000,
     };
 
     fn catalog() -> Catalog {
