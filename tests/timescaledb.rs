@@ -436,9 +436,10 @@ async fn policies_follow_the_configuration_at_every_start() {
         .await
         .expect("check passes");
     for expected in [
-        "  hypertable crypto_prices: 0 chunks, 0 compressed; chunks of 1 day; compression segmented by (coin_id), ordered by (\"time\" DESC), policy after 3 days; retention 90 days\n",
-        "  aggregate crypto_candles_1m over crypto_prices: materialized only, refreshed every 1 minute from 30 days to 1 minute ago\n",
-        "  aggregate crypto_candles_1h over crypto_prices: real time, refreshed every 10 minutes from 30 days to 1 hour ago\n",
+        "table crypto_prices (11 columns, primary key (coin_id, exchange_id, time)): present, hypertable, matches what the sink writes\n",
+        "  hypertable: 0 chunks, 0 compressed; chunks of 1 day; compression segmented by (coin_id), ordered by (\"time\" DESC), policy after 3 days; retention 90 days\n",
+        "  aggregate crypto_candles_1m: materialized only, refreshed every 1 minute from 30 days to 1 minute ago\n",
+        "  aggregate crypto_candles_1h: real time, refreshed every 10 minutes from 30 days to 1 hour ago\n",
         "  differs from the configuration (changed at start): crypto_prices: no retention policy (database: after 90 days)\n",
         "  differs from the configuration (changed at start): crypto_candles_1m: real-time aggregation on\n",
         "  differs from the configuration (changed at start): level1_quotes: compression policy after 1 day (database: none)\n",

@@ -360,6 +360,9 @@ pub struct Column {
     pub type_name: String,
     pub not_null: bool,
     pub has_default: bool,
+    /// `GENERATED ALWAYS AS (…) STORED`: PostgreSQL computes it, and
+    /// refuses a value for it.
+    pub generated: bool,
 }
 
 /// A table's columns and primary key, as the catalog has them.
@@ -390,6 +393,7 @@ pub async fn shape_of(
             type_name: r.get(1),
             not_null: r.get(2),
             has_default: r.get(3),
+            generated: r.get(5),
         })
         .collect();
     Ok(Some(Shape { columns, key }))
@@ -441,12 +445,20 @@ pub fn compare(table: &str, expected: &Shape, found: &Shape) -> Vec<String> {
                 "table {table}: column {} is {}, expected {}",
                 want.name, have.type_name, want.type_name
             )),
-            Some(have) if have.not_null && !want.not_null && !have.has_default => {
-                problems.push(format!(
-                    "table {table}: column {} is NOT NULL, expected nullable (the sink writes NULL there)",
-                    want.name
-                ))
-            }
+            Some(have) if have.generated => problems.push(format!(
+                "table {table}: column {} is generated in the table, and PostgreSQL refuses a value for it \
+                 (take it out of the table's description, or make it a plain column)",
+                want.name
+            )),
+            // A default does not help: the sink sends NULL for a message
+            // without a value, and NULL is a value.
+            Some(have) if have.not_null && !want.not_null => problems.push(format!(
+                "table {table}: column {} is NOT NULL{}, expected nullable (the sink writes NULL where a \
+                 message has no value; make the column nullable, or give it `required` or a `default` \
+                 in the table's description)",
+                want.name,
+                if have.has_default { " with a default" } else { "" }
+            )),
             Some(_) => {}
         }
     }
@@ -468,6 +480,12 @@ pub fn compare(table: &str, expected: &Shape, found: &Shape) -> Vec<String> {
             "table {table}: primary key ({}), expected ({})",
             have.join(", "),
             want.join(", ")
+        )),
+        (None, Some(have)) => problems.push(format!(
+            "table {table}: primary key ({}), expected none (the description is append-only, \
+             `primary_key = []`: a record sent twice would be refused by the key, not kept; \
+             give the description the table's key, or drop the key)",
+            have.join(", ")
         )),
         _ => {}
     }
@@ -498,6 +516,7 @@ mod tests {
             type_name: type_name.into(),
             not_null,
             has_default: false,
+            generated: false,
         }
     }
 
@@ -520,6 +539,7 @@ mod tests {
         let mut looser = quotes();
         looser.columns[3].not_null = false;
         looser.columns.push(col("note", "text", false));
+        // An extra column the sink does not write: its default fills it.
         let mut defaulted = col("added", "integer", true);
         defaulted.has_default = true;
         looser.columns.push(defaulted);
@@ -561,6 +581,28 @@ mod tests {
         assert_eq!(
             compare("q", &expected, &found),
             ["table q: primary key (time), expected (symbol, time)"]
+        );
+        let mut append_only = quotes();
+        append_only.key = None;
+        assert!(
+            compare("q", &append_only, &found)[0]
+                .contains("primary key (time), expected none (the description is append-only")
+        );
+    }
+
+    #[test]
+    fn a_generated_column_or_a_not_null_default_on_a_nullable_one_refuses() {
+        let expected = quotes();
+        let mut found = quotes();
+        found.columns[1].generated = true;
+        found.columns[3].not_null = true;
+        found.columns[3].has_default = true;
+        assert_eq!(
+            compare("q", &expected, &found),
+            [
+                "table q: column symbol is generated in the table, and PostgreSQL refuses a value for it (take it out of the table's description, or make it a plain column)",
+                "table q: column bid_size is NOT NULL with a default, expected nullable (the sink writes NULL where a message has no value; make the column nullable, or give it `required` or a `default` in the table's description)",
+            ]
         );
     }
 }

@@ -211,6 +211,10 @@ enum AttemptError {
     /// The live table differs from what the sink writes.
     #[error("{0}")]
     Mismatch(String),
+    /// PostgreSQL refuses every row the same way, a row it took before
+    /// included: the table's doing (a trigger, a constraint), not the rows'.
+    #[error("{0}")]
+    Refused(String),
 }
 
 impl AttemptError {
@@ -234,7 +238,8 @@ impl AttemptError {
             AttemptError::Db(e) => classify(e),
             AttemptError::DeadLetter(_)
             | AttemptError::NoCulprit(_)
-            | AttemptError::Mismatch(_) => Class::Blocked,
+            | AttemptError::Mismatch(_)
+            | AttemptError::Refused(_) => Class::Blocked,
         }
     }
 }
@@ -285,6 +290,10 @@ pub struct Writer {
     verified: bool,
     /// Confirms that a flush's topic was not replaced under it.
     topic_watch: Arc<TopicWatch>,
+    /// The last row the table took, encoded: written again (and rolled
+    /// back) when a batch's rows are refused, to tell a table that refuses
+    /// every row from rows that break its rules.
+    last_good: Option<Vec<u8>>,
 }
 
 /// An open connection and the statements prepared on it once, so that a
@@ -354,6 +363,7 @@ impl Writer {
             direct_compress: table.timescaledb.direct_compress,
             verified: false,
             topic_watch,
+            last_good: None,
         }
     }
 
@@ -591,7 +601,12 @@ impl Writer {
     /// operator can cure it: one line when that state changes, then at
     /// debug level per retry.
     fn report_failure(&self, class: Class, error: &AttemptError, delay: Duration, failed: bool) {
-        let blocked = matches!(class, Class::Blocked | Class::TooBig | Class::Decompression);
+        // A row error or a conflict that reaches here was not isolated:
+        // retrying it would be retrying in silence.
+        let blocked = matches!(
+            class,
+            Class::Blocked | Class::TooBig | Class::Decompression | Class::Row | Class::Conflict
+        );
         if blocked {
             let reason = if class == Class::Decompression {
                 format!(
@@ -701,7 +716,15 @@ impl Writer {
         // transaction, and PostgreSQL answers that COMMIT with a rollback.
         let (copied, committed) = tokio::join!(copied, client.batch_execute("COMMIT"));
         match copied {
-            Ok(Ok(_)) => committed?,
+            Ok(Ok(_)) => match committed {
+                Ok(()) => {}
+                // A constraint checked at COMMIT (DEFERRABLE) refused a row:
+                // the careful path checks each at its own statement.
+                Err(e) if refuses_a_row(&e) => {
+                    return self.attempt_carefully(flush, false, origin).await;
+                }
+                Err(e) => return Err(e.into()),
+            },
             Ok(Err(replaced)) => {
                 committed?; // the rollback
                 return Ok(Attempt::Replaced(replaced));
@@ -720,6 +743,7 @@ impl Writer {
                 return self.attempt_carefully(flush, conflict, origin).await;
             }
         }
+        self.last_good = flush.batch.encoded_rows().last().map(<[u8]>::to_vec);
         Ok(Attempt::Committed { rows, rejected: 0 })
     }
 
@@ -786,7 +810,12 @@ impl Writer {
         origin: &mut Origin,
         mut rejected: BTreeMap<usize, String>,
     ) -> Result<Attempt, AttemptError> {
-        if let (Some(fenced), ()) = self.begin(flush, async { Ok(()) }).await? {
+        // Deferred constraints are checked at each statement, so that the
+        // row that breaks one is found like any other.
+        let immediate = self
+            .client_ref()
+            .batch_execute("SET CONSTRAINTS ALL IMMEDIATE");
+        if let (Some(fenced), ()) = self.begin(flush, immediate).await? {
             self.client_ref().batch_execute("ROLLBACK").await?;
             return Ok(Attempt::Fenced(fenced));
         }
@@ -797,8 +826,13 @@ impl Writer {
             } = &Encoded::new(&flush.batch, &rejected, &self.key);
             self.client_ref().batch_execute("SAVEPOINT batch").await?;
             match self.copy_range(encoded, 0..encoded.len(), merge).await {
-                Ok(()) => break encoded.len(),
-                Err(e) if classify(&e) != Class::Row => return Err(e.into()),
+                Ok(()) => {
+                    if let Some(row) = encoded.rows().last() {
+                        self.last_good = Some(row.to_vec());
+                    }
+                    break encoded.len();
+                }
+                Err(e) if !refuses_a_row(&e) => return Err(e.into()),
                 Err(first) => {
                     self.client_ref()
                         .batch_execute("ROLLBACK TO SAVEPOINT batch")
@@ -807,9 +841,13 @@ impl Writer {
                     // NOT NULL added) refuses every row: that is the
                     // operator's to fix, not a dead letter per message.
                     self.verify().await?;
+                    self.refuses_what_it_took(&first).await?;
                     let culprits = self.find_rejected(encoded, merge).await?;
                     if culprits.is_empty() {
                         return Err(AttemptError::NoCulprit(describe(&first)));
+                    }
+                    if self.last_good.is_none() {
+                        refuses_every_row(&self.table, owners, &culprits)?;
                     }
                     for (row, error) in culprits {
                         let reason = format!(
@@ -844,11 +882,51 @@ impl Writer {
             self.client_ref().batch_execute("ROLLBACK").await?;
             return Ok(Attempt::Replaced(replaced.clone()));
         }
-        self.client_ref().batch_execute("COMMIT").await?;
+        match self.client_ref().batch_execute("COMMIT").await {
+            Ok(()) => {}
+            // Every constraint was checked at its statement: one that still
+            // fails at COMMIT is no row's to answer for.
+            Err(e) if refuses_a_row(&e) => {
+                return Err(AttemptError::NoCulprit(describe(&e)));
+            }
+            Err(e) => return Err(e.into()),
+        }
         Ok(Attempt::Committed {
             rows,
             rejected: rejected.len(),
         })
+    }
+
+    /// Whether the table refuses a row it took before the way it refused
+    /// this batch (`first`): then it refuses every row — a trigger raising,
+    /// a constraint no row meets, a referenced table emptied — and the
+    /// table is blocked for the operator, not its rows dead-lettered. The
+    /// row is written in a savepoint rolled back either way.
+    async fn refuses_what_it_took(
+        &mut self,
+        first: &tokio_postgres::Error,
+    ) -> Result<(), AttemptError> {
+        let Some(canary) = self.last_good.clone() else {
+            return Ok(());
+        };
+        let rows = EncodedRows::from_rows(std::iter::once(canary.as_slice()));
+        self.client_ref().batch_execute("SAVEPOINT probe").await?;
+        let probed = self.copy_range(&rows, 0..1, false).await;
+        self.client_ref()
+            .batch_execute("ROLLBACK TO SAVEPOINT probe")
+            .await?;
+        match probed {
+            Ok(()) => Ok(()),
+            Err(e) if !refuses_a_row(&e) => Err(e.into()),
+            Err(e) if same_refusal(&e, first) => Err(AttemptError::Refused(format!(
+                "PostgreSQL refuses every row of table {}, a row it took before included: {} \
+                 (a trigger, a constraint or a reference the rows cannot meet; the table is \
+                 re-checked until it takes rows again)",
+                self.table,
+                describe(&e)
+            ))),
+            Err(_) => Ok(()),
+        }
     }
 
     /// Compares the live table with what the sink writes.
@@ -953,7 +1031,7 @@ impl Writer {
         match merged {
             Ok(()) => client.batch_execute("RELEASE SAVEPOINT copy").await,
             Err(e) => {
-                if classify(&e) == Class::Row {
+                if refuses_a_row(&e) {
                     client.batch_execute("ROLLBACK TO SAVEPOINT copy").await?;
                 }
                 Err(e)
@@ -974,7 +1052,7 @@ impl Writer {
         while let Some(range) = pending.pop() {
             match self.copy_range(rows, range.clone(), merge).await {
                 Ok(()) => {}
-                Err(e) if classify(&e) != Class::Row => return Err(e),
+                Err(e) if !refuses_a_row(&e) => return Err(e),
                 Err(e) if range.len() == 1 => culprits.push((range.start, e)),
                 Err(_) => {
                     let mid = range.start + range.len() / 2;
@@ -985,6 +1063,45 @@ impl Writer {
         }
         Ok(culprits)
     }
+}
+
+/// Whether PostgreSQL refused a row (its values, or a constraint the sink
+/// does not own: a unique index besides the primary key meets a key the
+/// merge path cannot replace).
+fn refuses_a_row(e: &tokio_postgres::Error) -> bool {
+    matches!(classify(e), Class::Row | Class::Conflict)
+}
+
+/// Whether two refusals are the same: one SQLSTATE, one constraint.
+fn same_refusal(a: &tokio_postgres::Error, b: &tokio_postgres::Error) -> bool {
+    match (a.as_db_error(), b.as_db_error()) {
+        (Some(a), Some(b)) => a.code() == b.code() && a.constraint() == b.constraint(),
+        _ => false,
+    }
+}
+
+/// Without a row the table took before to tell by: every row of several
+/// messages refused one way is taken as the table refusing them all.
+fn refuses_every_row(
+    table: &str,
+    owners: &[usize],
+    culprits: &[(usize, tokio_postgres::Error)],
+) -> Result<(), AttemptError> {
+    let messages: std::collections::BTreeSet<usize> = owners.iter().copied().collect();
+    let (_, first) = &culprits[0];
+    if culprits.len() == owners.len()
+        && messages.len() > 1
+        && culprits.iter().all(|(_, e)| same_refusal(e, first))
+    {
+        return Err(AttemptError::Refused(format!(
+            "PostgreSQL refuses every row of table {table}, the same way for {} messages: {} \
+             (a trigger, a constraint or a reference the rows cannot meet; the table is \
+             re-checked until it takes rows again)",
+            messages.len(),
+            describe(first)
+        )));
+    }
+    Ok(())
 }
 
 /// The rows to write: for each key the later row, skipping rejected entries.
