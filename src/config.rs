@@ -117,6 +117,57 @@ pub struct Config {
     pub http: HttpConfig,
     /// How `/status` judges the lag.
     pub health: HealthConfig,
+    /// The keys the configuration file and the environment name (not the
+    /// built-in defaults): what the sink may change in a live table.
+    #[serde(skip)]
+    pub named: Named,
+}
+
+/// Dotted configuration keys (`tables.crypto_prices.timescaledb.retention`)
+/// that the user's file or environment gives. A TimescaleDB setting of a
+/// table that exists is changed only where its key is named: a default
+/// never overrides what an operator set.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Named(std::collections::BTreeSet<String>);
+
+impl Named {
+    pub fn insert(&mut self, key: impl Into<String>) {
+        self.0.insert(key.into());
+    }
+
+    /// Whether `key`, a key within it or a section holding it is named.
+    pub fn names(&self, key: &str) -> bool {
+        let within = |a: &str, b: &str| a.strip_prefix(b).is_some_and(|r| r.starts_with('.'));
+        self.0
+            .iter()
+            .any(|k| k == key || within(k, key) || within(key, k))
+    }
+
+    /// The named keys under `prefix.`, without it.
+    pub fn under(&self, prefix: &str) -> Vec<String> {
+        let prefix = format!("{prefix}.");
+        self.0
+            .iter()
+            .filter_map(|k| k.strip_prefix(&prefix).map(str::to_owned))
+            .collect()
+    }
+
+    /// Every leaf key of `value`, under `at`.
+    fn add_leaves(&mut self, at: &str, value: &figment::value::Value) {
+        match value {
+            figment::value::Value::Dict(_, dict) if !dict.is_empty() => {
+                for (k, v) in dict {
+                    let key = if at.is_empty() {
+                        k.clone()
+                    } else {
+                        format!("{at}.{k}")
+                    };
+                    self.add_leaves(&key, v);
+                }
+            }
+            _ => self.insert(at),
+        }
+    }
 }
 
 impl Default for Config {
@@ -136,6 +187,7 @@ impl Default for Config {
             log_format: LogFormat::Text,
             http: HttpConfig::default(),
             health: HealthConfig::default(),
+            named: Named::default(),
         }
     }
 }
@@ -352,6 +404,7 @@ impl Config {
         env: impl IntoIterator<Item = (String, String)>,
     ) -> Result<Config, ConfigError> {
         let mut figment = Figment::from(Serialized::defaults(Config::default()));
+        let mut named = Named::default();
         if let Some(path) = file {
             if !path.exists() {
                 return Err(ConfigError::Load(format!(
@@ -360,6 +413,11 @@ impl Config {
                 )));
             }
             figment = figment.merge(Toml::file_exact(path));
+            if let Ok(value) =
+                Figment::from(Toml::file_exact(path)).extract::<figment::value::Value>()
+            {
+                named.add_leaves("", &value);
+            }
         }
         let env = with_secret_files(env.into_iter().collect())?;
         let lookup = |name: &str| env.iter().find(|(k, _)| k == name).map(|(_, v)| v.clone());
@@ -377,12 +435,14 @@ impl Config {
             let key = rest.to_ascii_lowercase().replace("__", ".");
             let value: figment::value::Value = value.parse().unwrap_or_else(|never| match never {});
             figment = figment.merge(Serialized::defaults(figment::util::nest(&key, value)));
+            named.insert(key.clone());
             from_env.push((key, name.clone()));
         }
         let mut config: Config = figment.extract().map_err(|e| {
             let errors: Vec<String> = e.into_iter().map(|e| explain(e, &from_env)).collect();
             ConfigError::Load(errors.join("; "))
         })?;
+        config.named = named;
         if let Some(v) = lookup("KAFKA_BROKERS") {
             config.kafka.brokers = v;
         }
@@ -531,8 +591,11 @@ impl Config {
     }
 
     /// The tables, built from their descriptions and checked.
+    /// The tables, each knowing which of its keys the configuration names.
     pub fn catalog(&self) -> Result<Catalog, CatalogError> {
-        Catalog::build(&self.tables, &self.dead_letter.suffix)
+        let mut catalog = Catalog::build(&self.tables, &self.dead_letter.suffix)?;
+        catalog.name_keys(|table| self.named.under(&format!("tables.{table}")));
+        Ok(catalog)
     }
 
     /// The bounds on the work one message may cause.
@@ -561,6 +624,44 @@ mod tests {
         let mut f = tempfile::Builder::new().suffix(".toml").tempfile().unwrap();
         std::io::Write::write_all(&mut f, text.as_bytes()).unwrap();
         f
+    }
+
+    /// The keys the file and the environment give are named; the
+    /// built-in defaults are not.
+    #[test]
+    fn the_keys_the_file_and_the_environment_give_are_named() {
+        let f = file(
+            "[tables.crypto_prices.timescaledb]\ncompress_after = \"3 days\"\n\n[tables.crypto_prices.aggregates.crypto_candles_1m.refresh]\nstart_offset = \"30 days\"\n",
+        );
+        let config = Config::load_from(
+            Some(f.path()),
+            env(&[(
+                "TIMESINK_TABLES__LEVEL1_QUOTES__TIMESCALEDB__RETENTION",
+                "90 days",
+            )]),
+        )
+        .unwrap();
+        let catalog = config.catalog().unwrap();
+        let named = |t: &str| catalog.by_name(t).unwrap().timescaledb.named.clone();
+        assert_eq!(
+            named("crypto_prices"),
+            [
+                "aggregates.crypto_candles_1m.refresh.start_offset",
+                "timescaledb.compress_after"
+            ]
+        );
+        assert_eq!(named("level1_quotes"), ["timescaledb.retention"]);
+        assert!(named("ohlcv_data").is_empty());
+        assert!(
+            config
+                .named
+                .names("tables.crypto_prices.timescaledb.compress_after")
+        );
+        assert!(
+            !config
+                .named
+                .names("tables.crypto_prices.timescaledb.retention")
+        );
     }
 
     #[test]
@@ -611,7 +712,10 @@ mod tests {
         let start = section.find("```toml\n").unwrap() + "```toml\n".len();
         let block = &section[start..start + section[start..].find("```").unwrap()];
         let f = file(block);
-        let loaded = Config::load_from(Some(f.path()), env(&[])).unwrap();
+        let mut loaded = Config::load_from(Some(f.path()), env(&[])).unwrap();
+        assert!(loaded.named.names("batch.max_rows_in_flight"));
+        assert!(!loaded.named.names("tables"));
+        loaded.named = Named::default();
         assert_eq!(loaded, Config::default());
 
         // Every key of the struct is written out (open maps aside; the

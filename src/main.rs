@@ -193,7 +193,13 @@ fn real_main() -> anyhow::Result<()> {
                 )
             })?;
             let catalog = config.catalog()?;
-            let report = schema::apply(&mut client, config.database.timescaledb, &catalog).await?;
+            let report = schema::apply(
+                &mut client,
+                config.database.timescaledb,
+                &catalog,
+                schema::Step::Owner,
+            )
+            .await?;
             for change in &report.changed {
                 println!("changed: {change}");
             }

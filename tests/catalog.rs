@@ -128,9 +128,14 @@ async fn every_entry_conforms_from_description_to_table_to_row_to_key() {
     let world = World::new(1).await;
     let catalog = catalog();
     let mut client = connect(&world.config.database.url).await;
-    timesink::catalog::schema::apply(&mut client, world.config.database.timescaledb, &catalog)
-        .await
-        .expect("tables created from the catalog");
+    timesink::catalog::schema::apply(
+        &mut client,
+        world.config.database.timescaledb,
+        &catalog,
+        timesink::catalog::schema::Step::Owner,
+    )
+    .await
+    .expect("tables created from the catalog");
     // The built-ins and the odin example's two.
     assert_eq!(catalog.len(), timesink::catalog::BUILT_IN.len() + 2);
     let now = Timestamp(chrono::Utc::now().timestamp_micros() - 60_000_000);

@@ -252,6 +252,7 @@ async fn a_statement_timeout_shorter_than_a_flush_splits_it_until_it_fits() {
         &mut client,
         world.config.database.timescaledb,
         &world.config.catalog().expect("catalog"),
+        timesink::catalog::schema::Step::Owner,
     )
     .await
     .expect("schema");
@@ -557,6 +558,7 @@ async fn a_refused_bookkeeping_table_is_blocked_loudly_and_heals_on_grant() {
         &mut owner,
         world.config.database.timescaledb,
         &world.config.catalog().expect("catalog"),
+        timesink::catalog::schema::Step::Owner,
     )
     .await
     .expect("schema");
@@ -644,6 +646,7 @@ async fn a_role_with_only_the_documented_grants_runs_the_sink() {
         &mut owner,
         world.config.database.timescaledb,
         &world.config.catalog().expect("catalog"),
+        timesink::catalog::schema::Step::Owner,
     )
     .await
     .expect("schema");
@@ -744,6 +747,7 @@ async fn a_changed_table_is_blocked_by_name_not_dead_lettered_and_heals() {
         &mut client,
         timesink::config::TimescaleMode::Off,
         &world.config.catalog().expect("catalog"),
+        timesink::catalog::schema::Step::Owner,
     )
     .await
     .expect("schema");

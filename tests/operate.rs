@@ -509,3 +509,104 @@ async fn the_catalog_refuses_at_load_what_cannot_work_and_stores_defaults_as_the
         .get(0);
     assert_eq!(kind, "object");
 }
+
+/// After a description gains a column, `run` blocks the table naming it
+/// and `timesink schema` adds it (nullable), printing the change; a column
+/// whose type changed is left to the operator, named; nothing is dropped.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn schema_adds_the_columns_a_description_gained_and_names_what_it_leaves() {
+    let world = World::new(1).await;
+    let topic = format!("{}trades", world.prefix());
+    create_topics(std::slice::from_ref(&topic), 1).await;
+    let table = |columns: &str| {
+        format!(
+            "[tables.trades]\ntopics = [\"{topic}\"]\nprimary_key = [\"id\"]\ncolumns = [\n  {{ name = \"id\", type = \"text\", from = \"key\", required = true }},\n  {{ name = \"price\", type = \"numeric\", from = \"/p\", required = true }},\n{columns}]\n"
+        )
+    };
+    let schema = |config: &str, name: &str| {
+        let mut cmd = sink_command(&world, "schema");
+        let (key, file) = world.config_file(name, config);
+        cmd.env(key, file);
+        let out = cmd.output().expect("run timesink schema");
+        let stdout = String::from_utf8_lossy(&out.stdout).into_owned();
+        assert!(
+            out.status.success(),
+            "{stdout}{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        stdout
+    };
+    schema(&table(""), "v1");
+    send_many(
+        &topic,
+        &[("a".to_owned(), r#"{"p":"1.5","q":1}"#.to_owned())],
+    )
+    .await;
+    let v2 = table(
+        "  { name = \"venue\", type = \"text\", from = \"/v\" },\n  { name = \"qty\", type = \"bigint\", from = \"/q\", required = true },\n",
+    );
+    let port = free_port();
+    let mut sink = SinkProcess::start(
+        &world,
+        &[
+            world.config_file("v2", &v2),
+            ("TIMESINK_HTTP__LISTEN", format!("127.0.0.1:{port}")),
+        ],
+    );
+    eventually(30, "trades blocked, naming the column", || async {
+        get(&format!("http://127.0.0.1:{port}/status"))
+            .is_some_and(|(_, body)| body.contains("column venue is missing"))
+    })
+    .await;
+    sink.terminate(Duration::from_secs(20));
+
+    let out = schema(&v2, "v2");
+    for expected in [
+        "changed: table trades: column venue added (text, nullable: rows stored before hold NULL)",
+        "changed: table trades: column qty added (bigint, nullable: rows stored before hold NULL)",
+    ] {
+        assert!(out.contains(expected), "{expected:?} in\n{out}");
+    }
+    let columns: Vec<String> = world
+        .db
+        .query(
+            "SELECT column_name::text || ' ' || data_type || ' ' || is_nullable FROM information_schema.columns \
+             WHERE table_name = 'trades' ORDER BY ordinal_position",
+            &[],
+        )
+        .await
+        .expect("columns")
+        .iter()
+        .map(|r| r.get(0))
+        .collect();
+    assert_eq!(
+        columns,
+        [
+            "id text NO",
+            "price numeric NO",
+            "venue text YES",
+            "qty bigint YES"
+        ]
+    );
+    // The sink writes the table again.
+    let mut sink = SinkProcess::start(&world, &[world.config_file("v2-run", &v2)]);
+    send_many(
+        &topic,
+        &[("b".to_owned(), r#"{"p":"2","v":"x","q":3}"#.to_owned())],
+    )
+    .await;
+    drained(&world, &topic, 60).await;
+    sink.terminate(Duration::from_secs(20));
+    assert_eq!(world.count("trades").await, 2);
+
+    // A retyped column is the operator's: named, not changed.
+    let v3 = table(
+        "  { name = \"venue\", type = \"text\", from = \"/v\" },\n  { name = \"qty\", type = \"numeric\", from = \"/q\", required = true },\n",
+    );
+    let out = schema(&v3, "v3");
+    assert!(
+        out.contains("left alone: table trades: column qty is bigint, expected numeric — the operator's to change"),
+        "{out}"
+    );
+    assert!(!out.contains("changed:"), "{out}");
+}

@@ -64,6 +64,7 @@ async fn timescaledb_world(partitions: i32, test: &str) -> Option<(World, Config
         &mut client,
         TimescaleMode::Required,
         &config.catalog().expect("catalog"),
+        timesink::catalog::schema::Step::Owner,
     )
     .await
     .expect("schema");
@@ -112,9 +113,14 @@ async fn hypertables_with_compression_are_created_idempotently() {
     let mut client = connect(&world.config.database.url).await;
     for _ in 0..2 {
         let catalog = world.config.catalog().expect("catalog");
-        let report = schema::apply(&mut client, TimescaleMode::Required, &catalog)
-            .await
-            .expect("schema applies, twice");
+        let report = schema::apply(
+            &mut client,
+            TimescaleMode::Required,
+            &catalog,
+            timesink::catalog::schema::Step::Owner,
+        )
+        .await
+        .expect("schema applies, twice");
         assert!(report.timescaledb);
     }
     let hypertables: Vec<String> = world
@@ -226,6 +232,7 @@ async fn with_timescaledb_off_the_sink_writes_plain_tables() {
         &mut client,
         TimescaleMode::Off,
         &world.config.catalog().expect("catalog"),
+        timesink::catalog::schema::Step::Owner,
     )
     .await
     .expect("plain tables");
@@ -405,6 +412,25 @@ async fn policies_follow_the_configuration_at_every_start() {
         .expect("built-in")
         .timescaledb
         .compress_after = None;
+    // A table the sink did not just create changes only where the
+    // configuration names the key: the same settings as defaults of the
+    // code, not named, change nothing.
+    let unnamed = start(changed.clone()).await;
+    assert_eq!(unnamed.changed, Vec::<String>::new(), "nothing named yet");
+    assert_eq!(unnamed.left_alone.len(), 9, "{:#?}", unnamed.left_alone);
+    for key in [
+        "tables.crypto_prices.timescaledb.chunk_interval",
+        "tables.crypto_prices.timescaledb.compress_after",
+        "tables.crypto_prices.timescaledb.segment_by",
+        "tables.crypto_prices.timescaledb.retention",
+        "tables.crypto_prices.aggregates.crypto_candles_1m.refresh.start_offset",
+        "tables.crypto_prices.aggregates.crypto_candles_1h.refresh.start_offset",
+        "tables.crypto_prices.aggregates.crypto_candles_1d.refresh.start_offset",
+        "tables.crypto_prices.aggregates.crypto_candles_1m.real_time",
+        "tables.level1_quotes.timescaledb.compress_after",
+    ] {
+        changed.named.insert(key);
+    }
     let report = start(changed.clone()).await;
     assert_eq!(report.changed.len(), 9, "{:#?}", report.changed);
     let now = timescaledb_settings(&world).await;
@@ -428,8 +454,8 @@ async fn policies_follow_the_configuration_at_every_start() {
     let again = start(changed).await;
     assert_eq!(again.changed, Vec::<String>::new(), "nothing to change");
 
-    // `timesink check` shows what the database holds, and what the next
-    // start with the defaults would change.
+    // `timesink check` shows what the database holds, and how it differs
+    // from the defaults, which a start leaves as it is.
     let mut defaults_required = world.config.clone();
     defaults_required.database.timescaledb = TimescaleMode::Required;
     let report = timesink::ops::check::run(&defaults_required)
@@ -440,16 +466,30 @@ async fn policies_follow_the_configuration_at_every_start() {
         "  hypertable: 0 chunks, 0 compressed; chunks of 1 day; compression segmented by (coin_id), ordered by (\"time\" DESC), policy after 3 days; retention 90 days\n",
         "  aggregate crypto_candles_1m: materialized only, refreshed every 1 minute from 30 days to 1 minute ago\n",
         "  aggregate crypto_candles_1h: real time, refreshed every 10 minutes from 30 days to 1 hour ago\n",
-        "  differs from the configuration (changed at start): crypto_prices: no retention policy (database: after 90 days)\n",
-        "  differs from the configuration (changed at start): crypto_candles_1m: real-time aggregation on\n",
-        "  differs from the configuration (changed at start): level1_quotes: compression policy after 1 day (database: none)\n",
+        "  differs from the configuration, left alone: crypto_prices: no retention policy (database: after 90 days) — left as it is: not named in the configuration (set `tables.crypto_prices.timescaledb.retention` to have the sink change it)\n",
+        "  differs from the configuration, left alone: crypto_candles_1m: real-time aggregation on — left as it is: not named in the configuration (set `tables.crypto_prices.aggregates.crypto_candles_1m.real_time` to have the sink change it)\n",
+        "  differs from the configuration, left alone: level1_quotes: compression policy after 1 day (database: none) — left as it is: not named in the configuration (set `tables.level1_quotes.timescaledb.compress_after` to have the sink change it)\n",
     ] {
         assert!(report.contains(expected), "{expected:?} in\n{report}");
     }
 
-    // Back to the defaults: retention gone, the rest as at first but the
-    // chunk width, which an unset `chunk_interval` leaves as it is.
+    // A deployment with the defaults (another instance, a restart without
+    // the keys) flips nothing back: the settings stay as they are.
     let back = start(world.config.clone()).await;
+    assert_eq!(back.changed, Vec::<String>::new());
+    assert_eq!(timescaledb_settings(&world).await, now);
+
+    // Named again, at the defaults' values: back to them. The chunk width
+    // stays (an unset `chunk_interval` leaves it as it is).
+    let mut named_defaults = world.config.clone();
+    for key in [
+        "tables.crypto_prices.timescaledb",
+        "tables.crypto_prices.aggregates",
+        "tables.level1_quotes.timescaledb.compress_after",
+    ] {
+        named_defaults.named.insert(key);
+    }
+    let back = start(named_defaults).await;
     assert!(!back.changed.is_empty());
     let expected: Vec<String> = defaults
         .iter()
@@ -1175,4 +1215,152 @@ columns = [
     let readings = readings.join("\n");
     assert!(readings.contains("missing (created at start)"), "{stdout}");
     assert!(readings.contains(&topic), "{stdout}");
+}
+
+/// What an operator set stays set: a compression policy changed to 2 days
+/// and a retention policy added by hand survive a start whose
+/// configuration does not name them; a plain table holding rows is never
+/// migrated by a start (`timesink schema`, the owner's step, does it).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_start_never_overrides_what_an_operator_set_nor_migrates_rows() {
+    let world = World::new(1).await;
+    if !timescaledb_installed(
+        &world,
+        "a_start_never_overrides_what_an_operator_set_nor_migrates_rows",
+    )
+    .await
+    {
+        return;
+    }
+    let mut client = connect(&world.config.database.url).await;
+    // Plain tables first (as before TimescaleDB was loaded), one holding rows.
+    let catalog = world.config.catalog().expect("catalog");
+    schema::apply(
+        &mut client,
+        TimescaleMode::Off,
+        &catalog,
+        schema::Step::Owner,
+    )
+    .await
+    .expect("plain tables");
+    world
+        .db
+        .batch_execute(
+            "INSERT INTO level1_quotes (time, exchange_id, symbol, best_bid, best_ask, sequence, source) \
+             VALUES (now(), 'x', 'BTC', 1, 2, 0, 'history'); \
+             CREATE EXTENSION IF NOT EXISTS timescaledb",
+        )
+        .await
+        .expect("rows, then TimescaleDB");
+    let start = schema::prepare(&mut client, TimescaleMode::Required, &catalog)
+        .await
+        .expect("start");
+    assert!(
+        start
+            .left_alone
+            .iter()
+            .any(|l| l.starts_with("level1_quotes: a plain table holding rows, not a hypertable — `timesink schema` makes it one")),
+        "{:#?}",
+        start.left_alone
+    );
+    let hypertables = || async {
+        text_rows(
+            &world,
+            "SELECT hypertable_name::text FROM timescaledb_information.hypertables ORDER BY 1",
+            &[],
+        )
+        .await
+    };
+    assert_eq!(
+        hypertables().await,
+        ["crypto_prices", "market_analytics", "ohlcv_data"],
+        "the empty plain tables became hypertables, the one with rows did not"
+    );
+    let owner = schema::apply(
+        &mut client,
+        TimescaleMode::Required,
+        &catalog,
+        schema::Step::Owner,
+    )
+    .await
+    .expect("schema");
+    assert!(
+        owner
+            .changed
+            .iter()
+            .any(|c| c == "level1_quotes: a hypertable on time (migrating the rows it holds)"),
+        "{:#?}",
+        owner.changed
+    );
+    assert_eq!(hypertables().await.len(), 4);
+    assert_eq!(world.count("level1_quotes").await, 1, "the row migrated");
+
+    // The operator's policies.
+    world
+        .db
+        .batch_execute(
+            "SELECT remove_compression_policy('crypto_prices'); \
+             SELECT add_compression_policy('crypto_prices', INTERVAL '2 days'); \
+             SELECT add_retention_policy('crypto_prices', INTERVAL '30 days')",
+        )
+        .await
+        .expect("the operator's policies");
+    let before = timescaledb_settings(&world).await;
+    assert!(
+        before
+            .iter()
+            .any(|s| s == "crypto_prices policy_compression 2 days")
+    );
+    assert!(
+        before
+            .iter()
+            .any(|s| s == "crypto_prices policy_retention 30 days")
+    );
+    let again = schema::prepare(&mut client, TimescaleMode::Required, &catalog)
+        .await
+        .expect("start again");
+    assert_eq!(again.changed, Vec::<String>::new());
+    assert_eq!(
+        timescaledb_settings(&world).await,
+        before,
+        "all as the operator set it"
+    );
+    let shown: Vec<&String> = again
+        .left_alone
+        .iter()
+        .filter(|l| l.starts_with("crypto_prices:"))
+        .collect();
+    assert_eq!(shown.len(), 2, "{:#?}", again.left_alone);
+    assert!(shown[0].contains(
+        "compression policy after 7 days (database: after 2 days) — left as it is: not named"
+    ));
+    assert!(
+        shown[1]
+            .contains("no retention policy (database: after 30 days) — left as it is: not named")
+    );
+
+    // Named in the configuration, the setting is the configuration's.
+    let mut named = world.config.clone();
+    named
+        .named
+        .insert("tables.crypto_prices.timescaledb.compress_after");
+    let catalog = named.catalog().expect("catalog");
+    let changed = schema::prepare(&mut client, TimescaleMode::Required, &catalog)
+        .await
+        .expect("start, named");
+    assert_eq!(
+        changed.changed,
+        ["crypto_prices: compression policy after 7 days (database: after 2 days)"]
+    );
+    let after = timescaledb_settings(&world).await;
+    assert!(
+        after
+            .iter()
+            .any(|s| s == "crypto_prices policy_compression 7 days")
+    );
+    assert!(
+        after
+            .iter()
+            .any(|s| s == "crypto_prices policy_retention 30 days")
+    );
 }

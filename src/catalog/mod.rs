@@ -447,6 +447,15 @@ const MAX_TABLES: usize = 1024;
 pub const MAX_WRITERS: usize = 16;
 
 impl Catalog {
+    /// Tells each table the keys under it the configuration names (see
+    /// [`crate::config::Named`]): `named(table)` gives them, dotted,
+    /// without `tables.<name>.`.
+    pub fn name_keys(&mut self, named: impl Fn(&str) -> Vec<String>) {
+        for table in &mut self.tables {
+            table.timescaledb.named = named(&table.name);
+        }
+    }
+
     /// Builds the catalog from the declared tables (disabled ones left
     /// out), checking each: names, types, sources, rules, key, layout.
     /// `dead_letter_suffix` ends topics that are never read.

@@ -4,6 +4,7 @@
 
 use tokio_postgres::{Client, GenericClient};
 
+pub use crate::catalog::timescale::Step;
 use crate::catalog::{Catalog, Table, sql, timescale};
 use crate::config::TimescaleMode;
 
@@ -43,19 +44,23 @@ pub struct TimescaleState {
     pub plan: timescale::Plan,
 }
 
-/// [`TimescaleState`] of each table of the catalog.
+/// [`TimescaleState`] of each table of the catalog, as `step` would
+/// change it; `created`: the tables created in this step.
 pub async fn timescaledb_plans(
     client: &impl GenericClient,
     catalog: &Catalog,
+    step: Step,
+    created: &[String],
 ) -> Result<Vec<TimescaleState>, tokio_postgres::Error> {
     let mut states = Vec::new();
     for table in catalog.tables() {
-        let live = live_table(client, table).await?;
+        let mut live = live_table(client, table).await?;
+        live.created = created.contains(&table.name);
         let mut found = Vec::with_capacity(table.aggregates.len());
         for a in &table.aggregates {
             found.push(live_aggregate(client, &a.name).await?);
         }
-        let plan = timescale::plan(table, &live, &found);
+        let plan = timescale::plan(table, &live, &found, step);
         let aggregates = table
             .aggregates
             .iter()
@@ -85,6 +90,23 @@ async fn live_table(
     let row = client
         .query_one(TIMESCALEDB_TABLE_SQL, &[&table.name, &columns, &descending])
         .await?;
+    let hypertable: bool = row.get(0);
+    // Only a plain table's rows matter (making it a hypertable migrates
+    // them); a table not created yet has none.
+    let has_rows = if hypertable {
+        false
+    } else {
+        let ident = sql::ident(&table.name);
+        let exists: bool = client
+            .query_one("SELECT to_regclass($1) IS NOT NULL", &[&ident])
+            .await?
+            .get(0);
+        exists
+            && client
+                .query_one(&format!("SELECT EXISTS (SELECT 1 FROM {ident})"), &[])
+                .await?
+                .get::<_, bool>(0)
+    };
     Ok(timescale::LiveTable {
         hypertable: row.get(0),
         chunk_interval: row.get(1),
@@ -96,6 +118,8 @@ async fn live_table(
         retention: row.get(7),
         unique_indexes: row.get(8),
         triggers: row.get(9),
+        created: false,
+        has_rows,
     })
 }
 
@@ -122,21 +146,33 @@ async fn live_aggregate(
 async fn apply_timescaledb(
     client: &impl GenericClient,
     catalog: &Catalog,
+    step: Step,
+    created: &[String],
 ) -> Result<(Vec<String>, Vec<String>), SchemaError> {
-    let plans = timescaledb_plans(client, catalog)
+    let plans = timescaledb_plans(client, catalog, step, created)
         .await
         .map_err(SchemaError::Timescale)?;
     let (mut changed, mut left_alone) = (Vec::new(), Vec::new());
     for state in plans {
         let plan = state.plan;
         for change in plan.changes {
+            // A migration can take long: said before it starts.
+            if state.live.has_rows && !state.live.hypertable {
+                tracing::info!(table = %state.table, change = %change.what, "changing a table that holds rows: this takes as long as they take to copy");
+            }
+            let started = std::time::Instant::now();
             client.batch_execute(&change.sql).await.map_err(|source| {
                 SchemaError::TimescaleChange {
                     what: change.what.clone(),
                     source,
                 }
             })?;
-            changed.push(change.what);
+            tracing::debug!(change = %change.what, took = ?started.elapsed(), "changed");
+            if state.live.created {
+                tracing::info!(change = %change.what, "TimescaleDB setting of a new table");
+            } else {
+                changed.push(change.what);
+            }
         }
         left_alone.extend(plan.left_alone);
     }
@@ -166,7 +202,9 @@ pub struct SchemaReport {
     /// Whether DDL ran (some table was missing); when every table exists
     /// the sink changes nothing, so it needs no CREATE and no ownership.
     pub created: bool,
-    /// TimescaleDB settings changed to match the configuration, in words.
+    /// TimescaleDB settings of tables that existed, changed to match the
+    /// configuration (keys it names), in words. A new table's are set
+    /// from the description and logged at `info`.
     pub changed: Vec<String>,
     /// What differs from the configuration and was left as it is, and why.
     pub left_alone: Vec<String>,
@@ -186,6 +224,12 @@ pub enum SchemaError {
     },
     #[error("reading the live tables' columns and keys: {}", crate::pg_error::describe(.0))]
     Catalog(#[source] tokio_postgres::Error),
+    #[error("{what}: {}", crate::pg_error::describe(.source))]
+    Evolve {
+        what: String,
+        #[source]
+        source: tokio_postgres::Error,
+    },
     #[error("database.timescaledb = \"required\" but the timescaledb extension is not installed")]
     TimescaleMissing,
     #[error(
@@ -207,14 +251,8 @@ pub async fn prepare(
     mode: TimescaleMode,
     catalog: &Catalog,
 ) -> Result<SchemaReport, SchemaError> {
-    let names: Vec<String> = all_tables(catalog).iter().map(|t| sql::ident(t)).collect();
-    let missing: i64 = client
-        .query_one(MISSING_TABLES_SQL, &[&names])
-        .await
-        .map_err(SchemaError::Catalog)?
-        .get(0);
-    if missing > 0 {
-        return apply(client, mode, catalog).await;
+    if !missing_tables(client, catalog).await?.is_empty() {
+        return apply(client, mode, catalog, Step::Run).await;
     }
     let installed: bool = client
         .query_one(TIMESCALEDB_CREATED_SQL, &[])
@@ -243,7 +281,7 @@ pub async fn prepare(
     tx.batch_execute(SCHEMA_LOCK_SQL)
         .await
         .map_err(SchemaError::Timescale)?;
-    match apply_timescaledb(&tx, catalog).await {
+    match apply_timescaledb(&tx, catalog, Step::Run, &[]).await {
         Ok((changed, left_alone)) => {
             tx.commit().await.map_err(SchemaError::Timescale)?;
             report.changed = changed;
@@ -253,7 +291,7 @@ pub async fn prepare(
             if source.code() == Some(&tokio_postgres::error::SqlState::INSUFFICIENT_PRIVILEGE) =>
         {
             drop(tx);
-            let plans = timescaledb_plans(client, catalog)
+            let plans = timescaledb_plans(client, catalog, Step::Run, &[])
                 .await
                 .map_err(SchemaError::Timescale)?;
             for plan in plans.into_iter().map(|s| s.plan) {
@@ -273,25 +311,57 @@ pub async fn prepare(
     Ok(report)
 }
 
-/// Creates the tables (and hypertables where TimescaleDB is loaded).
-/// Idempotent, and serialised by an advisory lock so that instances starting
-/// together do not race. `timesink schema` runs it; `run` only when a table
-/// is missing.
+/// The catalog's tables (bookkeeping included) that do not exist, by name.
+async fn missing_tables(
+    client: &impl GenericClient,
+    catalog: &Catalog,
+) -> Result<Vec<String>, SchemaError> {
+    let tables = all_tables(catalog);
+    let names: Vec<String> = tables.iter().map(|t| sql::ident(t)).collect();
+    let missing: Vec<String> = client
+        .query_one(MISSING_TABLES_SQL, &[&names])
+        .await
+        .map_err(SchemaError::Catalog)?
+        .get(0);
+    Ok(tables
+        .into_iter()
+        .zip(names)
+        .filter(|(_, quoted)| missing.contains(quoted))
+        .map(|(table, _)| table)
+        .collect())
+}
+
+/// Creates the tables (and hypertables where TimescaleDB is loaded), and
+/// sets what it creates from the description; in tables that exist it
+/// changes only what the configuration names. Idempotent, and serialised
+/// by an advisory lock so that instances starting together do not race.
+/// `timesink schema` runs it as [`Step::Owner`] (which also makes a plain
+/// table holding rows a hypertable); `run` only when a table is missing.
 pub async fn apply(
     client: &mut Client,
     mode: TimescaleMode,
     catalog: &Catalog,
+    step: Step,
 ) -> Result<SchemaReport, SchemaError> {
+    // What the tables should look like, for the owner's step to add the
+    // columns a description gained (read before the transaction: it
+    // takes one of its own).
+    let shapes = match step {
+        Step::Owner => expected_shapes(client, catalog).await?,
+        Step::Run => Vec::new(),
+    };
     let tx = client.transaction().await.map_err(SchemaError::Tables)?;
     tx.batch_execute(SCHEMA_LOCK_SQL)
         .await
         .map_err(SchemaError::Tables)?;
+    let new_tables = missing_tables(&tx, catalog).await?;
     tx.batch_execute(BOOKKEEPING_SQL)
         .await
         .map_err(SchemaError::Tables)?;
     tx.batch_execute(&tables_sql(catalog))
         .await
         .map_err(SchemaError::Tables)?;
+    let (added, differing) = evolve(&tx, &shapes, &new_tables).await?;
     // Installed is not enough: TimescaleDB must also be preloaded, and
     // creating it without that is FATAL (it closes the connection). The
     // setting is readable only by superusers and pg_read_all_settings
@@ -329,20 +399,22 @@ pub async fn apply(
         (TimescaleMode::Required, None) => return Err(SchemaError::TimescaleUnknown),
         (TimescaleMode::Required, Some(true)) => true,
     };
-    let (changed, mut left_alone) = if use_timescale {
+    let (mut changed, mut left_alone) = if use_timescale {
         tx.batch_execute("CREATE EXTENSION IF NOT EXISTS timescaledb")
             .await
             .map_err(|source| SchemaError::TimescaleChange {
                 what: "CREATE EXTENSION timescaledb".into(),
                 source,
             })?;
-        apply_timescaledb(&tx, catalog).await?
+        apply_timescaledb(&tx, catalog, step, &new_tables).await?
     } else {
         (Vec::new(), Vec::new())
     };
     if !use_timescale {
         left_alone.extend(aggregates_without_timescaledb(catalog));
     }
+    changed.splice(0..0, added);
+    left_alone.splice(0..0, differing);
     tx.commit().await.map_err(SchemaError::Tables)?;
     Ok(SchemaReport {
         timescaledb: use_timescale,
@@ -350,6 +422,59 @@ pub async fn apply(
         changed,
         left_alone,
     })
+}
+
+/// Adds to each table that existed the columns its description gained,
+/// nullable (rows stored before hold NULL there); never drops or retypes
+/// one. Returns the columns added and the differences left to the
+/// operator, in words.
+async fn evolve(
+    client: &impl GenericClient,
+    shapes: &[(String, Shape)],
+    new_tables: &[String],
+) -> Result<(Vec<String>, Vec<String>), SchemaError> {
+    let (mut added, mut differing) = (Vec::new(), Vec::new());
+    for (table, expected) in shapes {
+        if new_tables.contains(table) {
+            continue;
+        }
+        let ident = sql::ident(table);
+        let Some(live) = shape_of(client, &ident)
+            .await
+            .map_err(SchemaError::Catalog)?
+        else {
+            continue;
+        };
+        for column in &expected.columns {
+            if live.columns.iter().any(|c| c.name == column.name) {
+                continue;
+            }
+            let what = format!(
+                "table {table}: column {} added ({}, nullable: rows stored before hold NULL)",
+                column.name, column.type_name
+            );
+            client
+                .batch_execute(&format!(
+                    "ALTER TABLE {ident} ADD COLUMN IF NOT EXISTS {} {}",
+                    sql::ident(&column.name),
+                    column.type_name
+                ))
+                .await
+                .map_err(|source| SchemaError::Evolve {
+                    what: what.clone(),
+                    source,
+                })?;
+            added.push(what);
+        }
+        let now = shape_of(client, &ident)
+            .await
+            .map_err(SchemaError::Catalog)?
+            .unwrap_or(live);
+        differing.extend(compare(table, expected, &now).into_iter().map(|p| {
+            format!("{p} — the operator's to change (`timesink schema` adds columns only)")
+        }));
+    }
+    Ok((added, differing))
 }
 
 /// One column of a live table, as the catalog has it.

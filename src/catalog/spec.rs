@@ -260,7 +260,8 @@ pub struct TimescaleSpec {
     #[serde(skip_serializing_if = "Vec::is_empty")]
     pub order_by: Vec<String>,
     /// Chunks older than this are dropped, rows and all; unset: no
-    /// retention (a retention policy the table has is removed).
+    /// retention policy on a table the sink creates (one a live table has
+    /// is left to the operator).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub retention: Option<String>,
     /// COPY writes compressed batches straight into the chunks

@@ -19,6 +19,10 @@ pub struct Timescale {
     pub direct_compress: bool,
     /// The most tuples a transaction of the sink's may decompress.
     pub max_tuples_decompressed: u64,
+    /// The keys under the table the configuration names, dotted
+    /// (`timescaledb.retention`, `aggregates.c.refresh.every`): the
+    /// settings the sink changes in a table it did not just create.
+    pub named: Vec<String>,
 }
 
 /// Chunks older than `after` are compressed, segmented and ordered so.
@@ -179,6 +183,7 @@ pub fn build(
         hypertable,
         direct_compress: spec.direct_compress,
         max_tuples_decompressed: spec.max_tuples_decompressed,
+        named: Vec::new(),
         chunk_interval: spec
             .chunk_interval
             .as_deref()
@@ -361,6 +366,12 @@ pub struct LiveTable {
     /// Unique indexes and the table's own triggers.
     pub unique_indexes: i64,
     pub triggers: i64,
+    /// The sink created the table in this step: everything of it is set
+    /// from the description.
+    pub created: bool,
+    /// A plain table that holds rows (making it a hypertable migrates
+    /// them under an exclusive lock).
+    pub has_rows: bool,
 }
 
 /// What the database holds of an aggregate.
@@ -384,11 +395,18 @@ pub struct Change {
     /// In words, for the log and `timesink check`.
     pub what: String,
     pub sql: String,
+    /// The description's keys that ask for it (under the table), e.g.
+    /// `timescaledb.retention`; empty for something the sink creates (a
+    /// hypertable of a new table, a missing aggregate).
+    pub keys: Vec<String>,
 }
 
 /// What differs between a table's description and the database, as the
-/// changes that fix it, and what the sink leaves alone (an aggregate of
-/// another definition: dropping it would lose what it holds).
+/// changes that fix it, and what the sink leaves alone: a setting of a
+/// table it did not just create whose key the configuration does not name
+/// (a default never overrides an operator's setting), a plain table holding
+/// rows where `run` would have to migrate them, an aggregate of another
+/// definition (dropping it would lose what it holds).
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct Plan {
     pub changes: Vec<Change>,
@@ -440,12 +458,72 @@ fn policy_change(
     Some(Change {
         what,
         sql: super::sql::policy(table, kind, wanted),
+        keys: vec![format!("timescaledb.{}", policy_key(kind))],
     })
+}
+
+/// The description's key of a policy kind.
+fn policy_key(kind: &str) -> &'static str {
+    match kind {
+        "compression" => "compress_after",
+        _ => "retention",
+    }
+}
+
+/// Who applies a plan: `run` at start, or `timesink schema`, the owner's
+/// step, which may also migrate a plain table's rows into a hypertable.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Step {
+    Run,
+    Owner,
 }
 
 /// The changes that bring `live` to what `table` describes. Pure: the
 /// caller reads the live state and runs the changes.
-pub fn plan(table: &super::Table, live: &LiveTable, aggregates: &[LiveAggregate]) -> Plan {
+pub fn plan(
+    table: &super::Table,
+    live: &LiveTable,
+    aggregates: &[LiveAggregate],
+    step: Step,
+) -> Plan {
+    let mut plan = everything(table, live, aggregates, step);
+    // A new table, or a plain one becoming a hypertable now: its settings
+    // are the sink's to set.
+    if live.created || !live.hypertable {
+        return plan;
+    }
+    // A table the sink did not just create: what an operator set stays,
+    // unless the configuration names the key.
+    // Named: the key itself, a key within it, or a section holding it.
+    let within = |a: &str, b: &str| a.strip_prefix(b).is_some_and(|r| r.starts_with('.'));
+    let named = |key: &String| {
+        table
+            .timescaledb
+            .named
+            .iter()
+            .any(|n| n == key || within(n, key) || within(key, n))
+    };
+    let (kept, left): (Vec<Change>, Vec<Change>) = plan
+        .changes
+        .into_iter()
+        .partition(|c| c.keys.is_empty() || c.keys.iter().any(named));
+    plan.changes = kept;
+    plan.left_alone.extend(left.into_iter().map(|c| {
+        format!(
+            "{} — left as it is: not named in the configuration (set `tables.{}.{}` to have the sink change it)",
+            c.what, table.name, c.keys[0]
+        )
+    }));
+    plan
+}
+
+/// Every change that brings `live` to the description, named or not.
+fn everything(
+    table: &super::Table,
+    live: &LiveTable,
+    aggregates: &[LiveAggregate],
+    step: Step,
+) -> Plan {
     use super::sql;
     let mut plan = Plan::default();
     let ts = &table.timescaledb;
@@ -453,12 +531,34 @@ pub fn plan(table: &super::Table, live: &LiveTable, aggregates: &[LiveAggregate]
         return plan;
     };
     let time = &table.columns[time].name;
-    let mut change = |what: String, sql: String| plan.changes.push(Change { what, sql });
     let name = &table.name;
+    let mut change = |what: String, sql: String, keys: &[String]| {
+        plan.changes.push(Change {
+            what,
+            sql,
+            keys: keys.to_vec(),
+        })
+    };
+    let key = |k: &str| vec![format!("timescaledb.{k}")];
     if !live.hypertable {
+        if live.has_rows && step == Step::Run {
+            plan.left_alone.push(format!(
+                "{name}: a plain table holding rows, not a hypertable — `timesink schema` makes it one \
+                 (migrating its rows under an exclusive lock); `run` never does"
+            ));
+            return plan;
+        }
         change(
-            format!("{name}: a hypertable on {time}"),
+            format!(
+                "{name}: a hypertable on {time}{}",
+                if live.has_rows {
+                    " (migrating the rows it holds)"
+                } else {
+                    ""
+                }
+            ),
             sql::create_hypertable(table, time, ts.chunk_interval.as_ref()),
+            &[],
         );
     } else if let Some(interval) = &ts.chunk_interval
         && live.chunk_interval != Some(interval.micros())
@@ -469,6 +569,7 @@ pub fn plan(table: &super::Table, live: &LiveTable, aggregates: &[LiveAggregate]
                 shown(live.chunk_interval)
             ),
             sql::set_chunk_interval(table, interval),
+            &key("chunk_interval"),
         );
     }
     if let Some(c) = &ts.compression {
@@ -497,6 +598,11 @@ pub fn plan(table: &super::Table, live: &LiveTable, aggregates: &[LiveAggregate]
                     }
                 ),
                 sql::compression_settings(table, c),
+                &[
+                    key("compress_after").remove(0),
+                    key("segment_by").remove(0),
+                    key("order_by").remove(0),
+                ],
             );
         }
     }
@@ -510,7 +616,7 @@ pub fn plan(table: &super::Table, live: &LiveTable, aggregates: &[LiveAggregate]
             live.retention,
         ))
     {
-        change(c.what, c.sql);
+        change(c.what, c.sql, &c.keys);
     }
     if ts.direct_compress && (live.unique_indexes > 0 || live.triggers > 0) {
         plan.left_alone.push(format!(
@@ -520,10 +626,12 @@ pub fn plan(table: &super::Table, live: &LiveTable, aggregates: &[LiveAggregate]
     }
     for (a, found) in table.aggregates.iter().zip(aggregates) {
         let mark = sql::aggregate_mark(&sql::aggregate_query(table, time, a));
+        let aggregate_key = |k: &str| vec![format!("aggregates.{}.{k}", a.name)];
         if !found.exists {
             change(
                 format!("{}: a continuous aggregate over {name}", a.name),
                 sql::create_aggregate(table, time, a),
+                &[],
             );
         } else if !found.continuous || found.mark.as_deref() != Some(mark.as_str()) {
             plan.left_alone.push(format!(
@@ -541,6 +649,7 @@ pub fn plan(table: &super::Table, live: &LiveTable, aggregates: &[LiveAggregate]
                     if a.real_time { "on" } else { "off" }
                 ),
                 sql::real_time(a),
+                &aggregate_key("real_time"),
             );
         }
         let wanted = a.refresh.as_ref().map(|r| {
@@ -565,6 +674,12 @@ pub fn plan(table: &super::Table, live: &LiveTable, aggregates: &[LiveAggregate]
                     None => format!("{}: no refresh policy", a.name),
                 },
                 sql::refresh_policy(a),
+                // Part of creating it, when it is new.
+                &if found.exists {
+                    aggregate_key("refresh")
+                } else {
+                    Vec::new()
+                },
             );
         }
     }
@@ -628,14 +743,14 @@ mod tests {
     fn nothing_changes_when_the_database_holds_the_description() {
         let table = prices();
         let (live, aggregates) = as_described(&table);
-        assert_eq!(plan(&table, &live, &aggregates), Plan::default());
+        assert_eq!(plan(&table, &live, &aggregates, Step::Run), Plan::default());
     }
 
     #[test]
     fn an_empty_database_gets_everything_in_order() {
         let table = prices();
         let missing = vec![LiveAggregate::default(); table.aggregates.len()];
-        let what: Vec<String> = plan(&table, &LiveTable::default(), &missing)
+        let what: Vec<String> = plan(&table, &LiveTable::default(), &missing, Step::Run)
             .changes
             .into_iter()
             .map(|c| c.what)
@@ -661,7 +776,7 @@ mod tests {
         let table = prices();
         let (live, mut aggregates) = as_described(&table);
         aggregates[0].mark = Some("timesink: SELECT something else".into());
-        let plan = plan(&table, &live, &aggregates);
+        let plan = plan(&table, &live, &aggregates, Step::Run);
         assert!(plan.changes.is_empty());
         assert!(
             plan.left_alone[0].starts_with(
@@ -688,7 +803,7 @@ mod tests {
         let table = catalog.by_name("q").unwrap();
         let (mut live, _) = as_described(table);
         live.unique_indexes = 1;
-        let plan = plan(table, &live, &[]);
+        let plan = plan(table, &live, &[], Step::Run);
         assert_eq!(
             plan.left_alone,
             [

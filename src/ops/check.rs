@@ -307,7 +307,13 @@ async fn timescaledb(
     catalog: &Catalog,
     report: &mut Report,
 ) -> Result<(), tokio_postgres::Error> {
-    let plans = crate::catalog::schema::timescaledb_plans(client, catalog).await?;
+    let plans = crate::catalog::schema::timescaledb_plans(
+        client,
+        catalog,
+        crate::catalog::schema::Step::Run,
+        &[],
+    )
+    .await?;
     for state in plans {
         let (table, live, plan) = (&state.table, &state.live, &state.plan);
         let out = &mut report.table(table).lines;

@@ -210,7 +210,7 @@ pub async fn run(
         return Ok(()); // shut down while waiting for the database
     };
     for change in &report.changed {
-        tracing::info!(%change, "TimescaleDB setting changed to match the configuration");
+        tracing::warn!(%change, "TimescaleDB setting of a live table changed to match the configuration");
     }
     for difference in &report.left_alone {
         tracing::warn!(%difference, "TimescaleDB setting not as configured");
