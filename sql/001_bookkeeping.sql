@@ -22,3 +22,16 @@ CREATE TABLE IF NOT EXISTS timesink_topics (
     updated_at      TIMESTAMPTZ NOT NULL DEFAULT now(),
     PRIMARY KEY (consumer_group, topic)
 );
+
+-- How each running instance of a consumer group describes each table (a
+-- fingerprint of the topics it reads and the rows it makes of them), seen
+-- again every few seconds. Two live instances of one group that describe a
+-- table differently would split its topics' rows between two mappings.
+CREATE TABLE IF NOT EXISTS timesink_mappings (
+    consumer_group  TEXT        NOT NULL,
+    instance        TEXT        NOT NULL,
+    table_name      TEXT        NOT NULL,
+    fingerprint     TEXT        NOT NULL,
+    seen_at         TIMESTAMPTZ NOT NULL DEFAULT now(),
+    PRIMARY KEY (consumer_group, instance, table_name)
+);

@@ -39,6 +39,9 @@
 //!     `budget` bounds each table's rows in flight.
 //!   - `dead_letter`: invalid messages to `<topic>.dlq`, byte for byte,
 //!     acknowledged before their offset is stored.
+//!   - `topic_watch` and `mapping_watch`: the broker's id of a topic
+//!     confirmed before a commit; the group's live instances describing
+//!     each table alike (`timesink_mappings`), or reported loudly.
 //! - [`ops`]: **the operations surface.** `health` (what `/ready` and
 //!   `/status` say), `http` (those and `/metrics`), `telemetry` (the metric
 //!   series), `check` (`timesink check`), `topics` (`topics.yaml`, topic

@@ -687,7 +687,7 @@ async fn a_role_with_only_the_documented_grants_runs_the_sink() {
     );
     assert_eq!(
         printed.matches("matches what the sink writes").count(),
-        6,
+        7,
         "{printed}"
     );
 

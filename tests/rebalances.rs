@@ -108,3 +108,70 @@ async fn a_partition_paused_when_revoked_fetches_when_it_comes_back() {
         "nothing held back at the end"
     );
 }
+
+/// Two instances of one group whose configurations send one topic to
+/// different tables: each reports the tables the other describes
+/// otherwise, loudly, until they agree again.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn instances_describing_a_table_differently_are_reported() {
+    let world = World::new(2).await;
+    let topic = format!("{}fills", world.prefix());
+    create_topics(std::slice::from_ref(&topic), 2).await;
+    let table = |name: &str| {
+        format!(
+            "[tables.{name}]\ntopics = [\"{topic}\"]\nprimary_key = [\"id\"]\ncolumns = [\n  {{ name = \"id\", type = \"text\", from = \"key\", required = true }},\n]\n"
+        )
+    };
+    let (port_a, port_b) = (free_port(), free_port());
+    let mut a = SinkProcess::start(
+        &world,
+        &[
+            world.config_file("fills-a", &table("fills_a")),
+            ("TIMESINK_HTTP__LISTEN", format!("127.0.0.1:{port_a}")),
+        ],
+    );
+    let mut b = SinkProcess::start(
+        &world,
+        &[
+            world.config_file("fills-b", &table("fills_b")),
+            ("TIMESINK_HTTP__LISTEN", format!("127.0.0.1:{port_b}")),
+        ],
+    );
+    for port in [port_a, port_b] {
+        eventually(40, "both report the mismatch", || async move {
+            let s = status(port);
+            s["mapping_mismatch"]["fills_a"].is_string()
+                && s["mapping_mismatch"]["fills_b"].is_string()
+        })
+        .await;
+    }
+    let s = status(port_b);
+    assert_eq!(s["state"], "degraded", "{s}");
+    assert!(
+        s["mapping_mismatch"]["fills_a"]
+            .as_str()
+            .is_some_and(|h| h.ends_with("writes it, this instance does not")),
+        "{s}"
+    );
+    assert!(metric(
+        port_b,
+        "timesink_mapping_mismatch{table=\"fills_a\"} 1"
+    ));
+    b.terminate(Duration::from_secs(20));
+    let log = b.log_text();
+    assert_eq!(
+        log.lines()
+            .filter(|l| l.contains(" ERROR ") && l.contains("describes tables differently"))
+            .count(),
+        1,
+        "{log}"
+    );
+    // Alone again (b's rows age out of the live window): a says so.
+    eventually(60, "a agrees with itself again", || async {
+        status(port_a)["mapping_mismatch"]
+            .as_object()
+            .is_some_and(|m| m.is_empty())
+    })
+    .await;
+    a.terminate(Duration::from_secs(20));
+}

@@ -17,7 +17,12 @@ const TIMESCALEDB_TABLE_SQL: &str = include_str!("../../sql/queries/timescaledb_
 const TIMESCALEDB_AGGREGATE_SQL: &str = include_str!("../../sql/queries/timescaledb_aggregate.sql");
 
 /// The sink's own tables.
-pub const BOOKKEEPING: [&str; 2] = ["timesink_offsets", "timesink_topics"];
+pub const BOOKKEEPING: [&str; 3] = ["timesink_offsets", "timesink_topics", MAPPINGS];
+
+/// The bookkeeping table `run` can do without: missing (a database set up
+/// before it existed, a role that may not create it), the instances'
+/// descriptions are not compared, and `timesink schema` creates it.
+pub const MAPPINGS: &str = "timesink_mappings";
 
 /// Every table the sink writes, data and bookkeeping.
 pub fn all_tables(catalog: &Catalog) -> Vec<String> {
@@ -316,7 +321,10 @@ async fn missing_tables(
     client: &impl GenericClient,
     catalog: &Catalog,
 ) -> Result<Vec<String>, SchemaError> {
-    let tables = all_tables(catalog);
+    let tables: Vec<String> = all_tables(catalog)
+        .into_iter()
+        .filter(|t| t != MAPPINGS)
+        .collect();
     let names: Vec<String> = tables.iter().map(|t| sql::ident(t)).collect();
     let missing: Vec<String> = client
         .query_one(MISSING_TABLES_SQL, &[&names])

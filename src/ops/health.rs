@@ -75,6 +75,8 @@ pub struct Health {
     blocked: Mutex<BTreeMap<String, String>>,
     /// Assigned partitions that do not fetch now, with the reason.
     held_back: Mutex<Vec<HeldBack>>,
+    /// Tables another live instance describes differently, and how.
+    mapping_mismatch: Mutex<BTreeMap<String, String>>,
     topics: Mutex<BTreeMap<Arc<str>, Arc<TopicCounters>>>,
     /// Assigned partitions and their lag.
     partitions: Mutex<BTreeMap<(Arc<str>, i32), PartitionLag>>,
@@ -137,6 +139,9 @@ pub struct Status {
     pub blocked: BTreeMap<String, String>,
     /// Assigned partitions that do not fetch now, and why.
     pub held_back: Vec<HeldBack>,
+    /// Tables another live instance of the group describes differently,
+    /// with how: rows of their topics may be split between two mappings.
+    pub mapping_mismatch: BTreeMap<String, String>,
     pub topics: BTreeMap<String, TopicStatus>,
 }
 
@@ -185,6 +190,7 @@ impl Health {
             database_probed: AtomicBool::new(false),
             blocked: Mutex::new(BTreeMap::new()),
             held_back: Mutex::new(Vec::new()),
+            mapping_mismatch: Mutex::new(BTreeMap::new()),
             topics: Mutex::new(BTreeMap::new()),
             partitions: Mutex::new(BTreeMap::new()),
             lag_reference: Mutex::new(BTreeMap::new()),
@@ -331,6 +337,33 @@ impl Health {
         *lock(&self.held_back) = held_back;
     }
 
+    /// The tables other live instances of the group describe differently,
+    /// of this instance's `tables` and theirs, replacing the last report;
+    /// true when it changed (to be logged).
+    pub fn set_mapping_mismatch(
+        &self,
+        tables: &[String],
+        mismatch: BTreeMap<String, String>,
+    ) -> bool {
+        let mut current = lock(&self.mapping_mismatch);
+        let named: std::collections::BTreeSet<&String> = tables
+            .iter()
+            .chain(current.keys())
+            .chain(mismatch.keys())
+            .collect();
+        for table in named {
+            let value = if mismatch.contains_key(table) {
+                1.0
+            } else {
+                0.0
+            };
+            metrics::gauge!("timesink_mapping_mismatch", "table" => table.clone()).set(value);
+        }
+        let changed = *current != mismatch;
+        *current = mismatch;
+        changed
+    }
+
     /// Whether `table` is reported blocked.
     pub fn is_blocked(&self, table: &str) -> bool {
         lock(&self.blocked).contains_key(table)
@@ -395,9 +428,14 @@ impl Health {
         if !blocked.is_empty() {
             state = State::Unhealthy;
         }
+        let mapping_mismatch = lock(&self.mapping_mismatch).clone();
+        if !mapping_mismatch.is_empty() && state == State::Healthy {
+            state = State::Degraded;
+        }
         Status {
             state,
             blocked,
+            mapping_mismatch,
             held_back: lock(&self.held_back).clone(),
             ready: not_ready.is_empty(),
             not_ready,

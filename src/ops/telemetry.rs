@@ -159,6 +159,12 @@ pub const METRICS: &[Metric] = &[
         "Dead letters too large for their topic even compressed, sent as a stub without the value (logged with topic, partition, offset).",
     ),
     metric(
+        "timesink_mapping_mismatch",
+        Kind::Gauge,
+        &["table"],
+        "1 while another live instance of the consumer group describes the table differently (its topics, columns or key): rows of its topics may be split between two mappings; /status says how.",
+    ),
+    metric(
         "timesink_table_blocked",
         Kind::Gauge,
         &["table"],

@@ -16,6 +16,7 @@ pub(crate) mod consume;
 pub(crate) mod copy_format;
 pub(crate) mod dead_letter;
 pub(crate) mod decode;
+mod mapping_watch;
 mod native_headers;
 pub(crate) mod outcome;
 mod topic_watch;
@@ -226,6 +227,12 @@ pub async fn run(
     let watch_stop = CancellationToken::new();
     let topic_watch = topic_watch::TopicWatch::start(&config, watch_stop.clone())
         .map_err(RunError::TopicWatch)?;
+    tokio::spawn(mapping_watch::run(
+        mapping_watch::Mappings::of(&config),
+        database.clone(),
+        health.clone(),
+        watch_stop.clone(),
+    ));
     let _watch_stop = watch_stop.drop_guard();
     let (event_tx, mut events) = mpsc::channel::<Event>(EVENT_QUEUE);
     let (command_tx, command_rx) = std_mpsc::channel::<Command>();
