@@ -302,6 +302,10 @@ pub struct BatchConfig {
     /// frees room; one that frees none for 0.5 s has its own partitions
     /// paused, and the other tables flow on.
     pub max_rows_in_flight: usize,
+    /// The most message bytes each table may hold between batching and
+    /// commit, beside the rows: a table of large rows (500 kB documents)
+    /// reaches it long before its row budget. 64 MiB.
+    pub max_bytes_in_flight: usize,
     /// Flush rules for single topics, by exact topic name, in place of
     /// their table's.
     pub topics: BTreeMap<String, BatchSpec>,
@@ -316,6 +320,7 @@ impl Default for BatchConfig {
             max_transaction_rows: 20_000,
             max_transaction_bytes: 16 * MIB,
             max_rows_in_flight: 30_000,
+            max_bytes_in_flight: 64 * 1024 * 1024,
             topics: BTreeMap::new(),
         }
     }
@@ -512,6 +517,9 @@ impl Config {
             return Err(invalid("batch.max_transaction_bytes", "must be at least 1"));
         }
         // Rows are taken from a semaphore in u32 counts.
+        if self.batch.max_bytes_in_flight == 0 {
+            return Err(invalid("batch.max_bytes_in_flight", "must be at least 1"));
+        }
         if self.batch.max_rows_in_flight == 0 || self.batch.max_rows_in_flight > u32::MAX as usize {
             return Err(invalid(
                 "batch.max_rows_in_flight",

@@ -98,7 +98,8 @@ async fn live_table(
     let hypertable: bool = row.get(0);
     // Only a plain table's rows matter (making it a hypertable migrates
     // them); a table not created yet has none.
-    let has_rows = if hypertable {
+    let becomes_hypertable = table.timescaledb.hypertable && table.time.is_some();
+    let has_rows = if hypertable || !becomes_hypertable {
         false
     } else {
         let ident = sql::ident(&table.name);

@@ -102,7 +102,7 @@ mod tests {
                 epoch,
                 topic_id: None,
             }],
-            held: rows,
+            held: crate::pipeline::budget::Cost::new(rows, 0),
         }
     }
 
@@ -124,7 +124,7 @@ mod tests {
         c.offer(Some(flush("t", 20, 29, 10, 1)));
         let next = c.take().expect("joined");
         assert_eq!(span(&next), (10, 29));
-        assert_eq!((next.batch.rows, next.held), (20, 20));
+        assert_eq!((next.batch.rows, next.held.rows), (20, 20));
         assert!(c.take().is_none());
     }
 

@@ -46,6 +46,10 @@ use crate::pipeline::native_headers::NativeHeaders;
 const PAUSE_AFTER: Duration = Duration::from_secs(1);
 /// Messages per [`Event::Messages`] at most.
 const CHUNK: usize = 256;
+/// Bytes of message values per [`Event::Messages`] past which it goes out:
+/// with the pipeline's queue of chunks, what is read ahead of the tables'
+/// budgets stays a few tens of MiB even when messages are large.
+const CHUNK_BYTES: usize = 1024 * 1024;
 /// One wait for room in the pipeline's queue, between rounds of commands.
 const ROOM_WAIT: Duration = Duration::from_millis(50);
 
@@ -1344,6 +1348,7 @@ fn run(
     let mut held: VecDeque<Event> = VecDeque::new();
     // Messages read since the last chunk went out.
     let mut chunk: Vec<(SourceMessage, u64)> = Vec::with_capacity(CHUNK);
+    let mut chunk_bytes = 0usize;
     // When the chunk's first message was polled (epoch ms).
     let mut chunk_polled_ms = 0;
     let mut paused = false;
@@ -1543,7 +1548,10 @@ fn run(
                 let (topic, epoch) = reading.of(&context, m.topic(), m.partition());
                 if let Some(epoch) = epoch {
                     match reading.advance(m.offset()) {
-                        Ok(()) => chunk.push((owned(topic, &m, chunk_polled_ms), epoch)),
+                        Ok(()) => {
+                            chunk_bytes += m.payload_len() + m.key_len();
+                            chunk.push((owned(topic, &m, chunk_polled_ms), epoch));
+                        }
                         Err(expected) => {
                             let at = (m.partition(), (expected, m.offset()));
                             drop(m);
@@ -1552,8 +1560,9 @@ fn run(
                         }
                     }
                 }
-                if chunk.len() >= CHUNK {
+                if chunk.len() >= CHUNK || chunk_bytes >= CHUNK_BYTES {
                     held.push_back(Event::Messages(std::mem::take(&mut chunk)));
+                    chunk_bytes = 0;
                 }
             }
             // Brokers out of reach are reported once, by SinkContext::error.
@@ -1563,6 +1572,7 @@ fn run(
             Some(Err(e)) => tracing::warn!(error = %e, "Kafka consumer error"),
             None if !chunk.is_empty() => {
                 held.push_back(Event::Messages(std::mem::take(&mut chunk)));
+                chunk_bytes = 0;
             }
             None => {}
         }

@@ -45,7 +45,7 @@ use crate::database::Database;
 use crate::message::SourceMessage;
 use crate::ops::health::{Health, TopicCounters};
 use crate::pipeline::batch::{Batch, Batcher, Entry, Limits};
-use crate::pipeline::budget::{Fetching, TableBudget};
+use crate::pipeline::budget::{Cost, Fetching, TableBudget};
 use crate::pipeline::coalesce::Coalescer;
 use crate::pipeline::consume::{Assignment, Command, Event};
 use crate::pipeline::dead_letter::DeadLetters;
@@ -55,12 +55,14 @@ use crate::pipeline::write::{Fence, Flush, Report, Writer};
 use crate::time::Timestamp;
 
 /// Chunks of messages the consumer thread may queue ahead of the pipeline
-/// (32 × 256 = 8k messages, a few MiB): librdkafka prefetches behind them.
+/// (each at most 256 messages or about 1 MiB, so 32 MiB at most):
+/// librdkafka prefetches behind them.
 const EVENT_QUEUE: usize = 32;
 /// Batches that may queue for a writer besides the one it writes and the one
 /// it prepares next (full, or of another topic).
-/// Memory is bounded by rows (`batch.max_rows_in_flight`), not by this: it
-/// only has to let small batches add up to a large transaction.
+/// Memory is bounded by the tables' budgets (`batch.max_rows_in_flight`,
+/// `batch.max_bytes_in_flight`), not by this: it only has to let small
+/// batches add up to a large transaction.
 const WRITER_QUEUE: usize = 256;
 
 #[derive(Debug, thiserror::Error)]
@@ -298,10 +300,12 @@ pub async fn run(
             stop: writers_stop.clone(),
             health: health.clone(),
         };
-        writer_tasks.push(tokio::spawn(task.run(
-            writer,
-            rx,
-            Coalescer::new(coalesce.0, coalesce.1),
+        let run = tokio::spawn(task.run(writer, rx, Coalescer::new(coalesce.0, coalesce.1)));
+        writer_tasks.push(tokio::spawn(supervise(
+            run,
+            Arc::from(name.as_str()),
+            w,
+            health.clone(),
         )));
         writer_queues.insert((t.id, w), tx);
     }
@@ -332,7 +336,13 @@ pub async fn run(
         budgets: catalog
             .tables()
             .iter()
-            .map(|t| (t.id, TableBudget::new(config.batch.max_rows_in_flight)))
+            .map(|t| {
+                let limit = Cost::new(
+                    config.batch.max_rows_in_flight,
+                    config.batch.max_bytes_in_flight,
+                );
+                (t.id, TableBudget::new(limit))
+            })
             .collect(),
         held_since: None,
         health: health.clone(),
@@ -457,6 +467,33 @@ struct WriterTask {
     health: Arc<Health>,
 }
 
+/// Waits for a writer's task; one that ends by a panic (a defect of the
+/// sink) is reported: one `error` line, and its table blocked with the
+/// reason, so that `/ready` and `/status` say so rather than the table
+/// silently no longer being written. Its batches stay uncommitted and are
+/// read again after a restart.
+async fn supervise(task: JoinHandle<()>, table: Arc<str>, writer: usize, health: Arc<Health>) {
+    let Err(error) = task.await else {
+        return;
+    };
+    let what = if error.is_panic() {
+        let panic = error.into_panic();
+        panic
+            .downcast_ref::<&str>()
+            .map(|s| (*s).to_owned())
+            .or_else(|| panic.downcast_ref::<String>().cloned())
+            .unwrap_or_else(|| "a panic".to_owned())
+    } else {
+        error.to_string()
+    };
+    let reason = format!(
+        "writer {writer} of table {table} stopped ({}): a defect of the sink — its rows are not committed, and a restart reads them again",
+        crate::quote::capped(&what)
+    );
+    tracing::error!(%table, writer, "{reason}");
+    health.set_blocked(&table, Some(reason));
+}
+
 impl WriterTask {
     /// Takes the table's flushes from `rx` and writes them, joining those
     /// that arrive meanwhile ([`Coalescer`]); reports each; re-checks a
@@ -482,6 +519,7 @@ impl WriterTask {
                     }
                 }
             };
+            fail::fail_point!("writer-write", &*self.name == "level1_quotes", |_| {});
             let started = Instant::now();
             let held = current.held;
             let write = writer.write(current, &self.stop);
@@ -498,7 +536,7 @@ impl WriterTask {
     }
 
     /// Counts a written flush, asks for its Kafka commit, and tells the router.
-    fn report(&self, report: Report, took: Duration, held: usize) {
+    fn report(&self, report: Report, took: Duration, held: Cost) {
         if let Some(topic) = &report.topic {
             account(&self.health, &self.name, topic, &report);
         }
@@ -551,8 +589,8 @@ struct Written {
     table: TableId,
     writer: usize,
     took: Duration,
-    /// The rows of the table's budget the written flush held.
-    held: usize,
+    /// What of the table's budget the written flush held.
+    held: Cost,
     report: Report,
 }
 
@@ -732,14 +770,15 @@ impl Router<'_> {
         metrics::histogram!("timesink_batch_rows", "table" => table.clone())
             .record(batch.rows as f64);
         metrics::histogram!("timesink_batch_bytes", "table" => table).record(batch.bytes as f64);
-        let (table, writer, rows) = (batch.table, batch.writer, batch.rows);
+        let (table, writer) = (batch.table, batch.writer);
+        let cost = Cost::new(batch.rows, batch.bytes);
         if let Some(budget) = self.budgets.get_mut(&table) {
             let flush = Flush {
                 batch,
                 fences,
-                held: 0,
+                held: Cost::default(),
             };
-            budget.push(rows, (writer, flush));
+            budget.push(cost, (writer, flush));
         }
         self.admit(table);
     }
@@ -760,11 +799,16 @@ impl Router<'_> {
             match queue.try_send(flush) {
                 Ok(()) => {}
                 Err(mpsc::error::TrySendError::Full(mut flush)) => {
-                    flush.held = 0;
+                    flush.held = Cost::default();
                     budget.put_back(held, (writer, flush));
                     break;
                 }
-                Err(mpsc::error::TrySendError::Closed(_)) => budget.release(held),
+                // Its writer stopped (see `supervise`): the batch waits,
+                // uncommitted, and the table is reported blocked.
+                Err(mpsc::error::TrySendError::Closed(flush)) => {
+                    budget.put_back(held, (writer, flush));
+                    break;
+                }
             }
         }
         // Only a change is exported: this runs for every batch shipped.

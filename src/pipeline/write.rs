@@ -33,6 +33,7 @@ use crate::database::Database;
 use crate::ops::health::Health;
 use crate::pg_error::{Backoff, Class, classify, describe};
 use crate::pipeline::batch::Batch;
+use crate::pipeline::budget::Cost;
 use crate::pipeline::copy_format::{EncodedRows, KeyColumn, latest_per_key, stream_all};
 use crate::pipeline::dead_letter::{DeadLetter, DeadLetters};
 use crate::pipeline::outcome::{Outcome, RejectClass, Rejection};
@@ -64,9 +65,9 @@ pub struct Fence {
 pub struct Flush {
     pub batch: Batch,
     pub fences: Vec<Fence>,
-    /// The rows of its table's budget (`batch.max_rows_in_flight`) this
-    /// flush holds, given back to the router once it is written.
-    pub held: usize,
+    /// What this flush holds of its table's budget (rows and bytes in
+    /// flight), given back to the router once it is written.
+    pub held: Cost,
 }
 
 impl Flush {
@@ -134,7 +135,7 @@ impl Flush {
             fences: second,
             // What the whole held stays with the first half: the writer
             // gives it back once the whole is written.
-            held: 0,
+            held: Cost::default(),
         };
         (self, later)
     }
@@ -1245,7 +1246,7 @@ mod tests {
         Flush {
             batch,
             fences,
-            held: 0,
+            held: Cost::default(),
         }
     }
 
