@@ -10,7 +10,6 @@ mod common;
 use std::time::Duration;
 
 use common::*;
-use rdkafka::message::Message;
 use timesink::ops::produce::DataType;
 
 fn status(port: u16) -> Option<serde_json::Value> {
@@ -20,32 +19,6 @@ fn status(port: u16) -> Option<serde_json::Value> {
 
 fn blocked_reason(port: u16, table: &str) -> Option<String> {
     status(port).and_then(|s| s["blocked"][table].as_str().map(str::to_owned))
-}
-
-/// The dead letters of `topic`, as (key, reason).
-fn letters(topic: &str) -> Vec<(String, String)> {
-    let mut letters: Vec<(String, String)> = read_to_end(&format!("{topic}.dlq"), 30)
-        .iter()
-        .map(|m| {
-            (
-                String::from_utf8_lossy(m.key().unwrap_or_default()).into_owned(),
-                dlq_headers(m)["dlq.reason"].clone(),
-            )
-        })
-        .collect();
-    letters.sort();
-    letters
-}
-
-async fn keys(world: &World, table: &str) -> Vec<String> {
-    world
-        .db
-        .query(&format!("SELECT id FROM {table} ORDER BY id"), &[])
-        .await
-        .expect("rows")
-        .iter()
-        .map(|r| r.get(0))
-        .collect()
 }
 
 /// A unique index besides the primary key, and a DEFERRABLE foreign key
@@ -99,10 +72,13 @@ columns = [
         &[env, ("TIMESINK_HTTP__LISTEN", format!("127.0.0.1:{port}"))],
     );
     drained(&world, &topic, 60).await;
-    let letters = letters(&topic);
+    let letters = dead_letter_reasons(&read_to_end(&format!("{topic}.dlq"), 30));
     sink.terminate(Duration::from_secs(20));
 
-    assert_eq!(keys(&world, "fills").await, ["a", "c", "e"]);
+    assert_eq!(
+        world.texts("SELECT id FROM fills ORDER BY id").await,
+        ["a", "c", "e"]
+    );
     assert_eq!(letters.len(), 2, "{letters:?}");
     assert_eq!(letters[0].0, "b-same-coin-and-time");
     assert!(

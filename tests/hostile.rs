@@ -334,23 +334,9 @@ columns = [
     let letters = read_to_end(&format!("{topic}.dlq"), 60);
     sink.terminate(Duration::from_secs(20));
 
-    let rows: Vec<String> = world
-        .db
-        .query("SELECT id FROM readings ORDER BY id", &[])
-        .await
-        .expect("rows")
-        .iter()
-        .map(|r| r.get(0))
-        .collect();
+    let rows = world.texts("SELECT id FROM readings ORDER BY id").await;
     assert_eq!(rows, ["ok1", "ok2"], "only the values their types hold");
-    let mut reasons: Vec<(String, String)> = letters
-        .iter()
-        .map(|m| {
-            let key = String::from_utf8_lossy(m.key().unwrap_or_default()).into_owned();
-            (key, dlq_headers(m)["dlq.reason"].clone())
-        })
-        .collect();
-    reasons.sort();
+    let reasons = dead_letter_reasons(&letters);
     let expected = [
         ("ancient", "column `at`", "before 4714-11-24 BC"),
         (
@@ -541,23 +527,9 @@ columns = [
     let letters = read_to_end(&format!("{topic}.dlq"), 60);
     sink.terminate(Duration::from_secs(20));
 
-    let ids: Vec<String> = world
-        .db
-        .query("SELECT id FROM docs ORDER BY id", &[])
-        .await
-        .expect("rows")
-        .iter()
-        .map(|r| r.get(0))
-        .collect();
+    let ids = world.texts("SELECT id FROM docs ORDER BY id").await;
     assert_eq!(ids, ["a", "b", "c", "d"]);
-    let mut reasons: Vec<(String, String)> = letters
-        .iter()
-        .map(|m| {
-            let key = String::from_utf8_lossy(m.key().unwrap_or_default()).into_owned();
-            (key, dlq_headers(m)["dlq.reason"].clone())
-        })
-        .collect();
-    reasons.sort();
+    let reasons = dead_letter_reasons(&letters);
     assert_eq!(reasons.len(), 2, "{reasons:?}");
     assert_eq!(reasons[0].0, "deep");
     assert!(

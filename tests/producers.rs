@@ -130,15 +130,7 @@ async fn tombstone_empty_keyless_and_a_repeated_header_get_their_documented_outc
     sink.terminate(Duration::from_secs(20));
     assert_eq!(stored_symbols(&world).await, ["K1", "K3"]);
     let letters = read_to_end(&format!("{topic}.dlq"), 30);
-    let mut reasons: Vec<(String, String)> = letters
-        .iter()
-        .map(|m| {
-            use rdkafka::message::Message;
-            let key = String::from_utf8_lossy(m.key().unwrap_or_default()).into_owned();
-            (key, dlq_headers(m)["dlq.reason"].clone())
-        })
-        .collect();
-    reasons.sort();
+    let reasons = dead_letter_reasons(&letters);
     assert_eq!(reasons.len(), 3, "{reasons:?}");
     assert_eq!(reasons[0].0, "bincode-last");
     assert!(reasons[0].1.contains("bincode"), "{reasons:?}");

@@ -168,6 +168,17 @@ impl World {
             .unwrap_or(-1)
     }
 
+    /// The first column of each row of `sql`, as text.
+    pub async fn texts(&self, sql: &str) -> Vec<String> {
+        self.db
+            .query(sql, &[])
+            .await
+            .unwrap_or_else(|e| panic!("{sql}: {e}"))
+            .iter()
+            .map(|r| r.get(0))
+            .collect()
+    }
+
     /// The stored next offsets of this world's group.
     pub async fn stored_offsets(&self) -> HashMap<(String, i32), i64> {
         let rows = self
@@ -648,6 +659,21 @@ pub fn loud_lines(log: &str) -> Vec<&str> {
     log.lines()
         .filter(|l| l.contains(" ERROR ") || l.contains(" WARN "))
         .collect()
+}
+
+/// The dead letters read so far from `<topic>.dlq`, as (key, reason),
+/// sorted.
+pub fn dead_letter_reasons(letters: &[rdkafka::message::OwnedMessage]) -> Vec<(String, String)> {
+    use rdkafka::message::Message;
+    let mut reasons: Vec<(String, String)> = letters
+        .iter()
+        .map(|m| {
+            let key = String::from_utf8_lossy(m.key().unwrap_or_default()).into_owned();
+            (key, dlq_headers(m)["dlq.reason"].clone())
+        })
+        .collect();
+    reasons.sort();
+    reasons
 }
 
 /// The headers of a message, by name.
