@@ -38,9 +38,13 @@ fn explain(error: figment::Error, from_env: &[(String, String)]) -> String {
         path.push(field.clone());
     }
     let key = path.join(".");
+    // The variable that gave the key, a key within it (a value of the
+    // wrong type deep down) or a key under it (`batch.level1` refused for
+    // TIMESINK_BATCH__LEVEL1__MAX_ROWS).
+    let within = |a: &str, b: &str| a.strip_prefix(b).is_some_and(|r| r.starts_with('.'));
     let variable = from_env
         .iter()
-        .find(|(k, _)| key == *k || key.starts_with(&format!("{k}.")))
+        .find(|(k, _)| key == *k || within(&key, k) || within(k, &key))
         .map(|(_, name)| name);
     match (variable, &error.kind) {
         (Some(name), figment::error::Kind::UnknownField(..)) => format!(
@@ -632,6 +636,39 @@ mod tests {
         let mut f = tempfile::Builder::new().suffix(".toml").tempfile().unwrap();
         std::io::Write::write_all(&mut f, text.as_bytes()).unwrap();
         f
+    }
+
+    /// Every `TIMESINK_<SECTION>__<KEY>` variable the README names is a
+    /// configuration key (one that is not stops the sink at start).
+    #[test]
+    fn every_variable_the_readme_names_is_a_key() {
+        let readme = include_str!("../README.md");
+        let mut variables: Vec<&str> = readme
+            .match_indices("TIMESINK_")
+            .map(|(at, _)| {
+                let rest = &readme[at..];
+                let end = rest
+                    .find(|c: char| !(c.is_ascii_uppercase() || c.is_ascii_digit() || c == '_'))
+                    .unwrap_or(rest.len());
+                &rest[..end]
+            })
+            .filter(|v| v.contains("__"))
+            .collect();
+        variables.sort_unstable();
+        variables.dedup();
+        assert!(variables.len() >= 3, "{variables:?}");
+        for variable in variables {
+            let refused = Config::load_from(None, env(&[(variable, "1")]))
+                .err()
+                .map(|e| e.to_string())
+                .filter(|e| e.contains("is not a configuration key"));
+            assert_eq!(refused, None, "{variable}");
+        }
+        assert!(
+            Config::load_from(None, env(&[("TIMESINK_BATCH__LEVEL1__MAX_ROWS", "1")]))
+                .is_err_and(|e| e.to_string().contains("is not a configuration key")),
+            "the check can fail"
+        );
     }
 
     /// The keys the file and the environment give are named; the

@@ -1250,6 +1250,61 @@ mod tests {
         Catalog::build(&specs, ".dlq")
     }
 
+    /// The keys the README's tables of a table, a column and its
+    /// `timescaledb` settings name: `(heading, keys)`.
+    fn readme_keys(heading: &str) -> Vec<String> {
+        let readme = include_str!("../../README.md");
+        let at = readme
+            .find(heading)
+            .unwrap_or_else(|| panic!("README: {heading}"));
+        readme[at..]
+            .lines()
+            .skip_while(|l| !l.starts_with("|---"))
+            .skip(1)
+            .take_while(|l| l.starts_with('|'))
+            .flat_map(|row| {
+                let first = row.split('|').nth(1).unwrap_or_default();
+                first
+                    .split('`')
+                    .skip(1)
+                    .step_by(2)
+                    .map(str::to_owned)
+                    .collect::<Vec<_>>()
+            })
+            .collect()
+    }
+
+    /// Every key the README names for a table, a column or a table's
+    /// TimescaleDB settings is one the description takes (a key it does
+    /// not take would stop the sink at start).
+    #[test]
+    fn every_table_key_the_readme_names_is_taken() {
+        let unknown = |text: &str| {
+            toml_spec(text)
+                .err()
+                .filter(|e| e.contains("unknown field"))
+        };
+        let table = readme_keys("A table:");
+        let column = readme_keys("A column:");
+        let timescaledb = readme_keys("| `timescaledb` key |");
+        assert!(table.len() >= 14 && column.len() >= 12 && timescaledb.len() >= 8);
+        for key in table {
+            assert_eq!(unknown(&format!("{key} = 0")), None, "table key `{key}`");
+        }
+        for key in column {
+            let text = format!("[[columns]]\nname = \"c\"\ntype = \"text\"\n{key} = 0");
+            assert_eq!(unknown(&text), None, "column key `{key}`");
+        }
+        for key in timescaledb {
+            let text = format!("[timescaledb]\n{key} = 0");
+            assert_eq!(unknown(&text), None, "timescaledb key `{key}`");
+        }
+        assert!(
+            unknown("[timescaledb]\nretain = 0").is_some(),
+            "the check can fail"
+        );
+    }
+
     /// A dotted table name would be stored literally in the connection's
     /// schema, not in the schema it seems to name: refused.
     #[test]
