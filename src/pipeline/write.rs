@@ -844,6 +844,7 @@ impl Writer {
                     self.verify().await?;
                     self.refuses_what_it_took(&first).await?;
                     let culprits = self.find_rejected(encoded, merge).await?;
+                    let culprits = self.refused_again(encoded, merge, culprits).await?;
                     if culprits.is_empty() {
                         return Err(AttemptError::NoCulprit(describe(&first)));
                     }
@@ -1038,6 +1039,27 @@ impl Writer {
                 Err(e)
             }
         }
+    }
+
+    /// The `culprits` PostgreSQL refuses a second time: a row refused
+    /// while the table changed under the search (a trigger dropped, a
+    /// lock's statement timeout) is not the row's doing, and is written
+    /// again with the rest instead of dead-lettered.
+    async fn refused_again(
+        &mut self,
+        rows: &EncodedRows,
+        merge: bool,
+        culprits: Vec<(usize, tokio_postgres::Error)>,
+    ) -> Result<Vec<(usize, tokio_postgres::Error)>, tokio_postgres::Error> {
+        let mut confirmed = Vec::with_capacity(culprits.len());
+        for (row, _) in culprits {
+            match self.copy_range(rows, row..row + 1, merge).await {
+                Ok(()) => {}
+                Err(e) if refuses_a_row(&e) => confirmed.push((row, e)),
+                Err(e) => return Err(e),
+            }
+        }
+        Ok(confirmed)
     }
 
     /// Finds the rows PostgreSQL refuses by halving: a run that fails is split
