@@ -177,6 +177,13 @@ impl Batch {
             .chain(self.building.rows())
     }
 
+    /// The last row encoded, without walking the others.
+    pub fn last_row(&self) -> Option<&[u8]> {
+        self.building
+            .last_row()
+            .or_else(|| self.encoded.iter().rev().find_map(EncodedRows::last_row))
+    }
+
     /// Per row, the index of the entry it came from, in order.
     pub fn row_owners(&self) -> impl Iterator<Item = usize> {
         self.entries

@@ -49,6 +49,13 @@ impl<B: AsRef<[u8]>> Rows<B> {
         self.ends.is_empty()
     }
 
+    /// The last row's bytes, without walking the others.
+    pub fn last_row(&self) -> Option<&[u8]> {
+        let end = *self.ends.last()?;
+        let start = self.ends.len().checked_sub(2).map_or(0, |i| self.ends[i]);
+        Some(&self.buf.as_ref()[start..end])
+    }
+
     /// Each row's bytes, in order.
     pub fn rows(&self) -> impl Iterator<Item = &[u8]> {
         let buf = self.buf.as_ref();
@@ -397,6 +404,15 @@ mod tests {
             buffer.push(row);
         }
         buffer.freeze()
+    }
+
+    #[test]
+    fn the_last_row_is_the_last_of_the_rows() {
+        let rows = encode(&[quote(1, "a"), quote(2, "bb"), quote(3, "ccc")]);
+        assert_eq!(rows.last_row(), rows.rows().last());
+        let one = encode(&[quote(1, "a")]);
+        assert_eq!(one.last_row(), one.rows().last());
+        assert_eq!(encode(&[]).last_row(), None);
     }
 
     #[test]

@@ -744,7 +744,7 @@ impl Writer {
                 return self.attempt_carefully(flush, conflict, origin).await;
             }
         }
-        self.last_good = flush.batch.encoded_rows().last().map(<[u8]>::to_vec);
+        self.last_good = flush.batch.last_row().map(<[u8]>::to_vec);
         Ok(Attempt::Committed { rows, rejected: 0 })
     }
 
@@ -828,7 +828,7 @@ impl Writer {
             self.client_ref().batch_execute("SAVEPOINT batch").await?;
             match self.copy_range(encoded, 0..encoded.len(), merge).await {
                 Ok(()) => {
-                    if let Some(row) = encoded.rows().last() {
+                    if let Some(row) = encoded.last_row() {
                         self.last_good = Some(row.to_vec());
                     }
                     break encoded.len();
